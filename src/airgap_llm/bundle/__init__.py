@@ -1,0 +1,1 @@
+"""The offline bundle: what the connected machine builds and the airgapped side verifies."""

@@ -1,0 +1,71 @@
+"""Where things live inside a bundle, and a scan of a bundle directory.
+
+```
+manifest.json  SHA256SUMS
+wheels/<python-tag>-<platform>/   wheels + constraints.txt
+models/hub/models--ORG--NAME/     Hugging Face cache layout (blobs/, snapshots/<commit>/, refs/)
+os/<distro>-<version>/            .deb files + Packages, Packages.gz, Release, Release.gpg, InRelease,
+                                  airgap-llm-archive-keyring.gpg
+collections/                      <namespace>-<name>-<version>.tar.gz
+```
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from airgap_llm.bundle.manifest import MANIFEST_NAME, TreeEntry
+
+WHEELS_DIR = "wheels"
+MODELS_HUB_DIR = "models/hub"
+OS_DIR = "os"
+COLLECTIONS_DIR = "collections"
+CONSTRAINTS_NAME = "constraints.txt"
+KEYRING_NAME = "airgap-llm-archive-keyring.gpg"
+PARTIAL_SUFFIX = ".partial"
+
+
+def wheel_dir(python_tag: str, platform: str) -> str:
+    """``wheels/cp311-manylinux_2_36_x86_64``: the newest platform tag names the directory."""
+    return f"{WHEELS_DIR}/{python_tag}-{platform}"
+
+
+def model_repo_dir(repo_id: str) -> str:
+    """``models/hub/models--ORG--NAME`` (huggingface_hub's folder naming)."""
+    return f"{MODELS_HUB_DIR}/" + "--".join(["models", *repo_id.split("/")])
+
+
+def os_dir(distro: str, version: str) -> str:
+    return f"{OS_DIR}/{distro}-{version}"
+
+
+def collection_tarball(namespace: str, name: str, version: str) -> str:
+    return f"{COLLECTIONS_DIR}/{namespace}-{name}-{version}.tar.gz"
+
+
+def is_bundle(root: Path) -> bool:
+    return (root / MANIFEST_NAME).is_file()
+
+
+def scan_tree(root: Path) -> dict[str, TreeEntry]:
+    """Every regular file and symlink under ``root`` as bundle-relative POSIX paths.
+
+    Symlinks are not followed (a link to a directory is reported as a link); other kinds of files
+    (sockets, fifos) are reported as size 0 entries so that they show up as extra.
+    """
+    out: dict[str, TreeEntry] = {}
+    root_s = str(root)
+    for dirpath, dirnames, filenames in os.walk(root_s, followlinks=False):
+        rel_dir = os.path.relpath(dirpath, root_s)
+        prefix = "" if rel_dir == "." else rel_dir.replace(os.sep, "/") + "/"
+        names = list(filenames) + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]
+        for name in names:
+            full = os.path.join(dirpath, name)
+            st = os.lstat(full)
+            if os.path.islink(full):
+                link = os.readlink(full)
+                out[prefix + name] = TreeEntry(size=0, link=link, link_ok=os.path.isfile(full))
+            else:
+                out[prefix + name] = TreeEntry(size=st.st_size)
+    return out
