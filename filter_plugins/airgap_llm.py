@@ -1,0 +1,67 @@
+"""Thin Ansible adapters over the airgap_llm package: no logic of their own.
+
+    {{ hostvars[inventory_hostname] | airgap_llm_host_plan(inventory_hostname) }}
+        the host's GPU-map plan as a dict: ok, problems (each with a 'text'), services (each with
+        unit, cuda_visible_devices, memory_fraction, engine_args, after, ...), engine, target_os, ...
+    {{ 'debian-12' | airgap_llm_target }}
+        the target OS facts (family, python, runtime_packages, ...) as a dict
+    {{ ansible_facts | airgap_llm_target_for_facts }}
+        the supported target matching the host's facts, or none
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+try:
+    from airgap_llm.gpumap import plan_host
+except ImportError:  # running from a checkout without `pip install -e .`
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+    from airgap_llm.gpumap import plan_host
+
+from airgap_llm.inventory import VAR_PREFIX, to_plain
+from airgap_llm.targets import TARGETS, target_for_facts
+
+
+def airgap_llm_host_plan(hostvars: Mapping[str, Any], host: str) -> dict[str, Any]:
+    wanted = {k: to_plain(hostvars[k]) for k in list(hostvars) if str(k).startswith(VAR_PREFIX)}
+    return plan_host(host, wanted).as_dict()
+
+
+def _target_dict(target: Any) -> dict[str, Any] | None:
+    if target is None:
+        return None
+    data = dataclasses.asdict(target)
+    data["python_tag"] = target.python_tag
+    data["glibc"] = ".".join(str(p) for p in target.glibc)
+    data["runtime_packages"] = list(target.runtime_packages)
+    return data
+
+
+def airgap_llm_target(target_id: str) -> dict[str, Any] | None:
+    return _target_dict(TARGETS.get(str(target_id)))
+
+
+def airgap_llm_target_for_facts(facts: Mapping[str, Any]) -> dict[str, Any] | None:
+    return _target_dict(
+        target_for_facts(
+            str(facts.get("distribution", "")),
+            str(facts.get("distribution_version", "")),
+            str(facts.get("distribution_major_version", "")),
+        )
+    )
+
+
+class FilterModule:
+    """airgap-llm filters."""
+
+    def filters(self) -> dict[str, Callable[..., Any]]:
+        return {
+            "airgap_llm_host_plan": airgap_llm_host_plan,
+            "airgap_llm_target": airgap_llm_target,
+            "airgap_llm_target_for_facts": airgap_llm_target_for_facts,
+        }

@@ -1,0 +1,61 @@
+"""The ``airgap-llm`` command line: one subcommand per module in ``airgap_llm.commands``.
+
+Exit codes: 0 ok, 1 a check failed or the input was invalid (the message says what and where),
+2 usage or environment error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from airgap_llm import __version__
+from airgap_llm.console import err_console
+from airgap_llm.errors import AirgapLlmError
+
+# Each module exposes register(subparsers); the order is the order of --help.
+COMMAND_MODULES = ("plan", "bundle", "install", "status", "validate", "demo")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="airgap-llm",
+        description="Provision airgapped GPU hosts into a running vLLM serving stack from a carried-in bundle.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"airgap_llm.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"airgap_llm.commands.{name}":
+                continue  # a command not present in this build
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except AirgapLlmError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Subcommands of the ``airgap-llm`` command line; each module exposes ``register(subparsers)``."""

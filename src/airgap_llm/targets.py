@@ -1,0 +1,71 @@
+"""The target operating systems airgap-llm supports, and what follows from each.
+
+This table is the single source of the per-OS facts that both the bundle builder (which OS packages,
+which Python and platform tags to fetch) and the roles (through the filter plugin) use, so the two
+cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class TargetOS:
+    """One supported target operating system release."""
+
+    id: str
+    family: str  # Ansible's os_family in lower case: "debian" or "redhat"
+    distro: str  # Ansible's ansible_distribution in lower case
+    version: str  # ansible_distribution_major_version ("12") or full ("22.04") for Ubuntu
+    codename: str
+    python: str  # the distro's python3 minor version, used for the venv and the wheel tags
+    glibc: tuple[int, int]
+    runtime_packages: tuple[str, ...]  # OS packages the runtime needs that a minimal server lacks
+
+    @property
+    def python_tag(self) -> str:
+        """The CPython wheel tag of the distro's Python, for example ``cp311``."""
+        return "cp" + self.python.replace(".", "")
+
+
+_DEBIAN_RUNTIME = ("python3-venv", "ca-certificates", "libnuma1", "rsync")
+_RHEL_RUNTIME = ("python3.11", "ca-certificates", "numactl-libs", "rsync")
+
+TARGETS: dict[str, TargetOS] = {
+    t.id: t
+    for t in (
+        TargetOS("debian-12", "debian", "debian", "12", "bookworm", "3.11", (2, 36), _DEBIAN_RUNTIME),
+        TargetOS("ubuntu-22.04", "debian", "ubuntu", "22.04", "jammy", "3.10", (2, 35), _DEBIAN_RUNTIME),
+        TargetOS("ubuntu-24.04", "debian", "ubuntu", "24.04", "noble", "3.12", (2, 39), _DEBIAN_RUNTIME),
+        TargetOS("rhel-9", "redhat", "redhat", "9", "plow", "3.11", (2, 34), _RHEL_RUNTIME),
+    )
+}
+
+
+def manylinux_platforms(glibc: tuple[int, int], arch: str = "x86_64") -> list[str]:
+    """Every manylinux platform tag a host with this glibc accepts, newest first.
+
+    pip does not expand manylinux tags for a foreign target, so ``pip download`` must be given each of
+    them explicitly; with only a few, wheels tagged for another glibc are "not found".
+    """
+    major, minor = glibc
+    if major != 2 or minor < 5:
+        raise ValueError(f"unsupported glibc version {major}.{minor}")
+    tags = [f"manylinux_2_{n}_{arch}" for n in range(minor, 4, -1)]
+    if minor >= 17:
+        tags.append(f"manylinux2014_{arch}")
+    if minor >= 12:
+        tags.append(f"manylinux2010_{arch}")
+    tags.append(f"manylinux1_{arch}")
+    return tags
+
+
+def target_for_facts(distribution: str, version: str, major_version: str) -> TargetOS | None:
+    """Map Ansible facts (ansible_distribution, _version, _major_version) to a supported target."""
+    distro = distribution.lower()
+    if distro in ("redhat", "rhel", "rocky", "almalinux", "centos"):
+        return TARGETS.get(f"rhel-{major_version}")
+    if distro == "ubuntu":
+        return TARGETS.get(f"ubuntu-{version}")
+    return TARGETS.get(f"{distro}-{major_version}")

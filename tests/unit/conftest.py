@@ -1,0 +1,29 @@
+"""Shared helpers for unit tests: build inventories on disk from dicts."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def make_inventory(tmp_path: Path) -> Callable[..., Path]:
+    """Write an inventory directory: hosts -> host vars, plus group vars for group ``airgap_llm``."""
+
+    def make(group_vars: dict[str, Any], hosts: dict[str, dict[str, Any]] | None = None) -> Path:
+        inv = tmp_path / "inv"
+        (inv / "group_vars").mkdir(parents=True, exist_ok=True)
+        hosts = hosts if hosts is not None else {"h1": {}}
+        (inv / "hosts.yml").write_text(
+            yaml.safe_dump({"airgap_llm": {"hosts": {h: (v or None) for h, v in hosts.items()}}})
+        )
+        (inv / "group_vars" / "airgap_llm.yml").write_text(yaml.safe_dump(group_vars, sort_keys=False))
+        return inv
+
+    return make

