@@ -13,7 +13,7 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, TypeGuard
 
 from airgap_llm.targets import TARGETS, TargetOS
 
@@ -238,11 +238,11 @@ class _Collector:
         self.problems.append(Problem(self.host, rule, message, service, gpu))
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_number(value: Any) -> bool:
+def _is_number(value: Any) -> TypeGuard[int | float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
@@ -268,16 +268,15 @@ def _parse_gpu(raw: Any, c: _Collector) -> GpuSpec | None:
     model = raw.get("model", "")
     count = raw.get("count")
     mem = raw.get("memory_gib")
-    ok = True
     if not _is_int(count) or count < 0:
         c.add("gpu-spec", f"airgap_llm_gpu.count must be a whole number >= 0, got {count!r}")
-        ok = False
-    if count != 0 and (not _is_number(mem) or mem <= 0):
-        c.add("gpu-spec", f"airgap_llm_gpu.memory_gib must be a number > 0, got {mem!r}")
-        ok = False
-    if not ok:
         return None
-    return GpuSpec(str(model or ""), int(count), float(mem or 0))
+    if count == 0:
+        return GpuSpec(str(model or ""), 0, 0.0)
+    if not _is_number(mem) or mem <= 0:
+        c.add("gpu-spec", f"airgap_llm_gpu.memory_gib must be a number > 0, got {mem!r}")
+        return None
+    return GpuSpec(str(model or ""), count, float(mem))
 
 
 def _floor4(x: float) -> float:
@@ -632,8 +631,9 @@ def plan_hosts(hostvars_by_host: Mapping[str, Mapping[str, Any]]) -> list[HostPl
     return plans
 
 
-class _HasHosts:  # typing helper: anything with a ``hosts`` mapping, such as inventory.Inventory
-    hosts: Mapping[str, Mapping[str, Any]]
+class _HasHosts(Protocol):  # anything with a ``hosts`` mapping, such as inventory.Inventory
+    @property
+    def hosts(self) -> Mapping[str, Mapping[str, Any]]: ...
 
 
 def plan_inventory(inventory: _HasHosts) -> list[HostPlan]:

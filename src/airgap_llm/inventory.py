@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from airgap_llm.errors import InputError, UsageError
 
 VAR_PREFIX = "airgap_llm_"
@@ -45,21 +47,43 @@ def to_plain(value: Any) -> Any:
     return value
 
 
+class _TolerantLoader(yaml.SafeLoader):
+    """A safe loader that accepts Ansible's custom tags (!vault, !unsafe) without interpreting them."""
+
+
+_TolerantLoader.add_multi_constructor("!", lambda loader, suffix, node: None)
+
+
+def check_yaml_files(path: Path) -> None:
+    """Parse every YAML file of the inventory first, so a syntax error names its file and line."""
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.suffix in (".yml", ".yaml"))
+    for file in files:
+        if file.is_file() and file.suffix in (".yml", ".yaml"):
+            try:
+                yaml.load(file.read_text(encoding="utf-8"), Loader=_TolerantLoader)  # noqa: S506
+            except yaml.MarkedYAMLError as exc:
+                mark = exc.problem_mark or exc.context_mark
+                where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+                raise InputError(f"{file}:{where}: invalid YAML: {exc.problem or exc.context}") from exc
+            except (yaml.YAMLError, UnicodeDecodeError) as exc:
+                raise InputError(f"{file}: invalid YAML: {exc}") from exc
+
+
 def load_inventory(source: str | Path, extra_vars: Mapping[str, Any] | None = None) -> Inventory:
     """Load ``source`` (a directory, hosts file or inventory script) as ansible-playbook would."""
     path = Path(source)
     if not path.exists():
         raise UsageError(f"inventory {source}: no such file or directory")
+    check_yaml_files(path)
 
     # Imported here: Ansible is slow to import and not needed for --help.
+    from ansible import context
     from ansible.errors import AnsibleError
     from ansible.inventory.manager import InventoryManager
+    from ansible.module_utils.common.collections import ImmutableDict
     from ansible.parsing.dataloader import DataLoader
     from ansible.template import Templar
     from ansible.vars.manager import VariableManager
-
-    from ansible import context
-    from ansible.module_utils.common.collections import ImmutableDict
 
     # Extra vars reach the VariableManager the way ansible-playbook's -e does: through CLIARGS.
     context.CLIARGS = ImmutableDict(extra_vars=(json.dumps(dict(extra_vars)),) if extra_vars else ())
