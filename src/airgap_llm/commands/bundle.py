@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
 
+from airgap_llm.bundle.build import BuildOptions, BuildReport, BuildUI, build_bundle
 from airgap_llm.bundle.hashing import OnBytes
-from airgap_llm.bundle.progress import byte_progress, human_bytes, thread_safe_advance
+from airgap_llm.bundle.progress import byte_progress, human_bytes, stderr_console, thread_safe_advance
+from airgap_llm.bundle.spec import PARTS
 from airgap_llm.bundle.verify import verify_bundle
 
-console = Console()
+console = Console(soft_wrap=True)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -37,6 +41,34 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     verify.add_argument("--json", action="store_true", help="print {ok, failures, ...} as JSON")
     verify.add_argument("--workers", type=int, default=None, help="hashing threads (default: all cores)")
     verify.set_defaults(func=run_verify)
+
+    build = sub.add_parser(
+        "build",
+        help="build the offline bundle from the inventory (on a connected machine)",
+        description=(
+            "Fetch everything the inventory's hosts need into DIR: model weights (Hugging Face cache "
+            "layout, revision-pinned), the wheelhouse for the targets' Python and platform, the OS "
+            "packages the hosts lack (a signed local apt repository), and the Ansible collections. "
+            "Incremental: what is present with the right hash is not fetched again. The inventory "
+            "must pass 'airgap-llm plan' first; nothing is downloaded otherwise."
+        ),
+    )
+    build.add_argument("-i", "--inventory", required=True, type=Path, metavar="INVENTORY",
+                       help="the Ansible inventory (directory or hosts file)")
+    build.add_argument("-o", "--output", required=True, type=Path, metavar="DIR", dest="out",
+                       help="the bundle directory (created, or completed when it exists)")
+    build.add_argument(
+        "--models-from", type=Path, metavar="HF_CACHE_ROOT",
+        help="import the models from this local Hugging Face cache instead of the Hub (no network): a "
+             "HF_HOME-like directory holding hub/, or the hub directory itself (holding models--ORG--NAME)",
+    )
+    build.add_argument("--only", action="append", choices=PARTS, default=[], metavar="KIND",
+                       help=f"build only this part ({', '.join(PARTS)}); repeatable")
+    build.add_argument("--pip-arg", action="append", default=[], metavar="ARG", dest="pip_args",
+                       help="passed verbatim to pip download (repeatable), e.g. --pip-arg=--extra-index-url=URL")
+    build.add_argument("--requirements", type=Path, default=None, metavar="FILE",
+                       help="the collections file (default: requirements.yml of the project)")
+    build.set_defaults(func=run_build)
 
 
 def run_verify(args: argparse.Namespace) -> int:
@@ -62,3 +94,60 @@ def run_verify(args: argparse.Namespace) -> int:
         return 0
     console.print(f"[red]{len(report.failures)} problem(s)[/red] in {escape(str(root))}: {summary}", highlight=False)
     return 1
+
+
+class RichBuildUI(BuildUI):
+    def info(self, message: str) -> None:
+        stderr_console.print(escape(message), style="dim", highlight=False)
+
+    @contextmanager
+    def hashing(self, description: str, total: int) -> Iterator[OnBytes | None]:
+        if total == 0:
+            yield None
+            return
+        with byte_progress(description) as progress:
+            yield thread_safe_advance(progress, description, total)
+
+    @contextmanager
+    def busy(self, description: str) -> Iterator[None]:
+        stderr_console.print(f"[bold]→[/bold] {escape(description)}", highlight=False)
+        with stderr_console.status(escape(description)):
+            yield
+
+
+def run_build(args: argparse.Namespace) -> int:
+    opts = BuildOptions(
+        inventory=args.inventory,
+        out=args.out,
+        models_from=args.models_from,
+        only=args.only,
+        pip_args=args.pip_args,
+        requirements_yml=args.requirements,
+    )
+    report = build_bundle(opts, RichBuildUI())
+    print_build_report(report)
+    return 0
+
+
+def print_build_report(report: BuildReport) -> None:
+    for line in report.spec.describe():
+        console.print(f"  {escape(line)}", highlight=False)
+    if report.removed:
+        console.print(f"removed {len(report.removed)} damaged or partial file(s): "
+                      + escape(", ".join(report.removed[:10])), highlight=False)
+    for name, part in report.parts.items():
+        for item in part.fetched:
+            console.print(f"[green]fetched[/green] {name}: {escape(item)}", highlight=False)
+        for item in part.skipped:
+            console.print(f"[cyan]skipped[/cyan] {name}: {escape(item)}", highlight=False)
+        for item in part.notes:
+            console.print(f"[yellow]note[/yellow] {name}: {escape(item)}", highlight=False)
+    counts = report.manifest.counts_by_kind()
+    per_kind = ", ".join(f"{n} {k}" for k, n in counts.items() if n)
+    fetched = sum(len(p.fetched) for p in report.parts.values())
+    console.print(
+        f"[bold green]bundle[/bold green] {escape(str(report.out))}: {per_kind or 'empty'}; "
+        f"{report.manifest.total_size() / 1e9:.2f} GB; {report.kept} file(s) kept, {fetched} item(s) fetched; "
+        f"{report.seconds:.1f} s",
+        highlight=False,
+    )
