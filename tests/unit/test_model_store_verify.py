@@ -1,0 +1,201 @@
+"""The model_store role's host-side verify script: what it re-hashes given a record, and what it catches."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from .conftest import REPO
+
+SCRIPT = REPO / "roles" / "model_store" / "files" / "airgap_llm_verify_models.py"
+PREFIX = "models/hub/"
+REPO_DIR = "models--org--tiny"
+
+
+def load_script() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("airgap_llm_verify_models", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+vm = load_script()
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+# --- pure logic ---------------------------------------------------------------------------------
+
+
+def entry(path: str, data: bytes, link: str | None = None) -> Any:
+    return vm.Entry(path, len(data), sha(data), link)
+
+
+def test_record_match_is_trusted_and_any_difference_is_hashed() -> None:
+    data = b"weights"
+    e = entry("m/blobs/a", data)
+    seen = {"m/blobs/a": vm.Seen("file", len(data), 1000)}
+    good = {"m/blobs/a": {"size": len(data), "mtime_ns": 1000, "sha256": sha(data)}}
+    assert vm.plan_checks([e], seen, good) == vm.Plan([], [e], [])
+
+    for change in ({"mtime_ns": 1001}, {"size": len(data) + 1}, {"sha256": sha(b"other")}):
+        record = {"m/blobs/a": {**good["m/blobs/a"], **change}}
+        assert vm.plan_checks([e], seen, record) == vm.Plan([e], [], []), change
+    assert vm.plan_checks([e], seen, {}) == vm.Plan([e], [], [])
+
+
+def test_missing_wrong_size_and_bad_links_fail_without_hashing() -> None:
+    data = b"0123456789"
+    entries = [
+        entry("m/blobs/gone", data),
+        entry("m/blobs/short", data),
+        entry("m/blobs/dir", data),
+        entry("m/snapshots/c/ok.json", data, "../../blobs/x"),
+        entry("m/snapshots/c/moved.json", data, "../../blobs/x"),
+        entry("m/snapshots/c/plain.json", data, "../../blobs/x"),
+        entry("m/snapshots/c/absent.json", data, "../../blobs/x"),
+    ]
+    seen = {
+        "m/blobs/gone": None,
+        "m/blobs/short": vm.Seen("file", 3, 1),
+        "m/blobs/dir": vm.Seen("other"),
+        "m/snapshots/c/ok.json": vm.Seen("link", link="../../blobs/x"),
+        "m/snapshots/c/moved.json": vm.Seen("link", link="../../blobs/y"),
+        "m/snapshots/c/plain.json": vm.Seen("file", len(data), 1),
+        "m/snapshots/c/absent.json": None,
+    }
+    plan = vm.plan_checks(entries, seen, {})
+    assert plan.to_hash == [] and plan.trusted == []
+    problems = {f.path: f.problem for f in plan.failures}
+    assert problems == {
+        "m/blobs/gone": "missing",
+        "m/blobs/short": "size-mismatch",
+        "m/blobs/dir": "not-a-file",
+        "m/snapshots/c/moved.json": "bad-link",
+        "m/snapshots/c/plain.json": "bad-link",
+        "m/snapshots/c/absent.json": "missing",
+    }
+    detail = {f.path: f.detail for f in plan.failures}
+    assert detail["m/blobs/short"] == "3 bytes, expected 10"
+    assert detail["m/snapshots/c/moved.json"] == "points to ../../blobs/y, expected ../../blobs/x"
+
+
+def test_new_record_keeps_only_verified_files() -> None:
+    a, b, c = b"aaaa", b"bbbb", b"cccc"
+    entries = [entry("a", a), entry("b", b), entry("c", c), entry("l", a, "a")]
+    seen = {
+        "a": vm.Seen("file", 4, 1),
+        "b": vm.Seen("file", 4, 2),
+        "c": vm.Seen("file", 4, 3),
+        "l": vm.Seen("link", link="a"),
+    }
+    record = vm.new_record(entries, seen, trusted=[entries[0]], hashed={"b": sha(b), "c": sha(b"flipped")})
+    assert record == {
+        "a": {"size": 4, "mtime_ns": 1, "sha256": sha(a)},
+        "b": {"size": 4, "mtime_ns": 2, "sha256": sha(b)},
+    }
+    failures = vm.hash_failures([entries[1], entries[2]], {"b": sha(b), "c": sha(b"flipped")})
+    assert failures == [vm.Failure("c", "corrupted", f"sha256 {sha(b'flipped')}, expected {sha(c)}")]
+
+
+def test_parse_expected_strips_the_prefix_and_refuses_unsafe_paths() -> None:
+    data = {"prefix": PREFIX, "entries": [{"path": PREFIX + "m/blobs/a", "size": 1, "sha256": "0" * 64}]}
+    assert vm.parse_expected(data) == [vm.Entry("m/blobs/a", 1, "0" * 64, None)]
+    for bad in (PREFIX + "../etc/passwd", "elsewhere/m/a", PREFIX + "m//a", PREFIX):
+        with pytest.raises(vm.InputProblem):
+            vm.parse_expected({"prefix": PREFIX, "entries": [{"path": bad, "size": 1, "sha256": "0" * 64}]})
+
+
+# --- on a real tree -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def staged(tmp_path: Path) -> dict[str, Path]:
+    """A tiny HF cache repo (two blobs, two snapshot links) and the expected-entries file for it."""
+    hub = tmp_path / "hub"
+    files = {"config.json": b'{"hidden_size": 8}\n', "model.safetensors": os.urandom(300_000)}
+    entries = []
+    repo = hub / REPO_DIR
+    (repo / "blobs").mkdir(parents=True)
+    (repo / "snapshots" / "c0ffee").mkdir(parents=True)
+    for name, data in files.items():
+        blob = sha(data)
+        (repo / "blobs" / blob).write_bytes(data)
+        (repo / "snapshots" / "c0ffee" / name).symlink_to(f"../../blobs/{blob}")
+        entries.append({"path": f"{PREFIX}{REPO_DIR}/blobs/{blob}", "size": len(data), "sha256": blob})
+        link = {"path": f"{PREFIX}{REPO_DIR}/snapshots/c0ffee/{name}", "size": len(data), "sha256": blob}
+        entries.append({**link, "link": f"../../blobs/{blob}"})
+    expected = tmp_path / "expected.json"
+    expected.write_text(json.dumps({"format": 1, "prefix": PREFIX, "entries": entries}))
+    weights = repo / "blobs" / sha(files["model.safetensors"])
+    return {"hub": hub, "expected": expected, "record": tmp_path / "verified.json", "weights": weights}
+
+
+def run(staged: dict[str, Path]) -> tuple[int, dict[str, Any]]:
+    rc, report = vm.run(str(staged["expected"]), str(staged["hub"]), str(staged["record"]), 2)
+    return rc, report
+
+
+def test_second_run_hashes_nothing_and_leaves_the_record_alone(staged: dict[str, Path]) -> None:
+    rc, first = run(staged)
+    assert rc == 0 and first["ok"], first
+    assert (first["files"], first["links"], first["hashed"], first["trusted"]) == (2, 2, 2, 0)
+    assert first["record_changed"] is True
+    record_text = staged["record"].read_text()
+    record_mtime = staged["record"].stat().st_mtime_ns
+
+    rc, second = run(staged)
+    assert rc == 0
+    assert (second["hashed"], second["hashed_bytes"], second["trusted"], second["record_changed"]) == (0, 0, 2, False)
+    assert staged["record"].read_text() == record_text
+    assert staged["record"].stat().st_mtime_ns == record_mtime
+
+
+def test_a_flipped_byte_is_named_with_both_hashes_and_not_trusted_afterwards(staged: dict[str, Path]) -> None:
+    assert run(staged)[0] == 0
+    weights = staged["weights"]
+    original = weights.read_bytes()
+    flipped = bytearray(original)
+    flipped[len(flipped) // 2] ^= 0x01
+    weights.write_bytes(bytes(flipped))
+    st = weights.stat()
+    os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))  # a later write, as any writer leaves
+
+    rc, report = run(staged)
+    assert rc == 1 and not report["ok"]
+    rel = f"{REPO_DIR}/blobs/{sha(original)}"
+    assert report["failures"] == [
+        {"path": rel, "problem": "corrupted", "detail": f"sha256 {sha(bytes(flipped))}, expected {sha(original)}"}
+    ]
+    assert rel not in json.loads(staged["record"].read_text())["files"]
+
+    # Still corrupted on the next run: the failure is not remembered as verified.
+    rc, again = run(staged)
+    assert rc == 1 and again["hashed"] == 1
+
+    weights.write_bytes(original)
+    rc, repaired = run(staged)
+    assert rc == 0 and repaired["hashed"] == 1 and repaired["trusted"] == 1
+
+
+def test_main_exit_codes(staged: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["--expected", str(staged["expected"]), "--root", str(staged["hub"]), "--record", str(staged["record"])]
+    assert vm.main(args) == 0
+    assert json.loads(capsys.readouterr().out)["ok"] is True
+    next((staged["hub"] / REPO_DIR / "snapshots" / "c0ffee").iterdir()).unlink()
+    assert vm.main(args) == 1
+    assert json.loads(capsys.readouterr().out)["failures"][0]["problem"] == "missing"
+    staged["expected"].write_text("{not json")
+    assert vm.main(args) == 2
