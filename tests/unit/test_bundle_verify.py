@@ -138,8 +138,7 @@ def test_json_output_has_ok_and_failures(tmp_path: Path, capsys: pytest.CaptureF
     data = json.loads(capsys.readouterr().out)
     assert data["ok"] is False
     assert data["failures"] == [
-        {"path": "models/hub/models--org--m/refs/main", "problem": "corrupted",
-         "detail": data["failures"][0]["detail"]}
+        {"path": "models/hub/models--org--m/refs/main", "problem": "corrupted", "detail": data["failures"][0]["detail"]}
     ]
 
 

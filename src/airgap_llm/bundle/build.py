@@ -224,7 +224,9 @@ def build_bundle(opts: BuildOptions, ui: BuildUI | None = None) -> BuildReport:
         if old is not None:
             for art in old.artifacts.values():
                 manifest.add(art)
-        report = BuildReport(out, spec, manifest, kept=sum(1 for a in intact.values() if not a.is_link), removed=removed)
+        report = BuildReport(
+            out, spec, manifest, kept=sum(1 for a in intact.values() if not a.is_link), removed=removed
+        )
         for part in parts:
             report.parts[part] = PartReport()
             if part == "collections":
@@ -298,7 +300,9 @@ def _models(
             res = import_model(model, hub, out) if hub is not None else download_model(model, out, opts.hub_endpoint)
         results.append(res)
         label = f"{model.repo_id}@{model.revision} ({res.commit[:12]})"
-        (part.fetched if res.copied else part.skipped).append(f"{label}: {res.copied} blobs fetched, {res.skipped} kept")
+        (part.fetched if res.copied else part.skipped).append(
+            f"{label}: {res.copied} blobs fetched, {res.skipped} kept"
+        )
     for gone in prune_models(out, [(r.spec, r.commit) for r in results]):
         part.notes.append(f"removed {gone} (no longer in the inventory)")
     sources = {r.spec.dir: r.source for r in results}
@@ -310,8 +314,13 @@ def _models(
 
 
 def _wheels(
-    out: Path, spec: BundleSpec, opts: BuildOptions, manifest: Manifest, intact: dict[str, Artifact],
-    part: PartReport, ui: BuildUI,
+    out: Path,
+    spec: BundleSpec,
+    opts: BuildOptions,
+    manifest: Manifest,
+    intact: dict[str, Artifact],
+    part: PartReport,
+    ui: BuildUI,
 ) -> None:
     wanted_dirs = {w.dir for w in spec.wheel_sets}
     for ws in spec.wheel_sets:
@@ -356,4 +365,8 @@ def _os(
         part.fetched += res.fetched
         part.skipped += [f"{os_set.dir}: {n} packages already present" for n in [len(res.kept)] if n]
         part.notes += res.notes
-        reindex(out, manifest, os_set.dir, "os-package", lambda p, s=res.source: s, intact, ui)
+        reindex(out, manifest, os_set.dir, "os-package", _constant(res.source), intact, ui)
+
+
+def _constant(text: str) -> Callable[[str], str]:
+    return lambda _path: text

@@ -53,7 +53,8 @@ def find_installed(spec: CollectionSpec, roots: list[Path] | None = None) -> Pat
                 )
             return path
     raise UsageError(
-        f"collection {spec.fqcn} {spec.version} is not installed (looked in {', '.join(looked) or 'no ansible_collections'}); "
+        f"collection {spec.fqcn} {spec.version} is not installed "
+        f"(looked in {', '.join(looked) or 'no ansible_collections'}); "
         "install the pinned 'ansible' package (pip install -e '.[dev]')"
     )
 
@@ -88,7 +89,13 @@ def collection_archive(src: Path) -> bytes:
             entries.append({"name": name, "ftype": "dir", "chksum_type": None, "chksum_sha256": None, "format": 1})
         else:
             entries.append(
-                {"name": name, "ftype": "file", "chksum_type": "sha256", "chksum_sha256": _sha256(src / name), "format": 1}
+                {
+                    "name": name,
+                    "ftype": "file",
+                    "chksum_type": "sha256",
+                    "chksum_sha256": _sha256(src / name),
+                    "format": 1,
+                }
             )
     files_json = json.dumps({"files": entries, "format": 1}, indent=4).encode()
     manifest = json.loads((src / "MANIFEST.json").read_text(encoding="utf-8"))

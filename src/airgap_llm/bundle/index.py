@@ -53,6 +53,4 @@ def list_under(root: Path, prefix: str) -> list[str]:
     base = root / prefix
     if not base.exists():
         return []
-    return sorted(
-        f"{prefix}/{rel}" for rel in scan_tree(base) if not rel.endswith(PARTIAL_SUFFIX)
-    )
+    return sorted(f"{prefix}/{rel}" for rel in scan_tree(base) if not rel.endswith(PARTIAL_SUFFIX))

@@ -147,17 +147,13 @@ def download_model(spec: ModelSpec, bundle: Path, endpoint: str | None = None) -
     where = f"model {spec.repo_id} revision {spec.revision}"
     hint = "on a machine without access to the Hub, import from a local cache with --models-from ROOT"
     try:
-        snap = Path(
-            str(snapshot_download(spec.repo_id, revision=spec.revision, cache_dir=hub, endpoint=endpoint))
-        )
+        snap = Path(str(snapshot_download(spec.repo_id, revision=spec.revision, cache_dir=hub, endpoint=endpoint)))
     except GatedRepoError as exc:
         raise InputError(f"{where}: gated on the Hub; accept its terms and set HF_TOKEN ({_first_line(exc)})") from None
     except RevisionNotFoundError:
         raise InputError(f"{where}: the Hub has no such revision of {spec.repo_id}") from None
     except RepositoryNotFoundError:
-        raise InputError(
-            f"{where}: the Hub has no model {spec.repo_id!r} (or it is private: set HF_TOKEN)"
-        ) from None
+        raise InputError(f"{where}: the Hub has no model {spec.repo_id!r} (or it is private: set HF_TOKEN)") from None
     except (LocalEntryNotFoundError, OfflineModeIsEnabled) as exc:
         raise InputError(f"{where}: cannot reach the Hugging Face Hub ({_first_line(exc)}); {hint}") from None
     except OSError as exc:  # connection errors of the HTTP client are OSErrors or wrap them

@@ -32,11 +32,12 @@ from airgap_llm.bundle.layout import KEYRING_NAME, PARTIAL_SUFFIX
 from airgap_llm.bundle.spec import OsSetSpec
 from airgap_llm.errors import InputError, UsageError
 
+_KEYRING = "[signed-by=/usr/share/keyrings/debian-archive-keyring.gpg]"
 DEBIAN_SOURCES = {
     "bookworm": [
-        "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian bookworm main",
-        "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian bookworm-updates main",
-        "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian-security bookworm-security main",
+        f"deb {_KEYRING} http://deb.debian.org/debian bookworm main",
+        f"deb {_KEYRING} http://deb.debian.org/debian bookworm-updates main",
+        f"deb {_KEYRING} http://deb.debian.org/debian-security bookworm-security main",
     ]
 }
 METADATA = ("Packages", "Packages.gz", "Release", "Release.gpg", "InRelease", KEYRING_NAME)
@@ -117,9 +118,7 @@ def build_os_repo(
     if not debs:
         raise InputError(f"{os_set.target.id}: apt found nothing to download for {' '.join(os_set.packages)}")
     for name in debs:
-        (result.kept if name in present else result.fetched).append(
-            name if name in present else f"{os_set.dir}/{name}"
-        )
+        (result.kept if name in present else result.fetched).append(name if name in present else f"{os_set.dir}/{name}")
         os.replace(stage / "archives" / name, final / name)
     for old in final.iterdir():
         if old.name not in debs and old.name not in METADATA:
@@ -139,8 +138,14 @@ def baseline_status(os_set: OsSetSpec, log: Callable[[str], None]) -> Path:
         root = Path(tmp) / "root"
         log(f"making the {os_set.target.id} minbase baseline with mmdebstrap (once; cached in {cached.parent})")
         _run(
-            ["mmdebstrap", "--variant=minbase", "--quiet", os_set.target.codename, str(root),
-             *DEBIAN_SOURCES[os_set.target.codename]],
+            [
+                "mmdebstrap",
+                "--variant=minbase",
+                "--quiet",
+                os_set.target.codename,
+                str(root),
+                *DEBIAN_SOURCES[os_set.target.codename],
+            ],
             f"mmdebstrap of {os_set.target.codename}",
         )
         tmp_status = cached.with_name("status" + PARTIAL_SUFFIX)
@@ -158,16 +163,26 @@ def private_apt(tmp: Path, codename: str, status: Path, archives: Path) -> list[
     sources = tmp / "etc" / "sources.list"
     sources.write_text("\n".join(DEBIAN_SOURCES[codename]) + "\n")
     return [
-        "-o", f"Dir::Etc={tmp / 'etc'}",
-        "-o", f"Dir::Etc::sourcelist={sources}",
-        "-o", "Dir::Etc::sourceparts=-",
-        "-o", f"Dir::State::Lists={tmp / 'lists'}",
-        "-o", f"Dir::State::status={status}",
-        "-o", f"Dir::Cache={tmp / 'cache'}",
-        "-o", f"Dir::Cache::archives={archives}",
-        "-o", "APT::Architecture=amd64",
-        "-o", "Debug::NoLocking=1",
-        "-o", "APT::Sandbox::User=root",
+        "-o",
+        f"Dir::Etc={tmp / 'etc'}",
+        "-o",
+        f"Dir::Etc::sourcelist={sources}",
+        "-o",
+        "Dir::Etc::sourceparts=-",
+        "-o",
+        f"Dir::State::Lists={tmp / 'lists'}",
+        "-o",
+        f"Dir::State::status={status}",
+        "-o",
+        f"Dir::Cache={tmp / 'cache'}",
+        "-o",
+        f"Dir::Cache::archives={archives}",
+        "-o",
+        "APT::Architecture=amd64",
+        "-o",
+        "Debug::NoLocking=1",
+        "-o",
+        "APT::Sandbox::User=root",
     ]
 
 
@@ -179,8 +194,11 @@ def signing_home() -> Path:
     env = {**os.environ, "GNUPGHOME": str(home)}
     listed = subprocess.run(["gpg", "--batch", "--list-secret-keys", KEY_UID], capture_output=True, env=env)
     if listed.returncode != 0:
-        _run(["gpg", "--batch", "--passphrase", "", "--quick-gen-key", KEY_UID, "ed25519", "sign", "never"],
-             "creating the bundle signing key", env)
+        _run(
+            ["gpg", "--batch", "--passphrase", "", "--quick-gen-key", KEY_UID, "ed25519", "sign", "never"],
+            "creating the bundle signing key",
+            env,
+        )
     return home
 
 
@@ -195,10 +213,22 @@ def write_repo_metadata(repo: Path, codename: str) -> None:
     for name in ("Release", "Release.gpg", "InRelease"):
         (repo / name).unlink(missing_ok=True)
     release = subprocess.run(
-        ["apt-ftparchive", "-o", "APT::FTPArchive::Release::Origin=airgap-llm",
-         "-o", "APT::FTPArchive::Release::Label=airgap-llm", "-o", f"APT::FTPArchive::Release::Codename={codename}",
-         "-o", "APT::FTPArchive::Release::Suite=airgap-llm", "release", "."],
-        cwd=repo, capture_output=True, text=True,
+        [
+            "apt-ftparchive",
+            "-o",
+            "APT::FTPArchive::Release::Origin=airgap-llm",
+            "-o",
+            "APT::FTPArchive::Release::Label=airgap-llm",
+            "-o",
+            f"APT::FTPArchive::Release::Codename={codename}",
+            "-o",
+            "APT::FTPArchive::Release::Suite=airgap-llm",
+            "release",
+            ".",
+        ],
+        cwd=repo,
+        capture_output=True,
+        text=True,
     )
     if release.returncode != 0:
         raise UsageError(f"apt-ftparchive release failed in {repo}: {release.stderr.strip()}")
@@ -206,8 +236,11 @@ def write_repo_metadata(repo: Path, codename: str) -> None:
     env = {**os.environ, "GNUPGHOME": str(signing_home())}
     for args, name in ((["--clearsign"], "InRelease"), (["--detach-sign", "--armor"], "Release.gpg")):
         tmp = repo / (name + PARTIAL_SUFFIX)
-        _run(["gpg", "--batch", "--yes", "--local-user", KEY_UID, *args, "--output", str(tmp), str(repo / "Release")],
-             f"signing {name}", env)
+        _run(
+            ["gpg", "--batch", "--yes", "--local-user", KEY_UID, *args, "--output", str(tmp), str(repo / "Release")],
+            f"signing {name}",
+            env,
+        )
         os.replace(tmp, repo / name)
     exported = subprocess.run(["gpg", "--batch", "--export", KEY_UID], capture_output=True, env=env, check=True)
     _atomic(repo / KEYRING_NAME, exported.stdout)

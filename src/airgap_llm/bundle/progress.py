@@ -18,7 +18,7 @@ from rich.progress import (
 
 from airgap_llm.bundle.hashing import OnBytes
 
-stderr_console = Console(stderr=True)
+stderr_console = Console(stderr=True, soft_wrap=True)
 
 
 def human_bytes(n: float) -> str:

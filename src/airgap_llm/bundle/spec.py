@@ -106,7 +106,9 @@ def refuse_problems(plans: Sequence[HostPlan]) -> None:
     problems = [p for plan in plans for p in plan.problems]
     if problems:
         listing = "\n".join(f"  - {p}" for p in problems)
-        raise InputError(f"the inventory does not pass plan ({len(problems)} problem(s)); nothing was downloaded:\n{listing}")
+        raise InputError(
+            f"the inventory does not pass plan ({len(problems)} problem(s)); nothing was downloaded:\n{listing}"
+        )
 
 
 def _engine_requirement(engine: str, version: str, audio: bool) -> str:

@@ -40,13 +40,21 @@ class WheelResult:
 def pip_command(spec: WheelSetSpec, dest: Path, pip_args: Sequence[str]) -> list[str]:
     """The ``pip download`` command line for a wheel set (pure)."""
     cmd = [
-        sys.executable, "-m", "pip", "download",
-        "--dest", str(dest),
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--dest",
+        str(dest),
         "--only-binary=:all:",
-        "--python-version", spec.python,
-        "--implementation", "cp",
-        "--abi", spec.python_tag,  # pip adds abi3 and the pure-Python tags itself
-        "--progress-bar", "off",
+        "--python-version",
+        spec.python,
+        "--implementation",
+        "cp",
+        "--abi",
+        spec.python_tag,  # pip adds abi3 and the pure-Python tags itself
+        "--progress-bar",
+        "off",
     ]
     for platform in spec.platforms:
         cmd += ["--platform", platform]
@@ -92,7 +100,7 @@ def constraints_current(text: str, spec: WheelSetSpec, pip_args: Sequence[str]) 
     head = header_lines(spec, pip_args)
     if lines[: len(head)] != head:
         return None
-    return [line for line in lines[len(head):] if line and not line.startswith("#")]
+    return [line for line in lines[len(head) :] if line and not line.startswith("#")]
 
 
 def no_match_error(output: str, spec: WheelSetSpec) -> InputError | None:
@@ -100,7 +108,9 @@ def no_match_error(output: str, spec: WheelSetSpec) -> InputError | None:
     m = re.search(r"No matching distribution found for (\S+)", output)
     if not m:
         return None
-    versions = re.search(r"Could not find a version that satisfies the requirement (\S+) \(from versions: ([^)]*)\)", output)
+    versions = re.search(
+        r"Could not find a version that satisfies the requirement (\S+) \(from versions: ([^)]*)\)", output
+    )
     seen = f"; versions pip saw for other targets or none: {versions.group(2).strip() or 'none'}" if versions else ""
     return InputError(
         f"wheels for {spec.dir}: no binary wheel of {m.group(1)} for CPython {spec.python} "

@@ -53,21 +53,53 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "must pass 'airgap-llm plan' first; nothing is downloaded otherwise."
         ),
     )
-    build.add_argument("-i", "--inventory", required=True, type=Path, metavar="INVENTORY",
-                       help="the Ansible inventory (directory or hosts file)")
-    build.add_argument("-o", "--output", required=True, type=Path, metavar="DIR", dest="out",
-                       help="the bundle directory (created, or completed when it exists)")
     build.add_argument(
-        "--models-from", type=Path, metavar="HF_CACHE_ROOT",
-        help="import the models from this local Hugging Face cache instead of the Hub (no network): a "
-             "HF_HOME-like directory holding hub/, or the hub directory itself (holding models--ORG--NAME)",
+        "-i",
+        "--inventory",
+        required=True,
+        type=Path,
+        metavar="INVENTORY",
+        help="the Ansible inventory (directory or hosts file)",
     )
-    build.add_argument("--only", action="append", choices=PARTS, default=[], metavar="KIND",
-                       help=f"build only this part ({', '.join(PARTS)}); repeatable")
-    build.add_argument("--pip-arg", action="append", default=[], metavar="ARG", dest="pip_args",
-                       help="passed verbatim to pip download (repeatable), e.g. --pip-arg=--extra-index-url=URL")
-    build.add_argument("--requirements", type=Path, default=None, metavar="FILE",
-                       help="the collections file (default: requirements.yml of the project)")
+    build.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        type=Path,
+        metavar="DIR",
+        dest="out",
+        help="the bundle directory (created, or completed when it exists)",
+    )
+    build.add_argument(
+        "--models-from",
+        type=Path,
+        metavar="HF_CACHE_ROOT",
+        help="import the models from this local Hugging Face cache instead of the Hub (no network): a "
+        "HF_HOME-like directory holding hub/, or the hub directory itself (holding models--ORG--NAME)",
+    )
+    build.add_argument(
+        "--only",
+        action="append",
+        choices=PARTS,
+        default=[],
+        metavar="KIND",
+        help=f"build only this part ({', '.join(PARTS)}); repeatable",
+    )
+    build.add_argument(
+        "--pip-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        dest="pip_args",
+        help="passed verbatim to pip download (repeatable), e.g. --pip-arg=--extra-index-url=URL",
+    )
+    build.add_argument(
+        "--requirements",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="the collections file (default: requirements.yml of the project)",
+    )
     build.set_defaults(func=run_build)
 
 
@@ -133,8 +165,10 @@ def print_build_report(report: BuildReport) -> None:
     for line in report.spec.describe():
         console.print(f"  {escape(line)}", highlight=False)
     if report.removed:
-        console.print(f"removed {len(report.removed)} damaged or partial file(s): "
-                      + escape(", ".join(report.removed[:10])), highlight=False)
+        console.print(
+            f"removed {len(report.removed)} damaged or partial file(s): " + escape(", ".join(report.removed[:10])),
+            highlight=False,
+        )
     for name, part in report.parts.items():
         for item in part.fetched:
             console.print(f"[green]fetched[/green] {name}: {escape(item)}", highlight=False)
