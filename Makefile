@@ -54,5 +54,8 @@ test: unit lint syntax molecule e2e
 demo: setup
 	$(VENV)/bin/airgap-llm demo
 
+demo-down: setup
+	$(VENV)/bin/airgap-llm demo --down
+
 clean:
 	rm -rf build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -7,6 +7,12 @@
         the target OS facts (family, python, runtime_packages, ...) as a dict
     {{ ansible_facts | airgap_llm_target_for_facts }}
         the supported target matching the host's facts, or none
+    {{ registered_by_check | airgap_llm_validation_results(config_slurps, dims, api_key) }}
+        verdicts of the validate role's requests (see airgap_llm.validation)
+    {{ verdict | airgap_llm_validation_line }}
+        one verdict as a line of text
+    {{ plan | airgap_llm_status_report(systemctl_show_stdout, health_results, gpu_json) }}
+        the status role's per-service report (see airgap_llm.status_report)
 """
 
 from __future__ import annotations
@@ -24,7 +30,10 @@ except ImportError:  # running from a checkout without `pip install -e .`
     from airgap_llm.gpumap import plan_host
 
 from airgap_llm.inventory import VAR_PREFIX, to_plain
+from airgap_llm.status_report import report as status_report
 from airgap_llm.targets import TARGETS, target_for_facts
+from airgap_llm.validation import line as validation_line
+from airgap_llm.validation import results as validation_results
 
 
 def airgap_llm_host_plan(hostvars: Mapping[str, Any], host: str) -> dict[str, Any]:
@@ -56,6 +65,21 @@ def airgap_llm_target_for_facts(facts: Mapping[str, Any]) -> dict[str, Any] | No
     )
 
 
+def airgap_llm_validation_results(
+    registered: Mapping[str, Any],
+    config_slurps: Mapping[str, Any] | None = None,
+    dims: Mapping[str, int] | None = None,
+    api_key: bool = True,
+) -> list[dict[str, Any]]:
+    return validation_results(to_plain(registered), to_plain(config_slurps), to_plain(dims), bool(api_key))
+
+
+def airgap_llm_status_report(
+    plan: Mapping[str, Any], systemctl_show: str, health: Mapping[str, Any], gpu_json: str
+) -> dict[str, Any]:
+    return status_report(to_plain(plan), str(systemctl_show), to_plain(health), str(gpu_json))
+
+
 class FilterModule:
     """airgap-llm filters."""
 
@@ -64,4 +88,7 @@ class FilterModule:
             "airgap_llm_host_plan": airgap_llm_host_plan,
             "airgap_llm_target": airgap_llm_target,
             "airgap_llm_target_for_facts": airgap_llm_target_for_facts,
+            "airgap_llm_validation_results": airgap_llm_validation_results,
+            "airgap_llm_validation_line": validation_line,
+            "airgap_llm_status_report": airgap_llm_status_report,
         }

@@ -134,7 +134,7 @@ def test_invalid_map_exits_1_and_names_the_problem(
 def test_gpu_field_on_cpu_service(make_inventory: Callable[..., Path], capsys: pytest.CaptureFixture[str]) -> None:
     group = load_group("local-cpu")
     group["airgap_llm_services"]["chat"]["gpu_memory_utilization"] = 0.5
-    inv = make_inventory(group, {"demo-target": {}})
+    inv = make_inventory(group, {"demo-1": {}})
     code, out, _ = run_plan(capsys, "-i", str(inv))
     assert code == 1
     assert "service chat: a CPU service (gpus: []) takes no GPU field, but sets gpu_memory_utilization" in out
@@ -163,7 +163,7 @@ def test_nonexistent_inventory_exits_2(capsys: pytest.CaptureFixture[str], tmp_p
 def test_broken_yaml_exits_1_naming_the_file(
     make_inventory: Callable[..., Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    inv = make_inventory(load_group("local-cpu"), {"demo-target": {}})
+    inv = make_inventory(load_group("local-cpu"), {"demo-1": {}})
     (inv / "group_vars" / "airgap_llm.yml").write_text("airgap_llm_services:\n  chat: [unclosed\n")
     code, _, err = run_plan(capsys, "-i", str(inv))
     assert code == 1

@@ -1,0 +1,76 @@
+"""``airgap-llm install``: drive playbooks/site.yml with a live hosts x steps view and a summary."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from rich.live import Live
+
+from airgap_llm.bundle_check import load_manifest, missing_models
+from airgap_llm.commands.plan import add_inventory_argument
+from airgap_llm.console import console, err_console
+from airgap_llm.errors import InputError
+from airgap_llm.gpumap import plan_inventory
+from airgap_llm.inventory import load_inventory
+from airgap_llm.progress import RunProgress
+from airgap_llm.run_report import failures_text, progress_table, run_result, summary_table
+from airgap_llm.runner import run_playbook
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = sub.add_parser(
+        "install",
+        help="install everything from a bundle onto the inventory's hosts",
+        description="Run playbooks/site.yml (preflight, nvidia, runtime, models, services, validate) "
+        "with the bundle, showing progress per host and step.",
+    )
+    add_inventory_argument(parser)
+    parser.add_argument("--bundle", required=True, metavar="DIR", help="the bundle directory carried in")
+    parser.add_argument("--limit", metavar="HOSTS", help="only these hosts (Ansible --limit pattern)")
+    parser.add_argument("--check", action="store_true", help="dry run: report what would change (--check --diff)")
+    parser.add_argument("--json", action="store_true", help="print a machine-readable result at the end")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more Ansible output in failures")
+    parser.set_defaults(func=run)
+
+
+def preflight(inventory: str, bundle: Path) -> None:
+    """What can be checked on the controller before any host is touched."""
+    plans = plan_inventory(load_inventory(inventory))
+    problems = [str(p) for plan in plans for p in plan.problems]
+    load_manifest(bundle)
+    problems += missing_models(plans, bundle)
+    if problems:
+        raise InputError(
+            f"{len(problems)} problem(s); nothing was changed on any host:\n  " + "\n  ".join(problems)
+        )
+
+
+def run(args: argparse.Namespace) -> int:
+    bundle = Path(args.bundle).resolve()
+    preflight(args.inventory, bundle)
+    title = f"install {args.inventory} from {bundle}" + (" (check mode)" if args.check else "")
+    with Live(progress_table(RunProgress(), title), console=err_console, refresh_per_second=4, transient=False) as live:
+        progress = run_playbook(
+            "site.yml",
+            Path(args.inventory),
+            extravars={"airgap_llm_bundle_dir": str(bundle)},
+            limit=args.limit,
+            check=args.check,
+            on_event=lambda p: live.update(progress_table(p, title)),
+            verbosity=args.verbose,
+        )
+        live.update(progress_table(progress, title))
+    if args.json:
+        print(json.dumps(run_result(progress), indent=2))
+    else:
+        console.print(summary_table(progress))
+        if progress.failures:
+            console.print(failures_text(progress))
+        verdict = "installed" if not args.check else "check finished"
+        if progress.ok:
+            console.print(f"[bold green]{verdict}[/]: {progress.changed_total} change(s)")
+        else:
+            console.print("[bold red]install failed[/]: see the failures above")
+    return 0 if progress.ok else 1

@@ -1,0 +1,78 @@
+"""``airgap-llm status``: units active/failed, GPU memory per service, health, per host."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+from rich.text import Text
+
+from airgap_llm.commands.plan import add_inventory_argument
+from airgap_llm.console import console, err_console
+from airgap_llm.run_report import failures_text
+from airgap_llm.runner import run_playbook
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = sub.add_parser(
+        "status",
+        help="units, GPUs and health per host",
+        description="Read-only: the state of every service's unit, its GPU memory and its /health answer.",
+    )
+    add_inventory_argument(parser)
+    parser.add_argument("--limit", metavar="HOSTS", help="only these hosts (Ansible --limit pattern)")
+    parser.add_argument("--json", action="store_true", help="print a machine-readable result")
+    parser.set_defaults(func=run)
+
+
+def collect(inventory: str, limit: str | None) -> tuple[dict[str, Any], Any]:
+    progress = run_playbook("status.yml", Path(inventory), limit=limit)
+    hosts = {h: progress.facts.get(h, {}).get("airgap_llm_status_report") for h in progress.hosts}
+    failures: list[dict[str, Any]] = []
+    for host, rep in hosts.items():
+        if rep is None:
+            failures.append({"host": host, "service": None, "detail": "no report (host failed or unreachable)"})
+            continue
+        for s in rep["services"]:
+            if not s["ok"]:
+                failures.append(
+                    {"host": host, "service": s["name"], "detail": f"{s['active']}/{s['sub']}, health {s['health']}"}
+                )
+    for f in progress.failures:
+        failures.append({"host": f.host, "service": None, "detail": f.message})
+    return {"ok": not failures, "hosts": hosts, "failures": failures}, progress
+
+
+def table(result: dict[str, Any]) -> Table:
+    t = Table(title="status", title_justify="left")
+    for col in ("host", "service", "kind", "port", "GPUs", "unit", "restarts", "GPU MiB", "health"):
+        t.add_column(col)
+    for host, rep in result["hosts"].items():
+        if rep is None:
+            t.add_row(host, Text("no report", style="bold red"), "", "", "", "", "", "", "")
+            continue
+        for s in rep["services"]:
+            state = f"{s['active']}/{s['sub']}"
+            t.add_row(
+                host, s["name"], s["kind"], str(s["port"]),
+                ",".join(str(g) for g in s["gpus"]) or "cpu",
+                Text(state, style="green" if s["active"] == "active" else "bold red"),
+                "" if s["restarts"] is None else str(s["restarts"]),
+                "" if s["gpu_memory_mib"] is None else str(s["gpu_memory_mib"]),
+                Text(str(s["health"]), style="green" if s["healthy"] else "bold red"),
+            )
+    return t
+
+
+def run(args: argparse.Namespace) -> int:
+    result, progress = collect(args.inventory, args.limit)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        console.print(table(result))
+        if progress.failures:
+            err_console.print(failures_text(progress))
+    return 0 if result["ok"] else 1

@@ -1,0 +1,81 @@
+"""Render a run's progress and summary for people (rich) and machines (dicts). Pure."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from airgap_llm.progress import CHANGED, FAILED, OK, PENDING, RUNNING, SKIPPED, UNREACHABLE, RunProgress
+
+_CELL = {
+    PENDING: ("·", "dim"),
+    RUNNING: ("running", "cyan"),
+    OK: ("ok", "green"),
+    CHANGED: ("changed", "yellow"),
+    SKIPPED: ("skipped", "dim"),
+    FAILED: ("FAILED", "bold red"),
+    UNREACHABLE: ("UNREACHABLE", "bold red"),
+}
+
+
+def progress_table(progress: RunProgress, title: str = "") -> RenderableType:
+    table = Table(title=title or None, title_justify="left")
+    table.add_column("host")
+    for step in progress.steps:
+        table.add_column(step)
+    for host in progress.hosts:
+        cells = []
+        for step in progress.steps:
+            text, style = _CELL[progress.state(host, step)]
+            cells.append(Text(text, style=style))
+        table.add_row(host, *cells)
+    footer = Text(f"{progress.step or ''}: {progress.task}", style="dim") if progress.task else Text("")
+    return Group(table, footer)
+
+
+def summary_table(progress: RunProgress) -> Table:
+    table = Table(title="summary", title_justify="left")
+    for col in ("host", "ok", "changed", "failed", "unreachable", "skipped"):
+        table.add_column(col, justify="left" if col == "host" else "right")
+    for host in progress.hosts:
+        s = progress.stats.get(host)
+        if s is None:
+            table.add_row(host, "", "", "", "", "")
+            continue
+        bad = "bold red" if s.failed or s.unreachable else ""
+        table.add_row(
+            Text(host, style=bad),
+            str(s.ok),
+            str(s.changed),
+            Text(str(s.failed), style="bold red" if s.failed else ""),
+            Text(str(s.unreachable), style="bold red" if s.unreachable else ""),
+            str(s.skipped),
+        )
+    return table
+
+
+def failures_text(progress: RunProgress) -> RenderableType:
+    parts: list[RenderableType] = []
+    for f in progress.failures:
+        what = "unreachable" if f.unreachable else "failed"
+        parts.append(Text(f"{f.host} {what} in {f.step}, task '{f.task}':", style="bold red"))
+        parts.append(Text("  " + f.message.replace("\n", "\n  ")))
+    return Group(*parts)
+
+
+def run_result(progress: RunProgress) -> dict[str, Any]:
+    return {
+        "ok": progress.ok,
+        "changed": progress.changed_total,
+        "hosts": {
+            h: {
+                "steps": {step: progress.state(h, step) for step in progress.steps},
+                "stats": vars(progress.stats[h]) if h in progress.stats else None,
+            }
+            for h in progress.hosts
+        },
+        "failures": [vars(f) for f in progress.failures],
+    }

@@ -1,0 +1,124 @@
+"""Judge the answers of the validate role's requests. Pure: takes registered results, returns verdicts.
+
+The role sends the requests from each host (ansible.builtin.uri) and hands the registered loop results
+here through the ``airgap_llm_validation_results`` filter; the CLI reads the same verdicts back.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Mapping
+from typing import Any
+
+CHECKS = ("auth", "models", "chat", "embedding", "transcription", "ocr", "app")
+
+
+def _verdict(service: str, kind: str, check: str, ok: bool, detail: str, item: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "service": service,
+        "kind": kind,
+        "check": check,
+        "ok": ok,
+        "detail": detail,
+        "status": item.get("status"),
+        "seconds": item.get("elapsed"),
+    }
+
+
+def _status_problem(item: Mapping[str, Any], want: int = 200) -> str | None:
+    status = item.get("status")
+    if status == want:
+        return None
+    if status in (None, -1):
+        return f"no answer: {item.get('msg', 'connection failed')}"
+    body = item.get("json") or item.get("content") or item.get("msg") or ""
+    return f"HTTP {status} (wanted {want}): {str(body)[:200]}"
+
+
+def _message_content(data: Any) -> str:
+    try:
+        content = data["choices"][0]["message"]["content"]
+    except (KeyError, IndexError, TypeError):
+        return ""
+    return content if isinstance(content, str) else ""
+
+
+def expected_dims_from_configs(slurps: list[Mapping[str, Any]]) -> dict[str, int]:
+    """Embedding length per service from the slurped config.json of its model (``hidden_size``)."""
+    dims: dict[str, int] = {}
+    for item in slurps:
+        if "content" not in item:
+            continue
+        try:
+            config = json.loads(base64.b64decode(item["content"]))
+        except (ValueError, TypeError):
+            continue
+        size = config.get("hidden_size") or config.get("d_model") or config.get("dim")
+        if isinstance(size, int):
+            dims[item["item"]["name"]] = size
+    return dims
+
+
+def judge(check: str, item: Mapping[str, Any], expected_dims: Mapping[str, int], api_key: bool) -> dict[str, Any]:
+    """One verdict for one registered uri result of a check."""
+    svc = item["item"]
+    name, kind = svc["name"], svc["kind"]
+    if check == "auth":
+        if not api_key:
+            return _verdict(name, kind, check, True, "no API key configured: endpoints are open", item)
+        problem = _status_problem(item, 401)
+        return _verdict(name, kind, check, problem is None, problem or "401 without the API key", item)
+    problem = _status_problem(item)
+    if problem:
+        return _verdict(name, kind, check, False, problem, item)
+    data = item.get("json")
+    if check == "models":
+        ids = [m.get("id") for m in (data or {}).get("data", []) if isinstance(m, Mapping)]
+        ok = name in ids
+        return _verdict(name, kind, check, ok, f"serves {ids}" if ok else f"{name} not in {ids}", item)
+    if check in ("chat", "ocr"):
+        text = _message_content(data).strip()
+        return _verdict(name, kind, check, bool(text), repr(text[:120]) if text else "empty answer", item)
+    if check == "embedding":
+        try:
+            vector = data["data"][0]["embedding"]
+        except (KeyError, IndexError, TypeError):
+            return _verdict(name, kind, check, False, "no embedding in the answer", item)
+        want = expected_dims.get(name)
+        if want is not None and len(vector) != want:
+            return _verdict(name, kind, check, False, f"{len(vector)}-dim vector, expected {want}", item)
+        return _verdict(name, kind, check, len(vector) > 0, f"{len(vector)}-dim vector", item)
+    if check == "transcription":
+        text = (data or {}).get("text") if isinstance(data, Mapping) else None
+        ok = isinstance(text, str)
+        return _verdict(name, kind, check, ok, repr(text[:120]) if ok else "no text in the answer", item)
+    if check == "app":
+        return _verdict(name, kind, check, True, "health URL answered 200", item)
+    raise ValueError(f"unknown check {check!r}")
+
+
+def results(
+    registered: Mapping[str, Any],
+    config_slurps: Mapping[str, Any] | None = None,
+    configured_dims: Mapping[str, int] | None = None,
+    api_key: bool = True,
+) -> list[dict[str, Any]]:
+    """Every verdict, from the registered uri loop results keyed by check name."""
+    dims = expected_dims_from_configs(list((config_slurps or {}).get("results", [])))
+    dims.update(configured_dims or {})
+    out = []
+    for check in CHECKS:
+        for item in (registered.get(check) or {}).get("results", []):
+            if item.get("skipped"):
+                continue
+            out.append(judge(check, item, dims, api_key))
+    return out
+
+
+def line(verdict: Mapping[str, Any]) -> str:
+    """One verdict as a line for people: ``ok   chat  chat  'Paris.' (0.41 s)``."""
+    seconds = verdict.get("seconds")
+    took = f" ({seconds:.2f} s)" if isinstance(seconds, (int, float)) else ""
+    mark = "ok  " if verdict["ok"] else "FAIL"
+    return f"{mark} {verdict['service']} {verdict['check']}: {verdict['detail']}{took}"
