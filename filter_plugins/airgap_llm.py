@@ -11,6 +11,8 @@
         verdicts of the validate role's requests (see airgap_llm.validation)
     {{ verdict | airgap_llm_validation_line }}
         one verdict as a line of text
+    {{ manifest | airgap_llm_bundle_needs(plan) }}
+        a host's missing models and the bytes it needs from the bundle (see airgap_llm.bundle_check)
     {{ plan | airgap_llm_status_report(systemctl_show_stdout, health_results, gpu_json) }}
         the status role's per-service report (see airgap_llm.status_report)
 """
@@ -29,6 +31,7 @@ except ImportError:  # running from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
     from airgap_llm.gpumap import plan_host
 
+from airgap_llm.bundle_check import host_needs
 from airgap_llm.inventory import VAR_PREFIX, to_plain
 from airgap_llm.status_report import report as status_report
 from airgap_llm.targets import TARGETS, target_for_facts
@@ -80,6 +83,10 @@ def airgap_llm_status_report(
     return status_report(to_plain(plan), str(systemctl_show), to_plain(health), str(gpu_json))
 
 
+def airgap_llm_bundle_needs(manifest: Mapping[str, Any], plan: Mapping[str, Any]) -> dict[str, Any]:
+    return host_needs(to_plain(manifest), to_plain(plan))
+
+
 class FilterModule:
     """airgap-llm filters."""
 
@@ -91,4 +98,5 @@ class FilterModule:
             "airgap_llm_validation_results": airgap_llm_validation_results,
             "airgap_llm_validation_line": validation_line,
             "airgap_llm_status_report": airgap_llm_status_report,
+            "airgap_llm_bundle_needs": airgap_llm_bundle_needs,
         }

