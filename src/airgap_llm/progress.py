@@ -14,7 +14,13 @@ STEPS = ("preflight", "nvidia", "runtime", "models", "services", "validate")
 
 # States of one host in one step, in the order they may move.
 PENDING, RUNNING, OK, CHANGED, FAILED, UNREACHABLE, SKIPPED = (
-    "pending", "running", "ok", "changed", "failed", "unreachable", "skipped",
+    "pending",
+    "running",
+    "ok",
+    "changed",
+    "failed",
+    "unreachable",
+    "skipped",
 )
 
 
@@ -97,11 +103,15 @@ class RunProgress:
             if data.get("ignore_errors"):
                 return
             self._mark(host, FAILED)
-            self.failures.append(Failure(host, self.step or "", str(data.get("task") or ""), failure_message(data.get("res") or {})))
+            self.failures.append(
+                Failure(host, self.step or "", str(data.get("task") or ""), failure_message(data.get("res") or {}))
+            )
         elif kind == "runner_on_unreachable":
             self._mark(host, UNREACHABLE)
             self.failures.append(
-                Failure(host, self.step or "", str(data.get("task") or ""), failure_message(data.get("res") or {}), True)
+                Failure(
+                    host, self.step or "", str(data.get("task") or ""), failure_message(data.get("res") or {}), True
+                )
             )
         elif kind == "playbook_on_stats":
             for name in ("ok", "changed", "failures", "dark", "skipped", "rescued", "ignored"):

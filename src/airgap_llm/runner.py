@@ -25,7 +25,8 @@ def project_root() -> Path:
         if (root / "playbooks" / "site.yml").is_file() and (root / "roles").is_dir():
             return root
     raise UsageError(
-        "cannot find the airgap-llm playbooks (playbooks/site.yml): run from the project checkout or set AIRGAP_LLM_HOME"
+        "cannot find the airgap-llm playbooks (playbooks/site.yml): "
+        "run from the project checkout or set AIRGAP_LLM_HOME"
     )
 
 

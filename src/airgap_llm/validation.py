@@ -72,7 +72,7 @@ def judge(check: str, item: Mapping[str, Any], expected_dims: Mapping[str, int],
     problem = _status_problem(item)
     if problem:
         return _verdict(name, kind, check, False, problem, item)
-    data = item.get("json")
+    data: Any = item.get("json")
     if check == "models":
         ids = [m.get("id") for m in (data or {}).get("data", []) if isinstance(m, Mapping)]
         ok = name in ids
@@ -90,9 +90,10 @@ def judge(check: str, item: Mapping[str, Any], expected_dims: Mapping[str, int],
             return _verdict(name, kind, check, False, f"{len(vector)}-dim vector, expected {want}", item)
         return _verdict(name, kind, check, len(vector) > 0, f"{len(vector)}-dim vector", item)
     if check == "transcription":
-        text = (data or {}).get("text") if isinstance(data, Mapping) else None
-        ok = isinstance(text, str)
-        return _verdict(name, kind, check, ok, repr(text[:120]) if ok else "no text in the answer", item)
+        said = data.get("text") if isinstance(data, Mapping) else None
+        if not isinstance(said, str):
+            return _verdict(name, kind, check, False, "no text in the answer", item)
+        return _verdict(name, kind, check, True, repr(said[:120]), item)
     if check == "app":
         return _verdict(name, kind, check, True, "health URL answered 200", item)
     raise ValueError(f"unknown check {check!r}")

@@ -22,13 +22,19 @@ def test_argument_specs_match_defaults(role: Path) -> None:
     assert "main" in specs.get("argument_specs", {}), f"{role.name}: meta/argument_specs.yml has no 'main' entry"
     options = specs["argument_specs"]["main"].get("options", {})
     defaults = load(role / "defaults" / "main.yml")
-    assert set(defaults) <= set(options), f"{role.name}: defaults without a spec: {sorted(set(defaults) - set(options))}"
+    assert set(defaults) <= set(options), (
+        f"{role.name}: defaults without a spec: {sorted(set(defaults) - set(options))}"
+    )
     for name, option in options.items():
         assert option.get("description"), f"{role.name}: {name} has no description"
         if name in defaults:
-            assert option.get("default") == defaults[name], f"{role.name}: {name} default differs from defaults/main.yml"
+            assert option.get("default") == defaults[name], (
+                f"{role.name}: {name} default differs from defaults/main.yml"
+            )
         else:
-            assert option.get("required") or "default" not in option, f"{role.name}: {name} has a default but none in defaults"
+            assert option.get("required") or "default" not in option, (
+                f"{role.name}: {name} has a default but none in defaults"
+            )
 
 
 @pytest.mark.parametrize("role", ROLES, ids=[r.name for r in ROLES])

@@ -18,7 +18,9 @@ def loop(*items: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_good_answers_pass() -> None:
-    cfg = {"results": [{"item": {"name": "embed"}, "content": base64.b64encode(json.dumps({"hidden_size": 4}).encode())}]}
+    cfg = {
+        "results": [{"item": {"name": "embed"}, "content": base64.b64encode(json.dumps({"hidden_size": 4}).encode())}]
+    }
     out = results(
         {
             "auth": loop(item("chat", "chat", 401), item("embed", "embedding", 401)),

@@ -12,8 +12,8 @@ from rich.text import Text
 
 from airgap_llm.commands.plan import add_inventory_argument
 from airgap_llm.console import console, err_console
-from airgap_llm.runner import run_playbook
 from airgap_llm.run_report import failures_text
+from airgap_llm.runner import run_playbook
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
