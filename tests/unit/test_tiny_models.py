@@ -136,3 +136,51 @@ def test_all_models_cache_names_both_services(smollm2_snapshot: tuple[Path, Path
     for service, (repo_id, _revision) in tiny_models.DEMO_SERVICES.items():
         check_snapshot(hub, repo_id, snapshots[service])
         json.loads((snapshots[service] / "config.json").read_text())
+
+
+# ------------------------------------------------------------------ the random-weight fixtures
+
+
+def _cached_or_skip(model_dir: Path, option: str) -> Path:
+    if not tiny_models.model_dir_complete(model_dir):
+        pytest.skip(
+            f"{option} fixture not cached at {model_dir}; build it with "
+            f"`python tests/fixtures/tiny_models.py HUB_ROOT --only {option}`"
+        )
+    return model_dir
+
+
+def test_whisper_cache_structure(tmp_path: Path) -> None:
+    _cached_or_skip(tiny_models.cache_dir() / "whisper-tiny-random" / "model", "whisper")
+    hub = tmp_path / "hub"
+    snapshot = tiny_models.whisper_tiny_cache(hub)
+    check_snapshot(hub, tiny_models.WHISPER_REPO, snapshot)
+    config = json.loads((snapshot / "config.json").read_text())
+    assert config["architectures"] == ["WhisperForConditionalGeneration"]
+    assert config["num_mel_bins"] == 80
+    assert config["vocab_size"] == 51865
+    features = json.loads((snapshot / "preprocessor_config.json").read_text())
+    assert features["feature_size"] == 80 and features["sampling_rate"] == 16000
+    vocab = json.loads((snapshot / "tokenizer.json").read_text())
+    added = {tok["content"]: tok["id"] for tok in vocab["added_tokens"]}
+    assert added["<|startoftranscript|>"] == 50258
+    assert added["<|he|>"] == 50279
+    assert added["<|notimestamps|>"] == 50363
+    assert "model.encoder.conv1.weight" in safetensors_tensor_names(snapshot / "model.safetensors")
+
+
+def test_vlm_cache_structure(tmp_path: Path) -> None:
+    _cached_or_skip(tiny_models.cache_dir() / "idefics3-tiny-random" / "model", "vlm")
+    hub = tmp_path / "hub"
+    snapshot = tiny_models.vlm_tiny_cache(hub)
+    check_snapshot(hub, tiny_models.VLM_REPO, snapshot)
+    config = json.loads((snapshot / "config.json").read_text())
+    assert config["architectures"] == ["Idefics3ForConditionalGeneration"]
+    vocab = json.loads((snapshot / "tokenizer.json").read_text())
+    added = {tok["content"]: tok["id"] for tok in vocab["added_tokens"]}
+    assert config["image_token_id"] == added["<image>"]
+    assert "<image>" in (snapshot / "chat_template.jinja").read_text()
+    processor = json.loads((snapshot / "processor_config.json").read_text())
+    assert processor["image_seq_len"] == 4
+    names = safetensors_tensor_names(snapshot / "model.safetensors")
+    assert any(name.startswith("model.vision_model.") for name in names)
