@@ -494,6 +494,8 @@ def engine_args(svc: ServicePlan) -> list[str]:
         args += ["--pipeline-parallel-size", str(svc.nodes), "--distributed-executor-backend", "ray"]
     if svc.max_model_len is not None:
         args += ["--max-model-len", str(svc.max_model_len)]
+    # The unit's readiness wait and monitoring poll these; keep them out of the journal.
+    args += ["--disable-access-log-for-endpoints", "/health,/metrics"]
     if svc.kind == "embedding":
         args += ["--runner", "pooling"]
     elif svc.kind == "ocr":

@@ -21,7 +21,7 @@ _CELL = {
 }
 
 
-def progress_table(progress: RunProgress, title: str = "") -> RenderableType:
+def progress_table(progress: RunProgress, title: str = "", final: bool = False) -> RenderableType:
     table = Table(title=title or None, title_justify="left")
     table.add_column("host")
     for step in progress.steps:
@@ -32,8 +32,9 @@ def progress_table(progress: RunProgress, title: str = "") -> RenderableType:
             text, style = _CELL[progress.state(host, step)]
             cells.append(Text(text, style=style))
         table.add_row(host, *cells)
-    footer = Text(f"{progress.step or ''}: {progress.task}", style="dim") if progress.task else Text("")
-    return Group(table, footer)
+    if final or not progress.task:
+        return table
+    return Group(table, Text(f"{progress.step or ''}: {progress.task}", style="dim"))
 
 
 def summary_table(progress: RunProgress) -> Table:

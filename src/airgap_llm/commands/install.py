@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
             on_event=lambda p: live.update(progress_table(p, title)),
             verbosity=args.verbose,
         )
-        live.update(progress_table(progress, title))
+        live.update(progress_table(progress, title, final=True))
     if args.json:
         print(json.dumps(run_result(progress), indent=2))
     else:

@@ -56,7 +56,7 @@ def table(result: dict[str, Any]) -> Table:
             t.add_row(
                 host, r["service"], r["kind"], r["check"],
                 Text("ok", style="green") if r["ok"] else Text("FAIL", style="bold red"),
-                str(r["detail"]), f"{secs:.2f}" if isinstance(secs, (int, float)) else "",
+                str(r["detail"]), f"{secs:g}" if isinstance(secs, (int, float)) else "",
             )
     return t
 
