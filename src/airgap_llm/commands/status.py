@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 from rich.table import Table
 from rich.text import Text
 
 from airgap_llm.commands.plan import add_inventory_argument
-from airgap_llm.console import console, err_console
-from airgap_llm.run_report import failures_text
-from airgap_llm.runner import run_playbook
+from airgap_llm.host_reports import add_report_arguments, collect_reports, print_result, run_failures
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -23,14 +20,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         description="Read-only: the state of every service's unit, its GPU memory and its /health answer.",
     )
     add_inventory_argument(parser)
-    parser.add_argument("--limit", metavar="HOSTS", help="only these hosts (Ansible --limit pattern)")
-    parser.add_argument("--json", action="store_true", help="print a machine-readable result")
+    add_report_arguments(parser)
     parser.set_defaults(func=run)
 
 
 def collect(inventory: str, limit: str | None) -> tuple[dict[str, Any], Any]:
-    progress = run_playbook("status.yml", Path(inventory), limit=limit)
-    hosts = {h: progress.facts.get(h, {}).get("airgap_llm_status_report") for h in progress.hosts}
+    hosts, progress = collect_reports("status.yml", inventory, "airgap_llm_status_report", limit)
     failures: list[dict[str, Any]] = []
     for host, rep in hosts.items():
         if rep is None:
@@ -41,12 +36,11 @@ def collect(inventory: str, limit: str | None) -> tuple[dict[str, Any], Any]:
                 failures.append(
                     {"host": host, "service": s["name"], "detail": f"{s['active']}/{s['sub']}, health {s['health']}"}
                 )
-    for f in progress.failures:
-        failures.append({"host": f.host, "service": None, "detail": f.message})
+    failures += run_failures(progress)
     return {"ok": not failures, "hosts": hosts, "failures": failures}, progress
 
 
-def table(result: dict[str, Any]) -> Table:
+def table(result: Mapping[str, Any]) -> Table:
     t = Table(title="status", title_justify="left")
     for col in ("host", "service", "kind", "port", "GPUs", "unit", "restarts", "GPU MiB", "health"):
         t.add_column(col)
@@ -69,10 +63,4 @@ def table(result: dict[str, Any]) -> Table:
 
 def run(args: argparse.Namespace) -> int:
     result, progress = collect(args.inventory, args.limit)
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        console.print(table(result))
-        if progress.failures:
-            err_console.print(failures_text(progress))
-    return 0 if result["ok"] else 1
+    return print_result(args, result, table, progress)

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 from rich.table import Table
 from rich.text import Text
 
 from airgap_llm.commands.plan import add_inventory_argument
-from airgap_llm.console import console, err_console
-from airgap_llm.run_report import failures_text
-from airgap_llm.runner import run_playbook
+from airgap_llm.host_reports import add_report_arguments, collect_reports, print_result, run_failures
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -24,29 +21,26 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "with and without the API key.",
     )
     add_inventory_argument(parser)
-    parser.add_argument("--limit", metavar="HOSTS", help="only these hosts (Ansible --limit pattern)")
-    parser.add_argument("--json", action="store_true", help="print a machine-readable result")
+    add_report_arguments(parser)
     parser.set_defaults(func=run)
 
 
 def collect(inventory: str, limit: str | None) -> tuple[dict[str, Any], Any]:
-    progress = run_playbook(
-        "validate.yml", Path(inventory), extravars={"airgap_llm_validate_fail": False}, limit=limit
+    hosts, progress = collect_reports(
+        "validate.yml", inventory, "airgap_llm_validate_results", limit, {"airgap_llm_validate_fail": False}
     )
-    hosts = {h: progress.facts.get(h, {}).get("airgap_llm_validate_results") for h in progress.hosts}
     failures: list[dict[str, Any]] = []
     for host, results in hosts.items():
         if results is None:
             failures.append({"host": host, "service": None, "check": "run", "detail": "validation did not run"})
             continue
         failures += [{"host": host, **r} for r in results if not r["ok"]]
-    for f in progress.failures:
-        failures.append({"host": f.host, "service": None, "check": "run", "detail": f.message})
+    failures += [{**f, "check": "run"} for f in run_failures(progress)]
     result = {"ok": not failures, "hosts": {h: r or [] for h, r in hosts.items()}, "failures": failures}
     return result, progress
 
 
-def table(result: dict[str, Any]) -> Table:
+def table(result: Mapping[str, Any]) -> Table:
     t = Table(title="validate", title_justify="left")
     for col in ("host", "service", "kind", "check", "result", "detail", "seconds"):
         t.add_column(col)
@@ -63,13 +57,7 @@ def table(result: dict[str, Any]) -> Table:
 
 def run(args: argparse.Namespace) -> int:
     result, progress = collect(args.inventory, args.limit)
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        console.print(table(result))
-        if progress.failures:
-            err_console.print(failures_text(progress))
-        n = sum(len(r) for r in result["hosts"].values())
-        bad = len(result["failures"])
-        console.print(f"[bold {'green' if not bad else 'red'}]{n - bad} of {n} checks passed[/]")
-    return 0 if result["ok"] else 1
+    n = sum(len(r) for r in result["hosts"].values())
+    bad = len(result["failures"])
+    footer = f"[bold {'green' if not bad else 'red'}]{n - bad} of {n} checks passed[/]"
+    return print_result(args, result, table, progress, footer)
