@@ -1,20 +1,27 @@
 """Thin Ansible adapters over the airgap_llm package: no logic of their own.
 
-    {{ hostvars[inventory_hostname] | airgap_llm_host_plan(inventory_hostname) }}
-        the host's GPU-map plan as a dict: ok, problems (each with a 'text'), services (each with
-        unit, cuda_visible_devices, memory_fraction, engine_args, after, ...), engine, target_os, ...
-    {{ 'debian-12' | airgap_llm_target }}
-        the target OS facts (family, python, runtime_packages, ...) as a dict
-    {{ ansible_facts | airgap_llm_target_for_facts }}
-        the supported target matching the host's facts, or none
-    {{ registered_by_check | airgap_llm_validation_results(config_slurps, dims, api_key) }}
-        verdicts of the validate role's requests (see airgap_llm.validation)
-    {{ verdict | airgap_llm_validation_line }}
-        one verdict as a line of text
-    {{ manifest | airgap_llm_bundle_needs(plan) }}
-        a host's missing models and the bytes it needs from the bundle (see airgap_llm.bundle_check)
-    {{ plan | airgap_llm_status_report(systemctl_show_stdout, health_results, gpu_json) }}
-        the status role's per-service report (see airgap_llm.status_report)
+{{ hostvars[inventory_hostname] | airgap_llm_host_plan(inventory_hostname) }}
+    the host's GPU-map plan as a dict: ok, problems (each with a 'text'), services (each with
+    unit, cuda_visible_devices, memory_fraction, engine_args, after, ...), engine, target_os, ...
+{{ 'debian-12' | airgap_llm_target }}
+    the target OS facts (family, python, runtime_packages, ...) as a dict
+{{ ansible_facts | airgap_llm_target_for_facts }}
+    the supported target matching the host's facts, or none
+{{ registered_by_check | airgap_llm_validation_results(config_slurps, dims, api_key) }}
+    verdicts of the validate role's requests (see airgap_llm.validation)
+{{ verdict | airgap_llm_validation_line }}
+    one verdict as a line of text
+{{ manifest | airgap_llm_bundle_needs(plan) }}
+    a host's missing models and the bytes it needs from the bundle (see airgap_llm.bundle_check)
+{{ plan | airgap_llm_status_report(systemctl_show_stdout, health_results, gpu_json) }}
+    the status role's per-service report (see airgap_llm.status_report)
+{{ 'debian-12' | airgap_llm_nvidia_driver_packages(branch, flavour, fabricmanager, ...) }}
+{{ smi_csv | airgap_llm_nvidia_gpus }}  {{ gpus | airgap_llm_nvidia_compare(airgap_llm_gpu, host) }}
+{{ setting | airgap_llm_nvidia_fabricmanager_needed(lspci, topo) }}
+{{ driver | airgap_llm_nvidia_fabricmanager_mismatch(fm_version) }}
+{{ driver | airgap_llm_nvidia_cuda_check(cuda) }}  {{ names | airgap_llm_nvidia_cuda_from_wheels }}
+{{ smi_q | airgap_llm_nvidia_smi_q }}  {{ version | airgap_llm_nvidia_branch }}
+    NVIDIA driver facts and checks (see airgap_llm.nvidia)
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ except ImportError:  # running from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
     from airgap_llm.gpumap import plan_host
 
+from airgap_llm import nvidia
 from airgap_llm.bundle_check import host_needs
 from airgap_llm.inventory import VAR_PREFIX, to_plain
 from airgap_llm.status_report import report as status_report
@@ -87,6 +95,41 @@ def airgap_llm_bundle_needs(manifest: Mapping[str, Any], plan: Mapping[str, Any]
     return host_needs(to_plain(manifest), to_plain(plan))
 
 
+def airgap_llm_nvidia_driver_packages(
+    target_id: str,
+    branch: Any = None,
+    flavour: Any = None,
+    fabricmanager: bool = False,
+    precompiled: bool = True,
+    kernel_flavour: str = "generic",
+    headers: Any = None,
+) -> dict[str, Any]:
+    hdrs = tuple(to_plain(headers)) if headers is not None else None
+    return nvidia.driver_packages(
+        str(target_id), branch, flavour, bool(fabricmanager), bool(precompiled), str(kernel_flavour), hdrs
+    ).as_dict()
+
+
+def airgap_llm_nvidia_gpus(smi_csv: str) -> list[dict[str, Any]]:
+    return [g.as_dict() for g in nvidia.parse_query_gpu(str(smi_csv))]
+
+
+def airgap_llm_nvidia_compare(gpus: Any, expected: Mapping[str, Any] | None, host: str = "") -> list[str]:
+    return nvidia.compare_gpus([nvidia.Gpu(**g) for g in to_plain(gpus)], to_plain(expected), str(host))
+
+
+def airgap_llm_nvidia_fabricmanager_needed(setting: Any, lspci: str = "", topo: str = "") -> dict[str, Any]:
+    return nvidia.fabricmanager_needed(to_plain(setting), str(lspci), str(topo)).as_dict()
+
+
+def airgap_llm_nvidia_cuda_check(driver: str, cuda: str) -> dict[str, Any]:
+    return nvidia.check_driver_for_cuda(str(driver), str(cuda)).as_dict()
+
+
+def airgap_llm_nvidia_cuda_from_wheels(names: Any) -> str | None:
+    return nvidia.cuda_from_wheels(str(n) for n in to_plain(names))
+
+
 class FilterModule:
     """airgap-llm filters."""
 
@@ -99,4 +142,13 @@ class FilterModule:
             "airgap_llm_validation_line": validation_line,
             "airgap_llm_status_report": airgap_llm_status_report,
             "airgap_llm_bundle_needs": airgap_llm_bundle_needs,
+            "airgap_llm_nvidia_driver_packages": airgap_llm_nvidia_driver_packages,
+            "airgap_llm_nvidia_gpus": airgap_llm_nvidia_gpus,
+            "airgap_llm_nvidia_compare": airgap_llm_nvidia_compare,
+            "airgap_llm_nvidia_fabricmanager_needed": airgap_llm_nvidia_fabricmanager_needed,
+            "airgap_llm_nvidia_fabricmanager_mismatch": nvidia.fabricmanager_mismatch,
+            "airgap_llm_nvidia_cuda_check": airgap_llm_nvidia_cuda_check,
+            "airgap_llm_nvidia_cuda_from_wheels": airgap_llm_nvidia_cuda_from_wheels,
+            "airgap_llm_nvidia_smi_q": nvidia.parse_smi_q,
+            "airgap_llm_nvidia_branch": nvidia.driver_branch,
         }
