@@ -1,27 +1,27 @@
 """Thin Ansible adapters over the airgap_llm package: no logic of their own.
 
-{{ hostvars[inventory_hostname] | airgap_llm_host_plan(inventory_hostname) }}
-    the host's GPU-map plan as a dict: ok, problems (each with a 'text'), services (each with
-    unit, cuda_visible_devices, memory_fraction, engine_args, after, ...), engine, target_os, ...
-{{ 'debian-12' | airgap_llm_target }}
-    the target OS facts (family, python, runtime_packages, ...) as a dict
-{{ ansible_facts | airgap_llm_target_for_facts }}
-    the supported target matching the host's facts, or none
-{{ registered_by_check | airgap_llm_validation_results(config_slurps, dims, api_key) }}
-    verdicts of the validate role's requests (see airgap_llm.validation)
-{{ verdict | airgap_llm_validation_line }}
-    one verdict as a line of text
-{{ manifest | airgap_llm_bundle_needs(plan) }}
-    a host's missing models and the bytes it needs from the bundle (see airgap_llm.bundle_check)
-{{ plan | airgap_llm_status_report(systemctl_show_stdout, health_results, gpu_json) }}
-    the status role's per-service report (see airgap_llm.status_report)
-{{ 'debian-12' | airgap_llm_nvidia_driver_packages(branch, flavour, fabricmanager, ...) }}
-{{ smi_csv | airgap_llm_nvidia_gpus }}  {{ gpus | airgap_llm_nvidia_compare(airgap_llm_gpu, host) }}
-{{ setting | airgap_llm_nvidia_fabricmanager_needed(lspci, topo) }}
-{{ driver | airgap_llm_nvidia_fabricmanager_mismatch(fm_version) }}
-{{ driver | airgap_llm_nvidia_cuda_check(cuda) }}  {{ names | airgap_llm_nvidia_cuda_from_wheels }}
-{{ smi_q | airgap_llm_nvidia_smi_q }}  {{ version | airgap_llm_nvidia_branch }}
-    NVIDIA driver facts and checks (see airgap_llm.nvidia)
+    {{ hostvars[inventory_hostname] | airgap_llm_host_plan(inventory_hostname) }}
+        the host's GPU-map plan as a dict: ok, problems (each with a 'text'), services (each with
+        unit, cuda_visible_devices, memory_fraction, engine_args, after, ...), engine, target_os, ...
+    {{ 'debian-12' | airgap_llm_target }}
+        the target OS facts (family, python, runtime_packages, ...) as a dict
+    {{ ansible_facts | airgap_llm_target_for_facts }}
+        the supported target matching the host's facts, or none
+    {{ registered_by_check | airgap_llm_validation_results(config_slurps, dims, api_key) }}
+        verdicts of the validate role's requests (see airgap_llm.validation)
+    {{ verdict | airgap_llm_validation_line }}
+        one verdict as a line of text
+    {{ manifest | airgap_llm_bundle_needs(plan) }}
+        a host's missing models and the bytes it needs from the bundle (see airgap_llm.bundle_check)
+    {{ plan | airgap_llm_status_report(systemctl_show_stdout, health_results, gpu_json) }}
+        the status role's per-service report (see airgap_llm.status_report)
+    {{ 'debian-12' | airgap_llm_nvidia_driver_packages(branch, flavour, fabricmanager, ...) }}
+    {{ smi_csv | airgap_llm_nvidia_gpus }}  {{ gpus | airgap_llm_nvidia_compare(airgap_llm_gpu, host) }}
+    {{ setting | airgap_llm_nvidia_fabricmanager_needed(lspci, topo) }}
+    {{ driver | airgap_llm_nvidia_fabricmanager_mismatch(fm_version) }}
+    {{ driver | airgap_llm_nvidia_cuda_check(cuda) }}  {{ names | airgap_llm_nvidia_cuda_from_wheels }}
+    {{ smi_q | airgap_llm_nvidia_smi_q }}  {{ version | airgap_llm_nvidia_branch }}
+        NVIDIA driver facts and checks (see airgap_llm.nvidia)
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from airgap_llm.errors import InputError
 from airgap_llm.targets import TARGETS, TargetOS
 
 # --- versions -------------------------------------------------------------------------------------
@@ -430,8 +431,8 @@ class DriverPackages:
         return data
 
 
-class DriverSelectionError(ValueError):
-    pass
+class DriverSelectionError(InputError, ValueError):
+    """A driver setting the target cannot have (exit 1 from the command line)."""
 
 
 def driver_packages(
@@ -621,3 +622,16 @@ def os_packages_for_hosts(target_id: str, hosts: Mapping[str, Mapping[str, Any]]
     for sel in chosen.values():
         packages += [p for p in sel.install if p not in packages]
     return tuple(packages)
+
+
+def os_packages_for_plans(target_id: str, plans: Iterable[Any]) -> tuple[str, ...]:
+    """``os_packages_for_hosts`` from ``gpumap.HostPlan`` objects (the bundle spec's input): the GPU
+    map decides which hosts need the driver; branch and flavour are the target's defaults."""
+    hosts = {
+        plan.host: {
+            "airgap_llm_gpu": {"count": plan.gpu.count if plan.gpu else 0},
+            "airgap_llm_services": {s.name: {"gpus": list(s.gpus)} for s in plan.services},
+        }
+        for plan in plans
+    }
+    return os_packages_for_hosts(target_id, hosts)

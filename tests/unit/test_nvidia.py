@@ -248,3 +248,17 @@ def test_os_packages_for_hosts_that_disagree() -> None:
     other = {**GPU_HOST, "airgap_llm_nvidia_driver_branch": "550"}
     with pytest.raises(nv.DriverSelectionError, match="different drivers"):
         nv.os_packages_for_hosts("ubuntu-24.04", {"a": GPU_HOST, "b": other})
+
+
+def test_bundle_spec_adds_the_driver_for_gpu_hosts_only() -> None:
+    from airgap_llm.bundle.spec import bundle_spec
+    from airgap_llm.gpumap import plan_host
+
+    gpu = {**GPU_HOST, "airgap_llm_gpu": {"model": "A100-SXM4-80GB", "count": 2, "memory_gib": 80}}
+    plans = [plan_host("gpu-1", gpu), plan_host("cpu-1", CPU_HOST)]
+    (os_set,) = bundle_spec(plans).os_sets
+    assert os_set.target.id == "debian-12"
+    assert os_set.packages[:4] == os_set.target.runtime_packages
+    assert "nvidia-kernel-dkms" in os_set.packages
+    (cpu_only,) = bundle_spec([plan_host("cpu-1", CPU_HOST)]).os_sets
+    assert cpu_only.packages == cpu_only.target.runtime_packages

@@ -33,11 +33,14 @@ from airgap_llm.bundle.spec import OsSetSpec
 from airgap_llm.errors import InputError, UsageError
 
 _KEYRING = "[signed-by=/usr/share/keyrings/debian-archive-keyring.gpg]"
+# contrib, non-free and non-free-firmware hold the NVIDIA driver (nvidia-driver, nvidia-kernel-dkms,
+# nvidia-persistenced, firmware-misc-nonfree); main's packages resolve the same with them listed.
+_COMPONENTS = "main contrib non-free non-free-firmware"
 DEBIAN_SOURCES = {
     "bookworm": [
-        f"deb {_KEYRING} http://deb.debian.org/debian bookworm main",
-        f"deb {_KEYRING} http://deb.debian.org/debian bookworm-updates main",
-        f"deb {_KEYRING} http://deb.debian.org/debian-security bookworm-security main",
+        f"deb {_KEYRING} http://deb.debian.org/debian bookworm {_COMPONENTS}",
+        f"deb {_KEYRING} http://deb.debian.org/debian bookworm-updates {_COMPONENTS}",
+        f"deb {_KEYRING} http://deb.debian.org/debian-security bookworm-security {_COMPONENTS}",
     ]
 }
 METADATA = ("Packages", "Packages.gz", "Release", "Release.gpg", "InRelease", KEYRING_NAME)

