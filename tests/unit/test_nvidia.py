@@ -229,9 +229,11 @@ def test_bad_settings(kwargs: dict[str, str], match: str) -> None:
 
 GPU_HOST = {
     "airgap_llm_gpu": {"model": "A100-SXM4-80GB", "count": 8, "memory_gib": 80},
-    "airgap_llm_services": {"llm": {"kind": "chat", "model": "x/y", "gpus": [0, 1]}},
+    "airgap_llm_services": {
+        "llm": {"kind": "chat", "model": "x/y", "port": 8003, "gpus": [0, 1], "gpu_memory_utilization": 0.9}
+    },
 }
-CPU_HOST = {"airgap_llm_services": {"embed": {"kind": "embedding", "model": "x/y", "gpus": []}}}
+CPU_HOST = {"airgap_llm_services": {"embed": {"kind": "embedding", "model": "x/y", "port": 8001, "gpus": []}}}
 
 
 def test_os_packages_for_hosts() -> None:
