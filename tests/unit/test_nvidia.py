@@ -233,7 +233,10 @@ GPU_HOST = {
         "llm": {"kind": "chat", "model": "x/y", "port": 8003, "gpus": [0, 1], "gpu_memory_utilization": 0.9}
     },
 }
-CPU_HOST = {"airgap_llm_services": {"embed": {"kind": "embedding", "model": "x/y", "port": 8001, "gpus": []}}}
+CPU_HOST = {
+    "airgap_llm_engine": "vllm",
+    "airgap_llm_services": {"embed": {"kind": "embedding", "model": "x/y", "port": 8001, "gpus": []}},
+}
 
 
 def test_os_packages_for_hosts() -> None:
