@@ -20,7 +20,7 @@
     {{ setting | airgap_llm_nvidia_fabricmanager_needed(lspci, topo) }}
     {{ driver | airgap_llm_nvidia_fabricmanager_mismatch(fm_version) }}
     {{ driver | airgap_llm_nvidia_cuda_check(cuda) }}  {{ names | airgap_llm_nvidia_cuda_from_wheels }}
-    {{ smi_q | airgap_llm_nvidia_smi_q }}  {{ version | airgap_llm_nvidia_branch }}
+    {{ smi_q | airgap_llm_nvidia_smi_q }}  {{ version | airgap_llm_nvidia_branch }}  {{ lspci | airgap_llm_nvidia_pci_gpus }}
         NVIDIA driver facts and checks (see airgap_llm.nvidia)
 """
 
@@ -151,4 +151,5 @@ class FilterModule:
             "airgap_llm_nvidia_cuda_from_wheels": airgap_llm_nvidia_cuda_from_wheels,
             "airgap_llm_nvidia_smi_q": nvidia.parse_smi_q,
             "airgap_llm_nvidia_branch": nvidia.driver_branch,
+            "airgap_llm_nvidia_pci_gpus": nvidia.gpus_from_lspci,
         }
