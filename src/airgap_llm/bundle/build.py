@@ -27,10 +27,19 @@ import yaml
 from airgap_llm.bundle.collections import build_collection, find_installed
 from airgap_llm.bundle.hashing import OnBytes, hash_files
 from airgap_llm.bundle.index import index_paths, list_under
-from airgap_llm.bundle.layout import COLLECTIONS_DIR, MODELS_HUB_DIR, PARTIAL_SUFFIX, WHEELS_DIR, scan_tree
+from airgap_llm.bundle.layout import (
+    COLLECTIONS_DIR,
+    MODELS_HUB_DIR,
+    PARTIAL_SUFFIX,
+    WHEELS_DIR,
+    free_bytes,
+    no_space_hint,
+    scan_tree,
+)
 from airgap_llm.bundle.manifest import Artifact, Manifest, diff_tree, load_manifest, resolve_link, save_manifest
 from airgap_llm.bundle.models import (
     ModelResult,
+    cache_blob,
     download_model,
     import_model,
     locate_hub,
@@ -38,7 +47,8 @@ from airgap_llm.bundle.models import (
     repo_folder,
     resolve_commit,
 )
-from airgap_llm.bundle.spec import PARTS, BundleSpec, CollectionSpec, bundle_spec, parse_collections
+from airgap_llm.bundle.progress import human_bytes
+from airgap_llm.bundle.spec import PARTS, BundleSpec, CollectionSpec, ModelSpec, bundle_spec, parse_collections
 from airgap_llm.bundle.wheels import build_wheel_set
 from airgap_llm.errors import InputError, UsageError
 
@@ -192,19 +202,13 @@ def reindex(
                 manifest.add(art)
 
 
-def _free_bytes(path: Path) -> int:
-    probe = path
-    while not probe.exists():
-        probe = probe.parent
-    return shutil.disk_usage(probe).free
-
-
 def no_space_error(out: Path, exc: OSError, needed: int | None = None) -> UsageError:
+    """Exit 2 (the environment): which file could not be written, how much is free, how much is missing."""
     where = exc.filename or out
-    need = f"; needs about {needed / 1e9:.2f} GB more" if needed else ""
+    need = f"; this part still needs {human_bytes(needed)}" if needed else ""
     return UsageError(
-        f"no space left on device writing {where}: {_free_bytes(out) / 1e9:.2f} GB free on the file system "
-        f"of {out}{need}; free some space or build into another directory (-o); the build resumes where it stopped"
+        f"no space left on device writing {where}: {human_bytes(free_bytes(out))} free on the file system of "
+        f"{out}{need}; {no_space_hint(out)}"
     )
 
 
@@ -279,25 +283,26 @@ def _models(
     ui: BuildUI,
 ) -> None:
     if hub is not None:
-        needed = 0
-        for model in spec.models:  # check every model is there before copying any
-            repo = hub / repo_folder(model.repo_id)
-            commit = resolve_commit(repo, model)
-            for p in (repo / "snapshots" / commit).rglob("*"):
-                if p.is_file():
-                    dst = out / model.dir / "blobs" / p.resolve().name
-                    if not dst.is_file():
-                        needed += p.stat().st_size
-        free = _free_bytes(out)
+        needed = _missing_model_bytes(out, hub, spec.models)  # also checks every model is there first
+        free = free_bytes(out)
         if needed > free:
             raise UsageError(
-                f"no space left for the models: {needed / 1e9:.2f} GB to copy into {out / MODELS_HUB_DIR}, "
-                f"{free / 1e9:.2f} GB free there"
+                f"no space left for the models: {human_bytes(needed)} to copy from {hub} into "
+                f"{out / MODELS_HUB_DIR}, {human_bytes(free)} free there; {no_space_hint(out)}"
             )
     results: list[ModelResult] = []
     for model in spec.models:
         with ui.busy(f"model {model.repo_id}@{model.revision}"):
-            res = import_model(model, hub, out) if hub is not None else download_model(model, out, opts.hub_endpoint)
+            try:
+                if hub is not None:
+                    res = import_model(model, hub, out)
+                else:
+                    res = download_model(model, out, opts.hub_endpoint)
+            except OSError as exc:
+                if exc.errno != errno.ENOSPC:
+                    raise
+                left = _missing_model_bytes(out, hub, spec.models) if hub is not None else None
+                raise no_space_error(out, exc, left) from None
         results.append(res)
         label = f"{model.repo_id}@{model.revision} ({res.commit[:12]})"
         (part.fetched if res.copied else part.skipped).append(
@@ -311,6 +316,23 @@ def _models(
         return next((s for d, s in sources.items() if rel.startswith(d + "/")), "model")
 
     reindex(out, manifest, MODELS_HUB_DIR, "model", source, intact, ui)
+
+
+def _missing_model_bytes(out: Path, hub: Path, models: Sequence[ModelSpec]) -> int:
+    """Bytes of the blobs the local cache has and the bundle lacks (raises when a model is not cached)."""
+    needed = 0
+    for model in models:
+        repo = hub / repo_folder(model.repo_id)
+        commit = resolve_commit(repo, model)
+        snapshot = repo / "snapshots" / commit
+        seen: set[str] = set()
+        for p in snapshot.rglob("*"):
+            if p.is_file():
+                blob, name = cache_blob(snapshot, p)
+                if name not in seen and not (out / model.dir / "blobs" / name).is_file():
+                    needed += blob.stat().st_size
+                seen.add(name)
+    return needed
 
 
 def _wheels(

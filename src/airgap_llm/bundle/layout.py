@@ -13,8 +13,10 @@ collections/                      <namespace>-<name>-<version>.tar.gz
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
+from airgap_llm.bundle import manifest
 from airgap_llm.bundle.manifest import MANIFEST_NAME, TreeEntry
 
 WHEELS_DIR = "wheels"
@@ -23,7 +25,7 @@ OS_DIR = "os"
 COLLECTIONS_DIR = "collections"
 CONSTRAINTS_NAME = "constraints.txt"
 KEYRING_NAME = "airgap-llm-archive-keyring.gpg"
-PARTIAL_SUFFIX = ".partial"
+PARTIAL_SUFFIX = manifest.PARTIAL_SUFFIX  # temporary names; removed by the next build
 
 
 def wheel_dir(python_tag: str, platform: str) -> str:
@@ -69,3 +71,18 @@ def scan_tree(root: Path) -> dict[str, TreeEntry]:
             else:
                 out[prefix + name] = TreeEntry(size=st.st_size)
     return out
+
+
+def free_bytes(path: Path) -> int:
+    """Free space (for an unprivileged writer) on the file system that holds, or will hold, ``path``."""
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    return shutil.disk_usage(probe).free
+
+
+def no_space_hint(out: Path) -> str:
+    return (
+        f"free some space on the file system of {out} or build into another directory (-o DIR); "
+        "a rerun resumes where this build stopped"
+    )

@@ -42,6 +42,9 @@ from airgap_llm.errors import InputError
 FORMAT = 1
 MANIFEST_NAME = "manifest.json"
 SUMS_NAME = "SHA256SUMS"
+# Every file is written under a temporary name ending so, then renamed: a build killed midway leaves
+# only such names behind, and the next build removes them before anything else.
+PARTIAL_SUFFIX = ".partial"
 BUNDLE_OWN_FILES = frozenset({MANIFEST_NAME, SUMS_NAME})
 KINDS = ("wheel", "model", "os-package", "collection", "tool")
 
@@ -258,7 +261,7 @@ def parse_sha256sums(text: str) -> dict[str, str]:
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file in the same directory and a rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=PARTIAL_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)

@@ -13,6 +13,7 @@ Either way the bundle ends with ``models--ORG--NAME/{blobs/, snapshots/<commit>/
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
@@ -74,9 +75,32 @@ def resolve_commit(repo_dir: Path, spec: ModelSpec) -> str:
 
 
 def _copy_atomic(src: Path, dst: Path) -> None:
+    """Copy ``src`` to ``dst`` through ``dst.partial`` and a rename; on failure nothing stays behind.
+
+    An error while writing names the destination (shutil's own names the source first): on a full
+    disk the message must say where the space ran out, not which cache file was being read.
+    """
     tmp = dst.with_name(dst.name + PARTIAL_SUFFIX)
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
+    try:
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.errno == errno.ENOSPC:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(dst)) from None
+        raise
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def cache_blob(snapshot: Path, path: Path) -> tuple[Path, str]:
+    """The file holding a snapshot entry's content, and the blob name it gets in the bundle."""
+    if path.is_symlink():
+        blob = path.resolve()
+        return blob, blob.name
+    # a snapshot holding plain files: store it as a blob named after its path
+    return path, "file-" + "-".join(path.relative_to(snapshot).parts)
 
 
 def import_model(spec: ModelSpec, hub: Path, bundle: Path) -> ModelResult:
@@ -94,12 +118,7 @@ def import_model(spec: ModelSpec, hub: Path, bundle: Path) -> ModelResult:
         rel = path.relative_to(src_snap)
         if not path.exists():
             raise InputError(f"model {spec.repo_id} revision {spec.revision}: {path} is a dangling link in the cache")
-        if path.is_symlink():
-            blob_src = path.resolve()
-            blob_name = blob_src.name
-        else:  # a snapshot holding plain files: store it as a blob named after its path
-            blob_src = path
-            blob_name = "file-" + "-".join(rel.parts)
+        blob_src, blob_name = cache_blob(src_snap, path)
         blob_dst = dst_repo / "blobs" / blob_name
         if blob_dst.is_file() and blob_dst.stat().st_size == blob_src.stat().st_size:
             result.skipped += 1
@@ -130,8 +149,26 @@ def _write_ref(repo: Path, revision: str, commit: str) -> None:
     os.replace(tmp, ref)
 
 
+def hub_endpoint(endpoint: str | None = None) -> str:
+    """The Hub address a download goes to: ``endpoint``, else ``HF_ENDPOINT``, else the public Hub."""
+    from huggingface_hub import constants
+
+    return (endpoint or constants.ENDPOINT).rstrip("/")
+
+
+def hub_offline() -> bool:
+    """Whether ``HF_HUB_OFFLINE`` forbids huggingface_hub any request."""
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
 def download_model(spec: ModelSpec, bundle: Path, endpoint: str | None = None) -> ModelResult:
-    """Fetch one model revision from the Hub into the bundle's cache layout."""
+    """Fetch one model revision from the Hub into the bundle's cache layout.
+
+    Every error names the model id, the revision, the hosts/services that use it and the Hub
+    address, and says what to do (fix the inventory, set HF_TOKEN, or import with --models-from).
+    """
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import (
         GatedRepoError,
@@ -144,30 +181,58 @@ def download_model(spec: ModelSpec, bundle: Path, endpoint: str | None = None) -
     hub = bundle / MODELS_HUB_DIR
     repo_dir = hub / repo_folder(spec.repo_id)
     before = {p.name for p in (repo_dir / "blobs").glob("*")} if (repo_dir / "blobs").is_dir() else set()
-    where = f"model {spec.repo_id} revision {spec.revision}"
-    hint = "on a machine without access to the Hub, import from a local cache with --models-from ROOT"
+    url = hub_endpoint(endpoint)
+    used_by = f" (used by {', '.join(spec.used_by)})" if spec.used_by else ""
+    where = f"model {spec.repo_id} revision {spec.revision}{used_by}"
+    hint = "on a machine without access to the Hub, import from a local cache with --models-from HF_CACHE_ROOT"
+    if hub_offline():
+        raise UsageError(
+            f"{where}: HF_HUB_OFFLINE is set, so the Hub at {url} cannot be asked for it; "
+            f"unset HF_HUB_OFFLINE to download, or {hint}"
+        )
     try:
         snap = Path(str(snapshot_download(spec.repo_id, revision=spec.revision, cache_dir=hub, endpoint=endpoint)))
     except GatedRepoError as exc:
-        raise InputError(f"{where}: gated on the Hub; accept its terms and set HF_TOKEN ({_first_line(exc)})") from None
+        raise InputError(
+            f"{where}: gated on the Hub at {url}; accept its terms on the model's page and set HF_TOKEN "
+            f"({_first_line(exc)})"
+        ) from None
     except RevisionNotFoundError:
-        raise InputError(f"{where}: the Hub has no such revision of {spec.repo_id}") from None
+        raise InputError(
+            f"{where}: the Hub at {url} has no revision {spec.revision!r} of {spec.repo_id}; set the service's "
+            "revision in the inventory to a commit sha, branch or tag the model has"
+        ) from None
     except RepositoryNotFoundError:
-        raise InputError(f"{where}: the Hub has no model {spec.repo_id!r} (or it is private: set HF_TOKEN)") from None
-    except (LocalEntryNotFoundError, OfflineModeIsEnabled) as exc:
-        raise InputError(f"{where}: cannot reach the Hugging Face Hub ({_first_line(exc)}); {hint}") from None
-    except OSError as exc:  # connection errors of the HTTP client are OSErrors or wrap them
-        raise InputError(f"{where}: download failed: {_first_line(exc)}; {hint}") from None
+        raise InputError(
+            f"{where}: the Hub at {url} has no model {spec.repo_id!r} (or it is private or gated: set HF_TOKEN); "
+            "check the service's model in the inventory"
+        ) from None
+    except OfflineModeIsEnabled:
+        raise UsageError(f"{where}: HF_HUB_OFFLINE is set; unset it to download, or {hint}") from None
+    except LocalEntryNotFoundError as exc:  # the Hub did not answer and the bundle has no copy
+        raise UsageError(f"{where}: the Hugging Face Hub at {url} is unreachable ({_cause(exc)}); {hint}") from None
+    except OSError as exc:  # connection and HTTP errors of the client are OSErrors or wrap them
+        if exc.errno == errno.ENOSPC:
+            raise
+        raise UsageError(f"{where}: download from {url} failed: {_cause(exc)}; {hint}") from None
     finally:
         shutil.rmtree(hub / ".locks", ignore_errors=True)
     commit = snap.name
     after = {p.name for p in (repo_dir / "blobs").glob("*")}
-    result = ModelResult(spec, commit, source=f"huggingface.co {spec.repo_id}@{spec.revision}")
-    if endpoint:
-        result.source = f"{endpoint} {spec.repo_id}@{spec.revision}"
+    result = ModelResult(spec, commit, source=f"{url} {spec.repo_id}@{spec.revision}")
     result.copied = len(after - before)
     result.skipped = len(after & before)
     return result
+
+
+def _cause(exc: BaseException) -> str:
+    """The innermost reason of an exception chain, on one line (e.g. "Connection refused")."""
+    seen = exc
+    while seen.__cause__ is not None or seen.__context__ is not None:
+        nxt = seen.__cause__ or seen.__context__
+        assert nxt is not None
+        seen = nxt
+    return _first_line(seen if seen is not exc else exc)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -9,9 +9,11 @@ and then each wheel arrives by rename.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
@@ -20,8 +22,9 @@ from pathlib import Path
 
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 
-from airgap_llm.bundle.layout import CONSTRAINTS_NAME, PARTIAL_SUFFIX
+from airgap_llm.bundle.layout import CONSTRAINTS_NAME, PARTIAL_SUFFIX, free_bytes, no_space_hint
 from airgap_llm.bundle.manifest import atomic_write_text
+from airgap_llm.bundle.progress import human_bytes
 from airgap_llm.bundle.spec import WheelSetSpec
 from airgap_llm.errors import InputError, UsageError
 
@@ -119,6 +122,27 @@ def no_match_error(output: str, spec: WheelSetSpec) -> InputError | None:
     )
 
 
+def die_with_this_process() -> Callable[[], None] | None:
+    """A ``preexec_fn`` making a child die with the build (even on ``kill -9``); Linux only.
+
+    Otherwise an orphaned pip goes on writing into the staging directory that the next build
+    removes and recreates under the same name.
+    """
+    if sys.platform != "linux":
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            return
+        if os.getppid() != parent:  # the build died before prctl took effect
+            os._exit(1)
+
+    return preexec
+
+
 def build_wheel_set(
     bundle: Path,
     spec: WheelSetSpec,
@@ -153,12 +177,15 @@ def build_wheel_set(
                 reused.add(wheel.name)
     cmd = pip_command(spec, stage, pip_args)
     log("$ " + " ".join(cmd))
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=die_with_this_process())
     if proc.returncode != 0:
         output = proc.stdout + proc.stderr
         shutil.rmtree(stage, ignore_errors=True)
         if "No space left on device" in output:
-            raise UsageError(f"no space left on device while downloading wheels into {stage}")
+            raise UsageError(
+                f"no space left on device while pip downloaded the wheels for {spec.dir} into {stage}: "
+                f"{human_bytes(free_bytes(bundle))} free there; {no_space_hint(bundle)}"
+            )
         err = no_match_error(output, spec)
         if err is not None:
             raise err

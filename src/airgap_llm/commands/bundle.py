@@ -50,7 +50,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "layout, revision-pinned), the wheelhouse for the targets' Python and platform, the OS "
             "packages the hosts lack (a signed local apt repository), and the Ansible collections. "
             "Incremental: what is present with the right hash is not fetched again. The inventory "
-            "must pass 'airgap-llm plan' first; nothing is downloaded otherwise."
+            "must pass 'airgap-llm plan' first; nothing is downloaded otherwise. Interrupted (even by "
+            "kill -9), it leaves only *.partial files, and a rerun resumes. Exit 0: built; 1: the "
+            "inventory, a model id or revision, or a wheel is wrong (the message names it); 2: a problem of the "
+            "environment (no space left, the Hub unreachable or HF_HUB_OFFLINE set, a missing tool)."
         ),
     )
     build.add_argument(
