@@ -473,7 +473,8 @@ def test_hf_hub_offline_is_named(tmp_path: Path, inventory: Path, hub_stub: HubS
     )
     assert res.returncode == 2, res.stdout + res.stderr
     err = one_line(res.stderr)
-    assert f"model {BIG_REPO} revision main (used by cpu-box/embed): HF_HUB_OFFLINE is set" in err, err
+    where = f"model {BIG_REPO} revision main (used by cpu-box/embed)"
+    assert f"{where}: not in the bundle yet, and HF_HUB_OFFLINE is set, so the Hub at {hub_stub.url}" in err, err
     assert "unset HF_HUB_OFFLINE to download, or" in err and "--models-from HF_CACHE_ROOT" in err
     assert hub_stub.requests == []
 
@@ -524,3 +525,20 @@ def test_inventory_failing_plan_asks_nothing_and_writes_nothing(
     assert "does not pass plan" in res.stderr, res.stderr
     assert hub_stub.requests == []
     assert not out.exists()
+
+
+@pytest.mark.parametrize("offline", [True, False], ids=["HF_HUB_OFFLINE", "hub unreachable"])
+def test_complete_bundle_rebuilds_without_the_hub(
+    tmp_path: Path, inventory: Path, hf_home: Path, closed_port: int, offline: bool
+) -> None:
+    """The Hub is only needed for what the bundle lacks: over a complete bundle, a build without
+    --models-from succeeds offline, or with the Hub unreachable, and fetches nothing."""
+    out = tmp_path / "bundle"
+    env = loopback_env(tmp_path, f"http://127.0.0.1:{closed_port}", offline=offline)
+    first = run(build_args(inventory, out, "--models-from", str(hf_home), "--only", "models"), env)
+    assert first.returncode == 0, first.stdout + first.stderr
+    again = run(build_args(inventory, out, "--only", "models"), env)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "0 item(s) fetched" in again.stdout and "0 blobs fetched" in again.stdout, again.stdout
+    verify = run([str(AIRGAP), "bundle", "verify", str(out)], env)
+    assert verify.returncode == 0, verify.stdout + verify.stderr

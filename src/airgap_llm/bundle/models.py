@@ -185,12 +185,11 @@ def download_model(spec: ModelSpec, bundle: Path, endpoint: str | None = None) -
     used_by = f" (used by {', '.join(spec.used_by)})" if spec.used_by else ""
     where = f"model {spec.repo_id} revision {spec.revision}{used_by}"
     hint = "on a machine without access to the Hub, import from a local cache with --models-from HF_CACHE_ROOT"
-    if hub_offline():
-        raise UsageError(
-            f"{where}: HF_HUB_OFFLINE is set, so the Hub at {url} cannot be asked for it; "
-            f"unset HF_HUB_OFFLINE to download, or {hint}"
-        )
-    try:
+    offline = (
+        f"{where}: not in the bundle yet, and HF_HUB_OFFLINE is set, so the Hub at {url} cannot be asked "
+        f"for it; unset HF_HUB_OFFLINE to download, or {hint}"
+    )
+    try:  # (offline or with the Hub unreachable, a revision the bundle already holds is found there)
         snap = Path(str(snapshot_download(spec.repo_id, revision=spec.revision, cache_dir=hub, endpoint=endpoint)))
     except GatedRepoError as exc:
         raise InputError(
@@ -208,8 +207,10 @@ def download_model(spec: ModelSpec, bundle: Path, endpoint: str | None = None) -
             "check the service's model in the inventory"
         ) from None
     except OfflineModeIsEnabled:
-        raise UsageError(f"{where}: HF_HUB_OFFLINE is set; unset it to download, or {hint}") from None
+        raise UsageError(offline) from None
     except LocalEntryNotFoundError as exc:  # the Hub did not answer and the bundle has no copy
+        if hub_offline():
+            raise UsageError(offline) from None
         raise UsageError(f"{where}: the Hugging Face Hub at {url} is unreachable ({_cause(exc)}); {hint}") from None
     except OSError as exc:  # connection and HTTP errors of the client are OSErrors or wrap them
         if exc.errno == errno.ENOSPC:
