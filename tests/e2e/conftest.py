@@ -1,60 +1,58 @@
-"""The end-to-end path of the demo against a real systemd target with no route out.
+"""The end-to-end path against real systemd targets with no route out.
 
-One target set ("e2e", 10.213.10.0/24) is started for the whole module and always torn down. The
-local-cpu inventory is copied and pointed at it, so the shipped group_vars are what gets installed.
+Every fixture here is module-scoped and reads the module's ``DEPLOYMENT`` (deployments.py): each test
+module gets its own target set (one target on its own internal /24), started for the module and
+always torn down when the module ends, even when a test or the start itself failed. The module's
+inventory is copied and pointed at that target, so its shipped group_vars are what gets installed.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import shutil
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import deployments  # first: it puts tests/hosts and tests/fixtures on sys.path
 import pytest
+import targets
 import yaml
-
-REPO = Path(__file__).resolve().parents[2]
-for sub in ("tests/hosts", "tests/fixtures"):
-    sys.path.insert(0, str(REPO / sub))
-
-import targets  # noqa: E402
-import tiny_models  # noqa: E402
-
-E2E_SUBNET = ipaddress.IPv4Network("10.213.10.0/24")
+from deployments import STARTED, Deployment
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("AIRGAP_LLM_CACHE", Path.home() / ".cache" / "airgap-llm"))
+@pytest.fixture(scope="module")
+def deployment(request: pytest.FixtureRequest) -> Deployment:
+    dep = getattr(request.module, "DEPLOYMENT", None)
+    if not isinstance(dep, Deployment):
+        raise pytest.UsageError(f"{request.module.__name__} sets no DEPLOYMENT = Deployment(...)")
+    return dep
 
 
-@pytest.fixture(scope="session")
-def target_set() -> Iterator[Any]:
+@pytest.fixture(scope="module")
+def target_set(deployment: Deployment) -> Iterator[Any]:
     if os.geteuid() != 0:
         pytest.skip("end-to-end tests start podman containers: run as root (make test does)")
-    subprocess_env = os.environ.setdefault("CONTAINERS_CONF", str(REPO / "tests" / "hosts" / "containers.conf"))
-    assert subprocess_env
-    ts = targets.TargetSet("e2e", count=1, subnet=E2E_SUBNET, group="airgap_llm")
+    os.environ.setdefault("CONTAINERS_CONF", str(deployments.REPO / "tests" / "hosts" / "containers.conf"))
+    ts = targets.TargetSet(deployment.name, count=1, subnet=deployment.subnet, group="airgap_llm")
     ts.down()  # leftovers of an interrupted run
-    ts.up()
     try:
+        STARTED.append(deployment.name)
+        ts.up()
         yield ts
     finally:
         ts.down()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def target(target_set: Any) -> Any:
     return target_set.targets[0]
 
 
-@pytest.fixture(scope="session")
-def inventory(tmp_path_factory: pytest.TempPathFactory, target_set: Any, target: Any) -> Path:
-    inv = tmp_path_factory.mktemp("inv") / "local-cpu"
-    shutil.copytree(REPO / "inventories" / "local-cpu", inv, ignore=shutil.ignore_patterns("credentials"))
+@pytest.fixture(scope="module")
+def inventory(tmp_path_factory: pytest.TempPathFactory, deployment: Deployment, target_set: Any, target: Any) -> Path:
+    inv = tmp_path_factory.mktemp("inv") / deployment.inventory.name
+    shutil.copytree(deployment.inventory, inv, ignore=shutil.ignore_patterns("credentials"))
     hosts = {
         "airgap_llm": {
             "hosts": {
@@ -71,20 +69,18 @@ def inventory(tmp_path_factory: pytest.TempPathFactory, target_set: Any, target:
     return inv
 
 
-@pytest.fixture(scope="session")
-def hf_home() -> Path:
-    root = cache_dir() / "demo" / "hf"
-    tiny_models.all_models_cache(root / "hub")
-    return root
+@pytest.fixture(scope="module")
+def hf_home(deployment: Deployment) -> Path:
+    deployment.models(deployment.hf_home / "hub")
+    return deployment.hf_home
 
 
-@pytest.fixture(scope="session")
-def bundle(hf_home: Path) -> Path:
-    """The local-cpu bundle (shared with `make demo`: the build is incremental)."""
+@pytest.fixture(scope="module")
+def bundle(deployment: Deployment, hf_home: Path) -> Path:
+    """The deployment's bundle (incremental: a rebuild fetches only what is missing)."""
     from airgap_llm.cli import main
 
-    out = cache_dir() / "demo" / "bundle"
-    rc = main(["bundle", "build", "-i", str(REPO / "inventories" / "local-cpu"), "-o", str(out),
-               "--models-from", str(hf_home)])
+    out = deployment.bundle_dir
+    rc = main(["bundle", "build", "-i", str(deployment.inventory), "-o", str(out), "--models-from", str(hf_home)])
     assert rc == 0
     return out

@@ -4,38 +4,30 @@ missing model refused before any host changes."""
 
 from __future__ import annotations
 
-import json
+import ipaddress
 import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+import tiny_models
 import yaml
+from deployments import REPO, Deployment, cli, ssh, unit_props
 
 from airgap_llm.cli import main
 
 pytestmark = pytest.mark.e2e
 
-
-def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, Any]:
-    rc = main(list(args))
-    out = capsys.readouterr().out
-    try:
-        return rc, json.loads(out)
-    except ValueError:
-        return rc, out
-
-
-def ssh(target_set: Any, target: Any, command: str) -> str:
-    return str(target_set.ssh(target, command).stdout).strip()
-
-
-def unit_props(target_set: Any, target: Any, unit: str) -> dict[str, str]:
-    out = ssh(
-        target_set, target, f"systemctl show -p ActiveState,MainPID,NRestarts,ActiveEnterTimestampMonotonic {unit}"
-    )
-    return dict(line.split("=", 1) for line in out.splitlines())
+# The demo's inventory and bundle (shared with `make demo`: the build is incremental), on the target
+# set "e2e" (10.213.10.0/24).
+DEPLOYMENT = Deployment(
+    name="e2e",
+    subnet=ipaddress.IPv4Network("10.213.10.0/24"),
+    inventory=REPO / "inventories" / "local-cpu",
+    cache="demo",
+    models=tiny_models.all_models_cache,
+)
 
 
 def wait_active(target_set: Any, target: Any, unit: str, timeout_s: float = 300) -> dict[str, str]:
