@@ -26,8 +26,16 @@ def test_unit_is_enabled_active_and_healthy(host: Any, name: str) -> None:
 def test_unit_starts_with_ansible_managed_and_hardening(host: Any) -> None:
     unit = host.file("/etc/systemd/system/airgap-llm-web.service")
     assert unit.content_string.startswith("# Ansible managed")
-    for setting in ("ProtectSystem=strict", "NoNewPrivileges=true", "PrivateTmp=true", "PrivateDevices=true",
-                    "KillMode=mixed", "TimeoutStopSec=30", "Restart=on-failure", "ExecStartPost="):
+    for setting in (
+        "ProtectSystem=strict",
+        "NoNewPrivileges=true",
+        "PrivateTmp=true",
+        "PrivateDevices=true",
+        "KillMode=mixed",
+        "TimeoutStopSec=30",
+        "Restart=on-failure",
+        "ExecStartPost=",
+    ):
         assert setting in unit.content_string
     exposure = host.check_output("systemd-analyze security --no-pager airgap-llm-web.service | tail -n 1")
     score = float(exposure.split("level for airgap-llm-web.service:")[1].split()[0])
@@ -43,13 +51,21 @@ def test_second_service_starts_after_the_first_only_if_they_share(host: Any) -> 
 def test_files_and_modes(host: Any) -> None:
     key = host.file("/etc/airgap-llm/api-key.env")
     assert key.user == "root" and key.group == "root" and key.mode == 0o600
-    assert key.content_string.startswith("VLLM_API_KEY=") and len(key.content_string.strip()) == len("VLLM_API_KEY=") + 48
+    assert (
+        key.content_string.startswith("VLLM_API_KEY=") and len(key.content_string.strip()) == len("VLLM_API_KEY=") + 48
+    )
     for name in ("common.env", "web.env", "api.env"):
         f = host.file(f"/etc/airgap-llm/{name}")
         assert f.user == "root" and f.group == "airgap-llm" and f.mode == 0o640
     assert "GREETING=shalom" in host.file("/etc/airgap-llm/web.env").content_string
     common = host.file("/etc/airgap-llm/common.env").content_string
-    for line in ("HF_HUB_OFFLINE=1", "TRANSFORMERS_OFFLINE=1", "VLLM_NO_USAGE_STATS=1", "DO_NOT_TRACK=1", "VLLM_HOST_IP=10.213.7.11"):
+    for line in (
+        "HF_HUB_OFFLINE=1",
+        "TRANSFORMERS_OFFLINE=1",
+        "VLLM_NO_USAGE_STATS=1",
+        "DO_NOT_TRACK=1",
+        "VLLM_HOST_IP=10.213.7.11",
+    ):
         assert line in common
     cache = host.file("/var/cache/airgap-llm")
     assert cache.user == "airgap-llm" and cache.mode == 0o750
@@ -70,8 +86,10 @@ def test_stale_unit_was_stopped_and_removed(host: Any) -> None:
 def test_crashed_service_is_restarted_by_systemd(host: Any) -> None:
     before = host.check_output("systemctl show -p MainPID,NRestarts --value airgap-llm-api").split()
     host.run(f"kill -9 {before[0]}")
-    host.run("for i in $(seq 60); do systemctl is-active -q airgap-llm-api && "
-             f"[ \"$(systemctl show -p MainPID --value airgap-llm-api)\" != {before[0]} ] && break; sleep 0.5; done")
+    host.run(
+        "for i in $(seq 60); do systemctl is-active -q airgap-llm-api && "
+        f'[ "$(systemctl show -p MainPID --value airgap-llm-api)" != {before[0]} ] && break; sleep 0.5; done'
+    )
     after = host.check_output("systemctl show -p MainPID,NRestarts --value airgap-llm-api").split()
     assert after[0] not in ("0", before[0])
     assert int(after[1]) == int(before[1]) + 1
