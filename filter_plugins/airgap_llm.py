@@ -20,7 +20,8 @@
     {{ setting | airgap_llm_nvidia_fabricmanager_needed(lspci, topo) }}
     {{ driver | airgap_llm_nvidia_fabricmanager_mismatch(fm_version) }}
     {{ driver | airgap_llm_nvidia_cuda_check(cuda) }}  {{ names | airgap_llm_nvidia_cuda_from_wheels }}
-    {{ smi_q | airgap_llm_nvidia_smi_q }}  {{ version | airgap_llm_nvidia_branch }}  {{ lspci | airgap_llm_nvidia_pci_gpus }}
+    {{ smi_q | airgap_llm_nvidia_smi_q }}  {{ version | airgap_llm_nvidia_branch }}
+    {{ lspci | airgap_llm_nvidia_pci_gpus }}
         NVIDIA driver facts and checks (see airgap_llm.nvidia)
 """
 
