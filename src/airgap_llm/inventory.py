@@ -7,6 +7,7 @@ group_vars, host_vars, groups and extra vars take precedence exactly as they do 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +55,18 @@ class _TolerantLoader(yaml.SafeLoader):
 _TolerantLoader.add_multi_constructor("!", lambda loader, suffix, node: None)
 
 
+def use_project_ansible_cfg() -> None:
+    """Read inventories with the project's ansible.cfg, as ``install`` runs playbooks with it.
+
+    It matters beyond style: it keeps an inventory's credentials/ directory (the generated API key) from
+    being parsed as an inventory source. Takes effect before Ansible is first imported; an
+    ANSIBLE_CONFIG the user set wins.
+    """
+    cfg = Path(__file__).resolve().parents[2] / "ansible.cfg"
+    if cfg.is_file():
+        os.environ.setdefault("ANSIBLE_CONFIG", str(cfg))
+
+
 def check_yaml_files(path: Path) -> None:
     """Parse every YAML file of the inventory first, so a syntax error names its file and line."""
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.suffix in (".yml", ".yaml"))
@@ -75,6 +88,7 @@ def load_inventory(source: str | Path, extra_vars: Mapping[str, Any] | None = No
     if not path.exists():
         raise UsageError(f"inventory {source}: no such file or directory")
     check_yaml_files(path)
+    use_project_ansible_cfg()
 
     # Imported here: Ansible is slow to import and not needed for --help.
     from ansible import context

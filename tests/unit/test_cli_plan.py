@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -187,3 +188,17 @@ def test_console_script_plan(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["ok"] is True
+
+
+def test_credentials_directory_is_not_read_as_inventory(make_inventory: Callable[..., Path]) -> None:
+    """The generated API key lives in the inventory's credentials/: it must never become a "host"."""
+    inv = make_inventory(load_group("local-cpu"), {"demo-1": {}})
+    (inv / "credentials").mkdir()
+    secret = "Zx9" + "q" * 45
+    (inv / "credentials" / "airgap_llm_api_key").write_text(secret)
+    exe = Path(sys.executable).parent / "airgap-llm"
+    env = {k: v for k, v in os.environ.items() if k != "ANSIBLE_CONFIG"}
+    proc = subprocess.run([str(exe), "plan", "-i", str(inv), "--json"], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert list(json.loads(proc.stdout)["hosts"]) == ["demo-1"]
+    assert secret not in proc.stdout + proc.stderr
