@@ -27,6 +27,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
 from hf_cache import minilm_cache, write_hf_cache  # noqa: E402
 
 BIG_REPO = "sentence-transformers/all-MiniLM-L6-v2"  # the id the test inventories name
+
+# One CPU host serving MiniLM: the inventory the integration tests build bundles for.
+INVENTORY = """\
+all:
+  hosts:
+    cpu-box:
+      ansible_host: 127.0.0.1
+  vars:
+    airgap_llm_target_os: debian-12
+    airgap_llm_vllm_version: "0.32.0"
+    airgap_llm_services:
+      embed:
+        kind: embedding
+        model: sentence-transformers/all-MiniLM-L6-v2
+        revision: main
+        port: 8001
+        gpus: []
+"""
 BIG_SHARDS = 4
 BIG_SHARD_BYTES = 64 << 20
 

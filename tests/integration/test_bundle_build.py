@@ -12,29 +12,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import INVENTORY
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
 MINILM = "models/hub/models--sentence-transformers--all-MiniLM-L6-v2"
 WHEELS = "wheels/cp311-manylinux_2_36_x86_64"
-
-INVENTORY = """\
-all:
-  hosts:
-    cpu-box:
-      ansible_host: 127.0.0.1
-  vars:
-    airgap_llm_target_os: debian-12
-    airgap_llm_vllm_version: "0.32.0"
-    airgap_llm_services:
-      embed:
-        kind: embedding
-        model: sentence-transformers/all-MiniLM-L6-v2
-        revision: main
-        port: 8001
-        gpus: []
-"""
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import BIG_REPO, HubStub, loopback_env
+from conftest import BIG_REPO, INVENTORY, HubStub, loopback_env
 from hf_cache import write_hf_cache
 
 pytestmark = pytest.mark.slow
@@ -36,23 +36,6 @@ pytestmark = pytest.mark.slow
 AIRGAP = Path(sys.executable).parent / "airgap-llm"
 MODEL_DIR = "models/hub/models--sentence-transformers--all-MiniLM-L6-v2"
 WHEELS = "wheels/cp311-manylinux_2_36_x86_64"
-
-INVENTORY = """\
-all:
-  hosts:
-    cpu-box:
-      ansible_host: 127.0.0.1
-  vars:
-    airgap_llm_target_os: debian-12
-    airgap_llm_vllm_version: "0.32.0"
-    airgap_llm_services:
-      embed:
-        kind: embedding
-        model: sentence-transformers/all-MiniLM-L6-v2
-        revision: main
-        port: 8001
-        gpus: []
-"""
 
 
 @pytest.fixture
