@@ -46,6 +46,17 @@ def collection_tarball(namespace: str, name: str, version: str) -> str:
     return f"{COLLECTIONS_DIR}/{namespace}-{name}-{version}.tar.gz"
 
 
+def link_to_blob(link: Path, blob: Path) -> None:
+    """Make ``link`` a relative symlink to ``blob`` (the HF snapshot layout); leave it when it already is."""
+    link.parent.mkdir(parents=True, exist_ok=True)
+    target = os.path.relpath(blob, link.parent)
+    if link.is_symlink() and os.readlink(link) == target:
+        return
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    link.symlink_to(target)
+
+
 def is_bundle(root: Path) -> bool:
     return (root / MANIFEST_NAME).is_file()
 

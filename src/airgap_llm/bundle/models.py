@@ -20,7 +20,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from airgap_llm.bundle.layout import MODELS_HUB_DIR, PARTIAL_SUFFIX
+from airgap_llm.bundle.layout import MODELS_HUB_DIR, PARTIAL_SUFFIX, link_to_blob
 from airgap_llm.bundle.spec import ModelSpec
 from airgap_llm.errors import InputError, UsageError
 
@@ -125,14 +125,7 @@ def import_model(spec: ModelSpec, hub: Path, bundle: Path) -> ModelResult:
         else:
             _copy_atomic(blob_src, blob_dst)
             result.copied += 1
-        link = dst_snap / rel
-        link.parent.mkdir(parents=True, exist_ok=True)
-        target = os.path.relpath(blob_dst, link.parent)
-        if link.is_symlink() and os.readlink(link) == target:
-            continue
-        if link.is_symlink() or link.exists():
-            link.unlink()
-        link.symlink_to(target)
+        link_to_blob(dst_snap / rel, blob_dst)
     _write_ref(dst_repo, spec.revision, commit)
     return result
 
