@@ -253,11 +253,15 @@ def gpus_from_lspci(text: str) -> int:
     return count
 
 
+# Driver 580's ``topo -m`` underlines its header row with terminal escapes even when written to a file.
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
+
+
 def nvlinks_from_topo(text: str) -> dict[tuple[int, int], int]:
     """NVLink bonds between GPU pairs from ``nvidia-smi topo -m``: {(0, 1): 12, ...} (i < j)."""
     rows: dict[int, list[str]] = {}
     header: list[int] = []
-    for line in str(text).splitlines():
+    for line in _ANSI_ESCAPE.sub("", str(text)).splitlines():
         cells = line.split()
         if not cells:
             continue

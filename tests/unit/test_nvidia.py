@@ -267,3 +267,57 @@ def test_bundle_spec_adds_the_driver_for_gpu_hosts_only() -> None:
     assert "nvidia-kernel-dkms" in os_set.packages
     (cpu_only,) = bundle_spec([plan_host("cpu-1", CPU_HOST)]).os_sets
     assert cpu_only.packages == cpu_only.target.runtime_packages
+
+
+# --- output captured on real GPU machines (driver 580.159.04, Ubuntu 24.04; see fixtures/nvidia/README.md)
+
+
+def test_device_h100_and_h200_query_gpu() -> None:
+    h100 = nv.parse_query_gpu(sample("query-gpu-1x-h100-580-device.csv"))
+    assert h100 == [nv.Gpu(0, "NVIDIA H100 80GB HBM3", 81559, "580.159.04")]
+    assert nv.parse_query_gpu(sample("query-gpu-1x-h100-580-device-header.csv")) == h100
+    h200 = nv.parse_query_gpu(sample("query-gpu-1x-h200-580-device.csv"))
+    assert h200 == [nv.Gpu(0, "NVIDIA H200", 143771, "580.159.04")]
+
+
+def test_device_smi_q_full_output() -> None:
+    for name, product, mib in (
+        ("smi-q-580-h100-device.txt", "NVIDIA H100 80GB HBM3", 81559),
+        ("smi-q-580-h200-device.txt", "NVIDIA H200", 143771),
+    ):
+        facts = nv.parse_smi_q(sample(name))
+        assert facts == {
+            "driver_version": "580.159.04",
+            "cuda_version": "13.0",
+            "attached_gpus": 1,
+            "product_names": [product],
+            "fb_memory_total_mib": [mib],
+        }
+        # CUDA 13 needs branch 580 or later; the driver that reports CUDA 13.0 satisfies 12.x wheels too.
+        assert nv.check_driver_for_cuda(facts["driver_version"], "12.8").ok
+
+
+def test_device_inventory_comparison() -> None:
+    h100 = nv.parse_query_gpu(sample("query-gpu-1x-h100-580-device.csv"))
+    assert nv.compare_gpus(h100, {"model": "H100-80GB-HBM3", "count": 1, "memory_gib": 80}) == []
+    h200 = nv.parse_query_gpu(sample("query-gpu-1x-h200-580-device.csv"))
+    assert nv.compare_gpus(h200, {"model": "H200", "count": 1, "memory_gib": 141}) == []
+    # The h100-8x80g inventory run against the single-GPU box: count is caught, model and memory agree.
+    problems = nv.compare_gpus(h100, {"model": "H100-80GB-HBM3", "count": 8, "memory_gib": 80}, host="gpu-1")
+    assert problems == ["gpu-1: airgap_llm_gpu.count is 8 but nvidia-smi lists 1 GPU(s) (NVIDIA H100 80GB HBM3)"]
+    # An H100 inventory on the H200 box: model and memory both named.
+    wrong = nv.compare_gpus(h200, {"model": "H100-80GB-HBM3", "count": 1, "memory_gib": 80})
+    assert len(wrong) == 2 and "'NVIDIA H200' but airgap_llm_gpu.model is 'H100-80GB-HBM3'" in wrong[0]
+
+
+def test_device_topo_with_terminal_escapes() -> None:
+    topo = sample("topo-1x-h100-device.txt")
+    assert "\x1b[4m" in topo  # driver 580 underlines the header even into a file
+    assert nv.nvlinks_from_topo(topo) == {}
+    assert not nv.fabricmanager_needed("auto", topo=topo).needed
+    # The same underline around an 8-GPU HGX header: the columns are still read from the header.
+    hgx = sample("topo-hgx-h100.txt").splitlines()
+    header = next(i for i, line in enumerate(hgx) if "Affinity" in line)
+    hgx[header] = "\t\x1b[4m" + hgx[header].strip() + "\x1b[0m"
+    links = nv.nvlinks_from_topo("\n".join(hgx))
+    assert len(links) == 28 and set(links.values()) == {18}
