@@ -41,6 +41,7 @@ class Deployment:
     inventory: Path  # copied for the run, with a hosts.yml pointing at the target set
     cache: str  # <cache>/<cache>/hf (the models' hub) and <cache>/<cache>/bundle
     models: Callable[[Path], object]  # writes the inventory's models into a hub root
+    count: int = 1  # targets in the set: <name>-1 ... <name>-<count>, all in the inventory's airgap_llm group
 
     @property
     def hf_home(self) -> Path:
