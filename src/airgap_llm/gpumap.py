@@ -302,12 +302,18 @@ def _parse_service(  # noqa: C901 - one rule after another reads best as one fun
         c.add("unknown-key", f"unknown key '{key}'{hint}", service=name)
 
     kind = raw.get("kind")
-    if kind not in KINDS:
-        c.add("kind", f"kind must be one of {', '.join(KINDS)}, got {kind!r}", service=name)
+    if kind is None:
+        c.add("kind", f"kind is missing: set one of {', '.join(KINDS)}", service=name)
+    elif kind not in KINDS:
+        near = difflib.get_close_matches(str(kind), KINDS, n=1, cutoff=0.6)
+        hint = f" (did you mean '{near[0]}'?)" if near else ""
+        c.add("kind", f"unknown kind {kind!r}{hint}: kind must be one of {', '.join(KINDS)}", service=name)
         kind = None
 
     port = raw.get("port")
-    if not _is_int(port) or not 1 <= port <= 65535:
+    if port is None:
+        c.add("port", "port is missing: each service needs its own port in 1..65535", service=name)
+    elif not _is_int(port) or not 1 <= port <= 65535:
         c.add("port", f"port must be a whole number in 1..65535, got {port!r}", service=name)
         port = None
 
@@ -401,7 +407,9 @@ def _parse_service(  # noqa: C901 - one rule after another reads best as one fun
             mem = gpu.memory_gib if gpu else 0
             if not _is_number(gib) or gib <= 0:
                 c.add("memory", f"gpu_memory_gib must be a number > 0, got {gib!r}", service=name)
-            elif gpu is None or gib > mem:
+            elif gpu is None:
+                pass  # the gpu-index problem already says the host has no GPUs
+            elif gib > mem:
                 c.add(
                     "memory",
                     f"gpu_memory_gib {gib} is more than one GPU's memory ({mem} GiB)",
@@ -605,25 +613,51 @@ def plan_host(host: str, hostvars: Mapping[str, Any]) -> HostPlan:
     return plan
 
 
+# What every host of a multi-node service must agree on: one engine instance spans them.
+_MULTI_NODE_FIELDS = ("kind", "model", "revision", "port", "tensor_parallel_size", "memory_fraction")
+
+
 def check_multi_node(plans: list[HostPlan]) -> None:
     """A service with ``nodes: N`` needs N hosts that define it the same way; add problems otherwise."""
-    seen: dict[tuple[str, int], list[HostPlan]] = {}
+    by_name: dict[str, list[tuple[HostPlan, ServicePlan]]] = {}
     for plan in plans:
         for svc in plan.services:
             if svc.nodes > 1:
-                seen.setdefault((svc.name, svc.nodes), []).append(plan)
-    for (name, nodes), hosts in seen.items():
-        if len(hosts) < nodes:
-            for plan in hosts:
+                by_name.setdefault(svc.name, []).append((plan, svc))
+    for name, defs in by_name.items():
+        hosts = ", ".join(p.host for p, _ in defs)
+        nodes_seen = sorted({s.nodes for _, s in defs})
+        if len(nodes_seen) > 1:
+            each = ", ".join(f"{p.host} {s.nodes}" for p, s in defs)
+            for plan, _ in defs:
+                plan.problems.append(
+                    Problem(plan.host, "nodes", f"nodes differs between the hosts that define it: {each}", service=name)
+                )
+            continue
+        nodes = nodes_seen[0]
+        if len(defs) < nodes:
+            for plan, _ in defs:
                 plan.problems.append(
                     Problem(
                         plan.host,
                         "nodes",
-                        f"spans {nodes} hosts but only {len(hosts)} host(s) of the inventory define it "
-                        f"({', '.join(p.host for p in hosts)})",
+                        f"spans {nodes} hosts but only {len(defs)} host(s) of the inventory define it ({hosts})",
                         service=name,
                     )
                 )
+        for key in _MULTI_NODE_FIELDS:
+            values = [getattr(s, key) for _, s in defs]
+            if len(set(values)) > 1:
+                each = ", ".join(f"{p.host} {getattr(s, key)!r}" for p, s in defs)
+                for plan, _ in defs:
+                    plan.problems.append(
+                        Problem(
+                            plan.host,
+                            "nodes",
+                            f"spans {nodes} hosts, which must define it the same way, but {key} differs: {each}",
+                            service=name,
+                        )
+                    )
 
 
 def plan_hosts(hostvars_by_host: Mapping[str, Mapping[str, Any]]) -> list[HostPlan]:

@@ -191,9 +191,40 @@ def test_gpu_service_needs_a_model() -> None:
 
 def test_bad_model_id_and_kind() -> None:
     assert rules(box(llm={"model": "not a model"})) == ["model"]
-    assert "kind must be one of chat, embedding, transcription, ocr, app, got 'rerank'" in texts(
-        box(llm={"kind": "rerank"})
-    )[0]
+    assert texts(box(llm={"kind": "rerank"})) == [
+        "host h1, service llm: unknown kind 'rerank': kind must be one of chat, embedding, transcription, "
+        "ocr, app [kind]"
+    ]
+
+
+def test_kind_typo_gets_a_did_you_mean_and_a_missing_kind_says_so() -> None:
+    assert texts(box(llm={"kind": "embeding"})) == [
+        "host h1, service llm: unknown kind 'embeding' (did you mean 'embedding'?): kind must be one of "
+        "chat, embedding, transcription, ocr, app [kind]"
+    ]
+    assert texts(box(llm={"kind": None})) == [
+        "host h1, service llm: kind is missing: set one of chat, embedding, transcription, ocr, app [kind]"
+    ]
+
+
+def test_missing_port_says_it_is_missing() -> None:
+    assert texts(box(llm={"port": None})) == [
+        "host h1, service llm: port is missing: each service needs its own port in 1..65535 [port]"
+    ]
+    assert texts(box(llm={"port": 70000})) == [
+        "host h1, service llm: port must be a whole number in 1..65535, got 70000 [port]"
+    ]
+
+
+def test_gpu_memory_gib_on_a_host_without_gpus_is_reported_once() -> None:
+    hv = {
+        "airgap_llm_services": {
+            "llm": {"kind": "chat", "model": "o/m", "port": 8003, "gpus": [0], "gpu_memory_gib": 10},
+        },
+    }
+    assert texts(hv) == [
+        "host h1, service llm, GPU 0: uses GPU 0 but the host has no airgap_llm_gpu (no GPUs) [gpu-index]"
+    ]
 
 
 def test_invalid_service_name() -> None:
@@ -325,6 +356,42 @@ def test_multi_node_service_needs_enough_hosts() -> None:
     assert [str(p) for p in bad.problems] == [
         "host n1, service llm: spans 2 hosts but only 1 host(s) of the inventory define it (n1) [nodes]"
     ]
+
+
+def _node(**changes: Any) -> dict[str, Any]:
+    svc = {"kind": "chat", "model": "o/m", "revision": "main", "port": 8003, "gpus": [0],
+           "gpu_memory_utilization": 0.9, "nodes": 2}
+    svc.update(changes)
+    return {
+        "airgap_llm_gpu": {"model": "H100 NVL", "count": 2, "memory_gib": 93},
+        "airgap_llm_services": {"llm": svc},
+    }
+
+
+def test_multi_node_hosts_must_agree_on_nodes() -> None:
+    plans = plan_hosts({"n1": _node(), "n2": _node(nodes=3)})
+    assert [str(p) for p in plans[1].problems] == [
+        "host n2, service llm: nodes differs between the hosts that define it: n1 2, n2 3 [nodes]"
+    ]
+    assert not plans[0].ok
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        ({"model": "o/other"}, "model differs: n1 'o/m', n2 'o/other'"),
+        ({"revision": "v2"}, "revision differs: n1 'main', n2 'v2'"),
+        ({"port": 8004}, "port differs: n1 8003, n2 8004"),
+        ({"gpus": [0, 1]}, "tensor_parallel_size differs: n1 1, n2 2"),
+        ({"gpu_memory_utilization": 0.5}, "memory_fraction differs: n1 0.9, n2 0.5"),
+    ],
+)
+def test_multi_node_hosts_must_define_the_service_the_same_way(change: dict[str, Any], words: str) -> None:
+    plans = plan_hosts({"n1": _node(), "n2": _node(**change)})
+    for plan in plans:
+        assert [str(p) for p in plan.problems] == [
+            f"host {plan.host}, service llm: spans 2 hosts, which must define it the same way, but {words} [nodes]"
+        ]
 
 
 def test_as_dict_is_json_serialisable() -> None:
