@@ -13,7 +13,7 @@
         one verdict as a line of text
     {{ manifest | airgap_llm_bundle_needs(plan) }}
         a host's missing models and the bytes it needs from the bundle (see airgap_llm.bundle_check)
-    {{ plan | airgap_llm_status_report(systemctl_show_stdout, health_results, gpu_json) }}
+    {{ plan | airgap_llm_status_report(systemctl_show_stdout, health_results, gpu_json, journal_results) }}
         the status role's per-service report (see airgap_llm.status_report)
     {{ 'debian-12' | airgap_llm_nvidia_driver_packages(branch, flavour, fabricmanager, ...) }}
     {{ smi_csv | airgap_llm_nvidia_gpus }}  {{ gpus | airgap_llm_nvidia_compare(airgap_llm_gpu, host) }}
@@ -87,9 +87,13 @@ def airgap_llm_validation_results(
 
 
 def airgap_llm_status_report(
-    plan: Mapping[str, Any], systemctl_show: str, health: Mapping[str, Any], gpu_json: str
+    plan: Mapping[str, Any],
+    systemctl_show: str,
+    health: Mapping[str, Any],
+    gpu_json: str,
+    journal: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    return status_report(to_plain(plan), str(systemctl_show), to_plain(health), str(gpu_json))
+    return status_report(to_plain(plan), str(systemctl_show), to_plain(health), str(gpu_json), to_plain(journal))
 
 
 def airgap_llm_bundle_needs(manifest: Mapping[str, Any], plan: Mapping[str, Any]) -> dict[str, Any]:
