@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from rich.table import Table
+from rich.console import RenderableType
 
 from airgap_llm.console import console, err_console
 from airgap_llm.progress import RunProgress
@@ -37,7 +37,7 @@ def run_failures(progress: RunProgress) -> list[dict[str, Any]]:
 def print_result(
     args: argparse.Namespace,
     result: Mapping[str, Any],
-    table: Callable[[Mapping[str, Any]], Table],
+    table: Callable[[Mapping[str, Any]], RenderableType],
     progress: RunProgress,
     footer: str | None = None,
 ) -> int:

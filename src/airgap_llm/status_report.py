@@ -17,19 +17,54 @@ def parse_systemctl_show(text: str) -> dict[str, dict[str, str]]:
     return units
 
 
-def report(plan: Mapping[str, Any], systemctl_show: str, health: Mapping[str, Any], gpu_json: str) -> dict[str, Any]:
+def journals(registered: Mapping[str, Any] | None) -> dict[str, list[str]]:
+    """The journal lines read per unit: a registered ``journalctl -u UNIT`` loop keyed by its item."""
+    found: dict[str, list[str]] = {}
+    for r in (registered or {}).get("results", []):
+        unit = r.get("item")
+        if isinstance(unit, Mapping):
+            unit = unit.get("unit")
+        if not unit or r.get("skipped"):
+            continue
+        lines = r.get("stdout_lines")
+        if lines is None:
+            lines = str(r.get("stdout") or "").splitlines()
+        found[str(unit)] = [str(line) for line in lines]
+    return found
+
+
+def state_text(service: Mapping[str, Any]) -> str:
+    """``failed/failed (start-limit-hit), 3 restarts``: a unit's state as a sysadmin reads it."""
+    text = f"{service['active']}/{service['sub']}"
+    if service.get("result") not in (None, "", "success"):
+        text += f" ({service['result']})"
+    if service.get("restarts"):
+        text += f", {service['restarts']} restart{'s' if service['restarts'] != 1 else ''}"
+    return text
+
+
+def report(
+    plan: Mapping[str, Any],
+    systemctl_show: str,
+    health: Mapping[str, Any],
+    gpu_json: str,
+    journal: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One entry per planned service; a service that is not ok carries the last lines of its journal."""
     units = parse_systemctl_show(systemctl_show)
     try:
         gpu = json.loads(gpu_json or "{}")
     except ValueError:
         gpu = {}
     health_by_name = {r["item"]["name"]: r for r in health.get("results", []) if "item" in r}
+    lines_by_unit = journals(journal)
     services = []
     for svc in plan.get("services", []):
         u = units.get(svc["unit"], {})
         h = health_by_name.get(svc["name"], {})
         active = u.get("ActiveState", "unknown")
         healthy = h.get("status") == 200
+        ok = active == "active" and healthy
         services.append(
             {
                 "name": svc["name"],
@@ -40,12 +75,14 @@ def report(plan: Mapping[str, Any], systemctl_show: str, health: Mapping[str, An
                 "loaded": u.get("LoadState", "unknown"),
                 "active": active,
                 "sub": u.get("SubState", "unknown"),
+                "result": u.get("Result") or None,
                 "restarts": int(u["NRestarts"]) if u.get("NRestarts", "").isdigit() else None,
                 "since": u.get("ActiveEnterTimestamp") or None,
                 "healthy": healthy,
                 "health": h.get("status") if h.get("status", -1) != -1 else h.get("msg", "no answer"),
                 "gpu_memory_mib": gpu.get(svc["name"]),
-                "ok": active == "active" and healthy,
+                "ok": ok,
+                "journal": [] if ok else lines_by_unit.get(svc["unit"], []),
             }
         )
     return {"ok": all(s["ok"] for s in services), "services": services}

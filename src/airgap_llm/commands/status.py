@@ -6,11 +6,13 @@ import argparse
 from collections.abc import Mapping
 from typing import Any
 
+from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
 from airgap_llm.commands.plan import add_inventory_argument
 from airgap_llm.host_reports import add_report_arguments, collect_reports, print_result, run_failures
+from airgap_llm.status_report import state_text
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -34,7 +36,12 @@ def collect(inventory: str, limit: str | None) -> tuple[dict[str, Any], Any]:
         for s in rep["services"]:
             if not s["ok"]:
                 failures.append(
-                    {"host": host, "service": s["name"], "detail": f"{s['active']}/{s['sub']}, health {s['health']}"}
+                    {
+                        "host": host,
+                        "service": s["name"],
+                        "detail": f"{state_text(s)}, health {s['health']}",
+                        "journal": s.get("journal", []),
+                    }
                 )
     failures += run_failures(progress)
     return {"ok": not failures, "hosts": hosts, "failures": failures}, progress
@@ -49,7 +56,9 @@ def table(result: Mapping[str, Any]) -> Table:
             t.add_row(host, Text("no report", style="bold red"), "", "", "", "", "", "", "")
             continue
         for s in rep["services"]:
-            state = f"{s['active']}/{s['sub']}"
+            state = f"{s['active']}/{s['sub']}" + (
+                f" ({s['result']})" if s.get("result") not in (None, "", "success") else ""
+            )
             t.add_row(
                 host, s["name"], s["kind"], str(s["port"]),
                 ",".join(str(g) for g in s["gpus"]) or "cpu",
@@ -61,6 +70,26 @@ def table(result: Mapping[str, Any]) -> Table:
     return t
 
 
+def journals_text(result: Mapping[str, Any]) -> RenderableType | None:
+    """Under the table: each service that is not ok, its state and the last lines of its journal."""
+    parts: list[RenderableType] = []
+    for f in result["failures"]:
+        if f.get("service") is None:
+            continue
+        lines = f.get("journal") or []
+        head = f"{f['host']} {f['service']}: {f['detail']}"
+        head += f"; the last {len(lines)} lines of its journal:" if lines else "; no journal lines read"
+        parts.append(Text(head, style="bold red"))
+        if lines:
+            parts.append(Text("  " + "\n  ".join(lines)))
+    return Group(*parts) if parts else None
+
+
 def run(args: argparse.Namespace) -> int:
     result, progress = collect(args.inventory, args.limit)
-    return print_result(args, result, table, progress)
+    return print_result(args, result, lambda r: _with_journals(table(r), r), progress)
+
+
+def _with_journals(t: Table, result: Mapping[str, Any]) -> RenderableType:
+    journal = journals_text(result)
+    return t if journal is None else Group(t, journal)
