@@ -121,6 +121,23 @@ class RunProgress:
                     attr = {"failures": "failed", "dark": "unreachable"}.get(name, name)
                     setattr(stats, attr, int(count))
 
+    def host_result(self, host: str) -> str:
+        """How the run ended for ``host``: unreachable, failed, ok, or pending (it never reported)."""
+        stats = self.stats.get(host)
+        mine = [f for f in self.failures if f.host == host]
+        if any(f.unreachable for f in mine) or (stats is not None and stats.unreachable):
+            return UNREACHABLE
+        if mine or (stats is not None and stats.failed):
+            return FAILED
+        return OK if stats is not None else PENDING
+
+    def stopped_at(self, host: str) -> str | None:
+        """The step of ``host``'s first failure (None when it had none)."""
+        return next((f.step for f in self.failures if f.host == host), None)
+
+    def hosts_with(self, result: str) -> list[str]:
+        return [h for h in self.hosts if self.host_result(h) == result]
+
     @property
     def ok(self) -> bool:
         return not self.failures and all(s.failed == 0 and s.unreachable == 0 for s in self.stats.values())

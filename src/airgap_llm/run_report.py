@@ -39,16 +39,18 @@ def progress_table(progress: RunProgress, title: str = "", final: bool = False) 
 
 def summary_table(progress: RunProgress) -> Table:
     table = Table(title="summary", title_justify="left")
-    for col in ("host", "ok", "changed", "failed", "unreachable", "skipped"):
-        table.add_column(col, justify="left" if col == "host" else "right")
+    for col in ("host", "result", "ok", "changed", "failed", "unreachable", "skipped"):
+        table.add_column(col, justify="left" if col in ("host", "result") else "right")
     for host in progress.hosts:
         s = progress.stats.get(host)
+        result = result_text(progress, host)
         if s is None:
-            table.add_row(host, "", "", "", "", "")
+            table.add_row(host, result, "", "", "", "", "")
             continue
         bad = "bold red" if s.failed or s.unreachable else ""
         table.add_row(
             Text(host, style=bad),
+            result,
             str(s.ok),
             str(s.changed),
             Text(str(s.failed), style="bold red" if s.failed else ""),
@@ -58,8 +60,28 @@ def summary_table(progress: RunProgress) -> Table:
     return table
 
 
+def result_text(progress: RunProgress, host: str) -> Text:
+    """``ok``, ``FAILED in services`` or ``UNREACHABLE in preflight``."""
+    result = progress.host_result(host)
+    if result in (FAILED, UNREACHABLE):
+        where = progress.stopped_at(host)
+        return Text(result.upper() + (f" in {where}" if where else ""), style="bold red")
+    return Text(result, style="green" if result == OK else "dim")
+
+
+def outcome_line(progress: RunProgress) -> str:
+    """``unreachable: b; failed: c; completed: a``: every host named by how its run ended."""
+    groups = [
+        ("unreachable", progress.hosts_with(UNREACHABLE)),
+        ("failed", progress.hosts_with(FAILED)),
+        ("completed", progress.hosts_with(OK)),
+        ("not run", progress.hosts_with(PENDING)),
+    ]
+    return "; ".join(f"{label}: {', '.join(hosts)}" for label, hosts in groups if hosts)
+
+
 def failures_text(progress: RunProgress) -> RenderableType:
-    parts: list[RenderableType] = []
+    parts: list[RenderableType] = [Text(outcome_line(progress), style="bold red")]
     for f in progress.failures:
         what = "unreachable" if f.unreachable else "failed"
         parts.append(Text(f"{f.host} {what} in {f.step}, task '{f.task}':", style="bold red"))
@@ -71,8 +93,12 @@ def run_result(progress: RunProgress) -> dict[str, Any]:
     return {
         "ok": progress.ok,
         "changed": progress.changed_total,
+        "unreachable": progress.hosts_with(UNREACHABLE),
+        "failed": progress.hosts_with(FAILED),
         "hosts": {
             h: {
+                "result": progress.host_result(h),
+                "stopped_at": progress.stopped_at(h),
                 "steps": {step: progress.state(h, step) for step in progress.steps},
                 "stats": vars(progress.stats[h]) if h in progress.stats else None,
             }
