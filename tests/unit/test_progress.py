@@ -64,3 +64,58 @@ def test_failure_message_from_loop_items() -> None:
     assert failure_message(res) == "One or more items failed\nairgap-llm-chat.service: timeout"
     assert failure_message({"stderr": "boom"}) == "boom"
     assert failure_message({}) == "failed (no message)"
+
+
+def unreachable_run() -> RunProgress:
+    """a completes, b cannot be reached at preflight, c fails a service."""
+    p = RunProgress()
+    p.feed(ev("playbook_on_play_start", play="Preflight: checks"))
+    p.feed(ev("runner_on_ok", host="a", res={}))
+    p.feed(ev("runner_on_unreachable", host="b", task="Reach the host",
+              res={"msg": "ssh: connect to host 10.0.0.2 port 22: No route to host", "unreachable": True}))
+    p.feed(ev("runner_on_ok", host="c", res={}))
+    p.feed(ev("playbook_on_play_start", play="Services: units"))
+    p.feed(ev("runner_on_ok", host="a", res={"changed": True}))
+    p.feed(ev("runner_on_failed", host="c", task="Start", res={"msg": "unit x failed"}))
+    p.feed(ev("playbook_on_stats", ok={"a": 9, "c": 4}, changed={"a": 1}, failures={"c": 1}, dark={"b": 1}))
+    return p
+
+
+def test_each_host_has_a_result_and_the_step_it_stopped_at() -> None:
+    p = unreachable_run()
+    assert [(h, p.host_result(h), p.stopped_at(h)) for h in p.hosts] == [
+        ("a", OK, None),
+        ("b", UNREACHABLE, "preflight"),
+        ("c", FAILED, "services"),
+    ]
+    assert p.hosts_with(UNREACHABLE) == ["b"] and p.hosts_with(FAILED) == ["c"] and p.hosts_with(OK) == ["a"]
+    assert RunProgress().host_result("x") == PENDING  # never reported
+
+
+def test_unreachable_counted_from_the_stats_alone() -> None:
+    p = RunProgress()
+    p.feed(ev("playbook_on_stats", ok={"a": 1}, dark={"b": 1}))
+    assert p.host_result("b") == UNREACHABLE and p.stopped_at("b") is None
+
+
+def test_run_result_and_summary_name_the_unreachable_host() -> None:
+    from rich.console import Console
+
+    from airgap_llm.run_report import failures_text, outcome_line, run_result, summary_table
+
+    p = unreachable_run()
+    result = run_result(p)
+    assert result["ok"] is False
+    assert (result["unreachable"], result["failed"]) == (["b"], ["c"])
+    assert result["hosts"]["b"]["result"] == "unreachable" and result["hosts"]["b"]["stopped_at"] == "preflight"
+    assert result["hosts"]["a"]["result"] == "ok" and result["hosts"]["a"]["stopped_at"] is None
+    assert outcome_line(p) == "unreachable: b; failed: c; completed: a"
+
+    console = Console(width=200, record=True)
+    console.print(summary_table(p))
+    console.print(failures_text(p))
+    text = console.export_text()
+    assert "UNREACHABLE in preflight" in text and "FAILED in services" in text
+    assert "unreachable: b; failed: c; completed: a" in text
+    assert "b unreachable in preflight, task 'Reach the host':" in text
+    assert "No route to host" in text
