@@ -26,18 +26,39 @@ Prints a JSON report on stdout::
 
 Exit status: 0 everything matches, 1 a file is missing, of the wrong size, corrupted or a bad link
 (the report names each), 2 bad usage or input.
+
+Two more modes serve the staging of models from a bundle (roles/model_store):
+
+``--watch CMD...`` runs CMD (rsync's receiving side, given as rsync's ``--rsync-path``) with this
+process's stdin and stdout, and meanwhile hashes every expected file that appears complete under its
+final name below the root (rsync writes into a temporary name, or into its partial dir, and renames a
+file into place only once it is whole), so hashing overlaps the transfer. Files that match are added
+to the record (under a lock, merged with what is there); nothing is printed on stdout (it is rsync's
+channel). The exit status is CMD's.
+
+``--publish DEST`` makes DEST (the live hub) match the root (the verified staging copy) for the
+expected entries: each file is hard-linked into place under a temporary name and renamed over the old
+one (a running service keeps reading the old inode; no reader ever sees a half-written file), links
+are made the same way, and files, links and empty directories under the entries' model directories
+that the entries do not list are removed. It refuses (exit 1, nothing changed) unless the record
+vouches for every file, i.e. only files verified with their expected sha256 reach DEST. Prints
+``{"ok": true, "changed": [model dirs], "placed": N, "removed": N}``.
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
 import json
 import os
+import signal
 import stat
+import subprocess
 import sys
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, NamedTuple
 
 RECORD_FORMAT = 1
@@ -60,6 +81,7 @@ class Seen(NamedTuple):
     size: int = 0
     mtime_ns: int = 0
     link: str | None = None
+    ino: int = 0
 
 
 class Failure(NamedTuple):
@@ -173,6 +195,65 @@ def hash_failures(to_hash: list[Entry], hashed: dict[str, str]) -> list[Failure]
     ]
 
 
+def only_under(entries: list[Entry], folders: list[str]) -> list[Entry]:
+    """The entries below any of the given top-level directories (all of them when none is given)."""
+    if not folders:
+        return entries
+    return [e for e in entries if e.path.split("/", 1)[0] in folders]
+
+
+def vouched(entry: Entry, found: Seen | None, record: dict[str, Any]) -> bool:
+    """Whether the record says this exact regular file was verified with the entry's sha256."""
+    known = record.get(entry.path)
+    return (
+        found is not None
+        and found.kind == "file"
+        and isinstance(known, dict)
+        and known.get("size") == found.size == entry.size
+        and known.get("mtime_ns") == found.mtime_ns
+        and known.get("sha256") == entry.sha256
+    )
+
+
+def ready_to_hash(entry: Entry, found: Seen | None, record: dict[str, Any]) -> bool:
+    """A regular file of the expected size under its final name that the record does not vouch for."""
+    return (
+        entry.link is None
+        and found is not None
+        and found.kind == "file"
+        and found.size == entry.size
+        and not vouched(entry, found, record)
+    )
+
+
+def publish_order(entry: Entry) -> tuple[int, str]:
+    """Blobs first, then other files, then links (which point at blobs), refs last (they name snapshots)."""
+    top = entry.path.split("/")[1] if entry.path.count("/") >= 1 else ""
+    if top == "refs":
+        return (3, entry.path)
+    if entry.link is not None:
+        return (2, entry.path)
+    return (0 if top == "blobs" else 1, entry.path)
+
+
+def to_place(entries: list[Entry], src: dict[str, Seen | None], dest: dict[str, Seen | None]) -> list[Entry]:
+    """Entries whose destination is not already the source's file (same inode) or the same link."""
+    out = []
+    for entry in entries:
+        have, want = dest.get(entry.path), src.get(entry.path)
+        if entry.link is not None:
+            if have is None or have.kind != "link" or have.link != entry.link:
+                out.append(entry)
+        elif have is None or want is None or have.kind != "file" or have.ino != want.ino:
+            out.append(entry)
+    return sorted(out, key=publish_order)
+
+
+def extras(expected: set[str], found: list[str]) -> list[str]:
+    """Paths found (files and links, relative) that no entry lists."""
+    return sorted(p for p in found if p not in expected)
+
+
 # --- the file system ----------------------------------------------------------------------------
 
 
@@ -189,9 +270,9 @@ def look(root: str, entries: list[Entry]) -> dict[str, Seen | None]:
             out[entry.path] = None
             continue
         if stat.S_ISLNK(st.st_mode):
-            out[entry.path] = Seen("link", 0, st.st_mtime_ns, os.readlink(full))
+            out[entry.path] = Seen("link", 0, st.st_mtime_ns, os.readlink(full), st.st_ino)
         elif stat.S_ISREG(st.st_mode):
-            out[entry.path] = Seen("file", st.st_size, st.st_mtime_ns)
+            out[entry.path] = Seen("file", st.st_size, st.st_mtime_ns, None, st.st_ino)
         else:
             out[entry.path] = Seen("other")
     return out
@@ -231,6 +312,39 @@ def load_record(path: str) -> dict[str, Any]:
     return data["files"]
 
 
+class RecordLock:
+    """An exclusive lock beside the record, held while it is read, merged and rewritten."""
+
+    def __init__(self, record_path: str | None) -> None:
+        self.path = record_path + ".lock" if record_path else None
+        self.fd = -1
+
+    def __enter__(self) -> RecordLock:
+        if self.path:
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)  # releases the lock
+            self.fd = -1
+
+
+def merge_record(path: str, verified: dict[str, dict[str, Any]]) -> bool:
+    """Add freshly verified files to the record on disk; True when it changed."""
+    if not verified:
+        return False
+    with RecordLock(path):
+        files = load_record(path)
+        merged = dict(files)
+        merged.update(verified)
+        if merged == files:
+            return False
+        save_record(path, merged)
+        return True
+
+
 def save_record(path: str, files: dict[str, dict[str, Any]]) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".verified.", suffix=".tmp", dir=directory)
@@ -250,18 +364,33 @@ def save_record(path: str, files: dict[str, dict[str, Any]]) -> None:
         raise
 
 
-def run(expected_path: str, root: str, record_path: str | None, workers: int) -> tuple[int, dict[str, Any]]:
+def load_entries(expected_path: str, folders: list[str]) -> list[Entry]:
     with open(expected_path, encoding="utf-8") as fh:
-        entries = parse_expected(json.load(fh))
+        return only_under(parse_expected(json.load(fh)), folders)
+
+
+def run(
+    expected_path: str, root: str, record_path: str | None, workers: int, folders: list[str] | None = None
+) -> tuple[int, dict[str, Any]]:
+    entries = load_entries(expected_path, folders or [])
     record = load_record(record_path) if record_path else {}
     seen = look(root, entries)
     plan = plan_checks(entries, seen, record)
     hashed = hash_all(root, plan.to_hash, workers)
     failures = plan.failures + hash_failures(plan.to_hash, hashed)
     updated = new_record(entries, seen, plan.trusted, hashed)
-    changed = record_path is not None and updated != record
-    if changed and record_path is not None:
-        save_record(record_path, updated)
+    changed = False
+    if record_path is not None:
+        with RecordLock(record_path):
+            # Keep what the record says of other models' files (another run may have verified them).
+            on_disk = load_record(record_path)
+            # With every entry given, the record keeps only what is still expected.
+            ours = {e.path for e in entries}
+            merged = {p: v for p, v in on_disk.items() if folders and p not in ours}
+            merged.update(updated)
+            changed = merged != on_disk
+            if changed:
+                save_record(record_path, merged)
     report = {
         "ok": not failures,
         "files": sum(1 for e in entries if e.link is None),
@@ -275,15 +404,129 @@ def run(expected_path: str, root: str, record_path: str | None, workers: int) ->
     return (0 if not failures else 1), report
 
 
+def watch(cmd: list[str], root: str, entries: list[Entry], record_path: str, workers: int, poll_s: float = 0.2) -> int:
+    """Run ``cmd``; hash each expected file as it appears whole under its final name; record the good ones."""
+    files = [e for e in entries if e.link is None]
+    record = load_record(record_path)
+    queued: dict[str, tuple[int, int, int]] = {}
+    pending: dict[Future[str], tuple[Entry, Seen]] = {}
+    verified: dict[str, dict[str, Any]] = {}
+
+    def sweep(pool: ThreadPoolExecutor) -> None:
+        seen = look(root, files)
+        for entry in files:
+            found = seen[entry.path]
+            if found is None or not ready_to_hash(entry, found, record):
+                continue
+            key = (found.size, found.mtime_ns, found.ino)
+            if queued.get(entry.path) != key:
+                queued[entry.path] = key
+                pending[pool.submit(sha256_of, os.path.join(root, entry.path))] = (entry, found)
+
+    def collect(block: bool) -> None:
+        for future in list(pending):
+            if not block and not future.done():
+                continue
+            entry, found = pending.pop(future)
+            try:
+                digest = future.result()
+            except OSError:
+                continue  # replaced or removed while read: the verify step looks again
+            now = look(root, [entry])[entry.path]
+            if digest == entry.sha256 and now == found:
+                verified[entry.path] = {"size": found.size, "mtime_ns": found.mtime_ns, "sha256": entry.sha256}
+
+    # rsync handles these itself; here they must not kill the watcher before the child is reaped.
+    for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGPIPE):
+        signal.signal(sig, lambda *_: None)
+    child = subprocess.Popen(cmd)  # noqa: S603 (rsync's own server command line)
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        while child.poll() is None:
+            sweep(pool)
+            collect(block=False)
+            time.sleep(poll_s)
+        if child.returncode == 0:
+            sweep(pool)  # files renamed into place at the very end
+        collect(block=True)
+    merge_record(record_path, verified)
+    return child.returncode
+
+
+def walk_files(top: str, base: str) -> list[str]:
+    """Files and links below ``top`` (not following links), as paths relative to ``base``."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(top):
+        for name in filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
+            out.append(os.path.relpath(os.path.join(dirpath, name), base))
+    return out
+
+
+def place(src: str, dest: str, link: str | None) -> None:
+    """Put a hard link of ``src`` (or a symlink to ``link``) at ``dest``, atomically replacing what is there."""
+    parent = os.path.dirname(dest)
+    os.makedirs(parent, mode=0o755, exist_ok=True)
+    tmp = os.path.join(parent, "." + os.path.basename(dest) + ".airgap-llm-tmp")
+    if os.path.lexists(tmp):
+        os.unlink(tmp)
+    if link is None:
+        os.link(src, tmp)
+    else:
+        os.symlink(link, tmp)
+    os.replace(tmp, dest)
+
+
+def publish(root: str, dest: str, entries: list[Entry], record_path: str) -> tuple[int, dict[str, Any]]:
+    """Make ``dest`` match the verified ``root`` for these entries (see the module's docstring)."""
+    record = load_record(record_path)
+    seen = look(root, entries)
+    plan = plan_checks(entries, seen, record)
+    if plan.to_hash or plan.failures:
+        unverified = [Failure(e.path, "not-verified", "not verified in the staging area") for e in plan.to_hash]
+        failures = sorted(plan.failures + unverified)
+        return 1, {"ok": False, "changed": [], "placed": 0, "removed": 0, "failures": [f.to_json() for f in failures]}
+    moves = to_place(entries, seen, look(dest, entries))
+    for entry in moves:
+        place(os.path.join(root, entry.path), os.path.join(dest, entry.path), entry.link)
+    folders = sorted({e.path.split("/", 1)[0] for e in entries})
+    expected = {e.path for e in entries}
+    removed = []
+    for folder in folders:
+        for path in extras(expected, walk_files(os.path.join(dest, folder), dest)):
+            os.unlink(os.path.join(dest, path))
+            removed.append(path)
+        for dirpath, _dirs, _files in os.walk(os.path.join(dest, folder), topdown=False):
+            if not os.listdir(dirpath) and dirpath != os.path.join(dest, folder):
+                os.rmdir(dirpath)
+    changed = sorted({p.split("/", 1)[0] for p in [e.path for e in moves] + removed})
+    return 0, {"ok": True, "changed": changed, "placed": len(moves), "removed": len(removed), "failures": []}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--expected", required=True, help="JSON file of the manifest entries to check")
     parser.add_argument("--root", required=True, help="the directory the entries' paths are relative to")
     parser.add_argument("--record", help="the record of verified files (read, and rewritten when it changes)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="hashing threads")
+    parser.add_argument("--only", action="append", default=[], metavar="DIR", help="only entries below DIR")
+    parser.add_argument("--publish", metavar="DEST", help="put the verified files of the root in place under DEST")
+    parser.add_argument("--watch", nargs=argparse.REMAINDER, help="run this command, hashing files as they arrive")
     args = parser.parse_args(argv)
+    if (args.watch is not None or args.publish) and not args.record:
+        parser.error("--watch and --publish need --record")
+    if args.watch is not None:
+        if not args.watch:
+            parser.error("--watch needs a command")
+        try:
+            entries = load_entries(args.expected, args.only)
+        except (OSError, ValueError, InputProblem) as exc:
+            print(f"airgap_llm_verify_models: {exc}", file=sys.stderr)
+            return 2
+        return watch(args.watch, args.root, entries, args.record, args.workers)
     try:
-        rc, report = run(args.expected, args.root, args.record, args.workers)
+        if args.publish:
+            rc, report = publish(args.root, args.publish, load_entries(args.expected, args.only), args.record)
+        else:
+            rc, report = run(args.expected, args.root, args.record, args.workers, args.only)
     except (OSError, ValueError, InputProblem) as exc:
         print(json.dumps({"ok": False, "error": str(exc)}))
         return 2

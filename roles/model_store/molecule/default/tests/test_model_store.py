@@ -102,3 +102,14 @@ def test_a_flipped_byte_fails_naming_the_file_and_both_hashes(host: Any) -> None
         host.check_output(f"echo {original} | base64 -d > {path}.tmp && mv {path}.tmp {path} && chmod 0644 {path}")
     report = json.loads(host.check_output(VERIFY))
     assert report["ok"] and report["hashed"] == 1, report
+
+
+def test_the_hub_holds_the_verified_staging_files_and_no_partial_data(host: Any) -> None:
+    # Each file the services read is the very inode verified in the staging area (a hard link).
+    for rel, art in model_entries().items():
+        if "link" in art:
+            continue
+        hub, staged = f"{HF}/hub/{rel}", f"{HF}/.airgap-llm-staging/{rel}"
+        assert host.check_output(f"stat -c %i {hub}") == host.check_output(f"stat -c %i {staged}"), rel
+    # Nothing half-written anywhere: no rsync temporary or partial file, no publishing leftover.
+    assert host.check_output(f"find {HF} -name '.*.airgap-llm-tmp' -o -name .airgap-llm-partial -o -name '.*.??????'") == ""
