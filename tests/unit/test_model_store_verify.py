@@ -199,3 +199,104 @@ def test_main_exit_codes(staged: dict[str, Path], capsys: pytest.CaptureFixture[
     assert json.loads(capsys.readouterr().out)["failures"][0]["problem"] == "missing"
     staged["expected"].write_text("{not json")
     assert vm.main(args) == 2
+
+
+# --- staging: publish only what was verified, hash while the copy runs ------------------------------
+
+
+def test_to_place_skips_the_same_inode_and_orders_blobs_links_refs() -> None:
+    blob = vm.Entry("m/blobs/aa", 3, "aa")
+    link = vm.Entry("m/snapshots/c/w", 3, "aa", "../../blobs/aa")
+    ref = vm.Entry("m/refs/main", 1, "bb")
+    src = {blob.path: vm.Seen("file", 3, 1, None, 7), ref.path: vm.Seen("file", 1, 1, None, 8)}
+    # Nothing there yet: refs last, links after the blobs they point to.
+    assert vm.to_place([ref, link, blob], src, {}) == [blob, link, ref]
+    # The same inode and the same link text: nothing to do; another inode: replaced.
+    dest = {blob.path: vm.Seen("file", 3, 1, None, 7), link.path: vm.Seen("link", 0, 1, "../../blobs/aa", 9),
+            ref.path: vm.Seen("file", 1, 1, None, 99)}
+    assert vm.to_place([ref, link, blob], src, dest) == [ref]
+    assert vm.extras({"m/a", "m/b"}, ["m/b", "m/c", "m/.x.airgap-llm-tmp"]) == ["m/.x.airgap-llm-tmp", "m/c"]
+    assert vm.only_under([blob, vm.Entry("n/x", 1, "cc")], ["m"]) == [blob]
+
+
+def test_ready_to_hash_wants_the_full_size_and_no_record() -> None:
+    e = vm.Entry("m/blobs/aa", 10, "aa")
+    assert not vm.ready_to_hash(e, None, {})
+    assert not vm.ready_to_hash(e, vm.Seen("file", 5, 1), {})  # still arriving (resumed in place? never: size)
+    assert vm.ready_to_hash(e, vm.Seen("file", 10, 1), {})
+    assert not vm.ready_to_hash(e, vm.Seen("file", 10, 1), {e.path: {"size": 10, "mtime_ns": 1, "sha256": "aa"}})
+    assert vm.ready_to_hash(e, vm.Seen("file", 10, 2), {e.path: {"size": 10, "mtime_ns": 1, "sha256": "aa"}})
+
+
+def publish(staged: dict[str, Path], dest: Path) -> tuple[int, dict[str, Any]]:
+    rc, report = vm.publish(str(staged["hub"]), str(dest), vm.load_entries(str(staged["expected"]), []),
+                            str(staged["record"]))
+    return rc, report
+
+
+def test_publish_refuses_unverified_files_and_links_verified_ones(staged: dict[str, Path], tmp_path: Path) -> None:
+    live = tmp_path / "live"
+    # Nothing verified yet: refused, nothing created.
+    rc, report = publish(staged, live)
+    assert rc == 1 and {f["problem"] for f in report["failures"]} == {"not-verified"}
+    assert not live.exists()
+
+    assert run(staged)[0] == 0
+    stale = live / REPO_DIR / "snapshots" / "old" / "x.bin"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("old revision")
+    rc, report = publish(staged, live)
+    assert rc == 0 and report["changed"] == [REPO_DIR] and report["placed"] == 4 and report["removed"] == 1
+    weights = live / staged["weights"].relative_to(staged["hub"])
+    assert weights.stat().st_ino == staged["weights"].stat().st_ino  # the verified inode itself
+    assert not (live / REPO_DIR / "snapshots" / "old").exists()
+    assert (live / REPO_DIR / "snapshots" / "c0ffee" / "model.safetensors").read_bytes() == weights.read_bytes()
+    # Again: nothing to do.
+    assert publish(staged, live)[1]["changed"] == []
+
+    # A staged file changed after verification (a new copy): refused, the live file keeps its inode.
+    inode = weights.stat().st_ino
+    data = staged["weights"].read_bytes()
+    staged["weights"].unlink()
+    staged["weights"].write_bytes(data[::-1])
+    rc, report = publish(staged, live)
+    assert rc == 1 and report["failures"][0]["path"].endswith(staged["weights"].name)
+    assert weights.stat().st_ino == inode and weights.read_bytes() == data
+
+
+def test_watch_hashes_files_as_they_arrive_and_keeps_stdout_for_the_command(
+    staged: dict[str, Path], tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # The "transfer": files appear under a temporary name, then are renamed into place, as rsync does.
+    target = tmp_path / "staging"
+    writer = (
+        "import os, shutil, sys, time\n"
+        f"src, dst = {str(staged['hub'])!r}, {str(target)!r}\n"
+        "for d, _, fs in os.walk(src):\n"
+        "    for f in fs:\n"
+        "        rel = os.path.relpath(os.path.join(d, f), src)\n"
+        "        os.makedirs(os.path.dirname(os.path.join(dst, rel)), exist_ok=True)\n"
+        "        tmp = os.path.join(dst, os.path.dirname(rel), '.' + f + '.XyZ123')\n"
+        "        shutil.copy2(os.path.join(d, f), tmp); time.sleep(0.3); os.rename(tmp, os.path.join(dst, rel))\n"
+        "print('protocol bytes')\n"
+    )
+    rc = vm.watch([sys.executable, "-c", writer], str(target), vm.load_entries(str(staged["expected"]), []),
+                  str(staged["record"]), 2, poll_s=0.05)
+    assert rc == 0
+    assert capfd.readouterr().out == "protocol bytes\n"  # nothing of ours on the command's channel
+    record = json.loads(staged["record"].read_text())["files"]
+    assert len(record) == 2
+    # The files were vouched for while arriving: a verify of the staging area hashes nothing.
+    rc, report = vm.run(str(staged["expected"]), str(target), str(staged["record"]), 2)
+    assert report["hashed"] == 0 and report["trusted"] == 2
+
+
+def test_watch_records_nothing_corrupted_and_returns_the_commands_status(
+    staged: dict[str, Path], tmp_path: Path
+) -> None:
+    staged["weights"].write_bytes(b"x" * staged["weights"].stat().st_size)
+    rc = vm.watch([sys.executable, "-c", "raise SystemExit(23)"], str(staged["hub"]),
+                  vm.load_entries(str(staged["expected"]), []), str(staged["record"]), 2, poll_s=0.05)
+    assert rc == 23
+    files = json.loads(staged["record"].read_text())["files"] if staged["record"].exists() else {}
+    assert not any(p.endswith(staged["weights"].name) for p in files)
