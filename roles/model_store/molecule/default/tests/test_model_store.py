@@ -78,6 +78,19 @@ def test_record_vouches_for_every_file_and_a_rerun_hashes_nothing(host: Any) -> 
     assert host.file(RECORD).mtime == mtime
 
 
+def test_the_hub_holds_the_verified_staging_files_and_no_partial_data(host: Any) -> None:
+    # (Before the flipped-byte test below, which gives one hub file a new inode.)
+    # Each file the services read is the very inode verified in the staging area (a hard link).
+    for rel, art in model_entries().items():
+        if "link" in art:
+            continue
+        hub, staged = f"{HF}/hub/{rel}", f"{HF}/.airgap-llm-staging/{rel}"
+        assert host.check_output(f"stat -c %i {hub}") == host.check_output(f"stat -c %i {staged}"), rel
+    # Nothing half-written anywhere: no rsync temporary or partial file, no publishing leftover.
+    leftovers = f"find {HF} -name '.*.airgap-llm-tmp' -o -name .airgap-llm-partial -o -name '.*.??????'"
+    assert host.check_output(leftovers) == ""
+
+
 def test_a_flipped_byte_fails_naming_the_file_and_both_hashes(host: Any) -> None:
     # The blob behind the snapshot's top-level config.json (a small JSON file starting with '{').
     link = next(a for r, a in model_entries().items() if "link" in a and r.split("/")[-2:][0] != "1_Pooling"
@@ -102,14 +115,3 @@ def test_a_flipped_byte_fails_naming_the_file_and_both_hashes(host: Any) -> None
         host.check_output(f"echo {original} | base64 -d > {path}.tmp && mv {path}.tmp {path} && chmod 0644 {path}")
     report = json.loads(host.check_output(VERIFY))
     assert report["ok"] and report["hashed"] == 1, report
-
-
-def test_the_hub_holds_the_verified_staging_files_and_no_partial_data(host: Any) -> None:
-    # Each file the services read is the very inode verified in the staging area (a hard link).
-    for rel, art in model_entries().items():
-        if "link" in art:
-            continue
-        hub, staged = f"{HF}/hub/{rel}", f"{HF}/.airgap-llm-staging/{rel}"
-        assert host.check_output(f"stat -c %i {hub}") == host.check_output(f"stat -c %i {staged}"), rel
-    # Nothing half-written anywhere: no rsync temporary or partial file, no publishing leftover.
-    assert host.check_output(f"find {HF} -name '.*.airgap-llm-tmp' -o -name .airgap-llm-partial -o -name '.*.??????'") == ""
