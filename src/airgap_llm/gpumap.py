@@ -25,6 +25,17 @@ DEFAULT_VLLM_VERSION = "0.32.0"
 DEFAULT_TARGET_OS = "debian-12"
 
 GPU_KEYS = ("model", "count", "memory_gib")
+# The host variables the GPU map reads. Other airgap_llm_* variables belong to the roles; only a near
+# miss of one of these (a typo such as airgap_llm_service) is an error, since it would be ignored.
+HOST_VARS = (
+    "airgap_llm_gpu",
+    "airgap_llm_services",
+    "airgap_llm_gpu_memory_ceiling",
+    "airgap_llm_target_os",
+    "airgap_llm_target_python",
+    "airgap_llm_engine",
+    "airgap_llm_vllm_version",
+)
 SERVICE_KEYS = (
     "kind",
     "model",
@@ -533,6 +544,11 @@ def _start_order(services: list[ServicePlan]) -> None:
 def plan_host(host: str, hostvars: Mapping[str, Any]) -> HostPlan:
     """Check one host's GPU map and compute its services' plans."""
     c = _Collector(host)
+    for key in hostvars:
+        if key not in HOST_VARS and str(key).startswith("airgap_llm_"):
+            near = difflib.get_close_matches(str(key), HOST_VARS, n=1, cutoff=0.9)
+            if near:
+                c.add("unknown-variable", f"variable '{key}' is not one airgap-llm reads (did you mean '{near[0]}'?)")
     gpu = _parse_gpu(hostvars.get("airgap_llm_gpu"), c)
 
     ceiling = hostvars.get("airgap_llm_gpu_memory_ceiling", DEFAULT_CEILING)

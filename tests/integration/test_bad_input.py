@@ -299,6 +299,14 @@ MAP_CASES = [
     MapCase("unknown-gpu-key", gpu_host(airgap_llm_gpu={"model": "A100-80GB", "count": 2, "memory_gb": 80}),
             ["host box-1: airgap_llm_gpu has unknown key 'memory_gb' (did you mean 'memory_gib'?) [unknown-key]",
              "host box-1: airgap_llm_gpu.memory_gib must be a number > 0, got None [gpu-spec]"]),
+    MapCase("misspelt-services-variable",
+            {**{k: v for k, v in GPU_HOST.items() if k != "airgap_llm_services"},
+             "airgap_llm_service": GPU_HOST["airgap_llm_services"]},
+            ["host box-1: variable 'airgap_llm_service' is not one airgap-llm reads (did you mean "
+             "'airgap_llm_services'?) [unknown-variable]"]),
+    MapCase("misspelt-ceiling-variable", gpu_host(airgap_llm_gpu_memory_celing=0.9),
+            ["host box-1: variable 'airgap_llm_gpu_memory_celing' is not one airgap-llm reads (did you mean "
+             "'airgap_llm_gpu_memory_ceiling'?) [unknown-variable]"]),
     MapCase("gpu-count-not-a-number", gpu_host(airgap_llm_gpu={"model": "A100-80GB", "count": "two",
                                                                "memory_gib": 80}),
             ["host box-1: airgap_llm_gpu.count must be a whole number >= 0, got 'two' [gpu-spec]"]),

@@ -399,3 +399,31 @@ def test_as_dict_is_json_serialisable() -> None:
 
     data = plan_host("h1", TEST_BOX).as_dict()
     assert json.loads(json.dumps(data))["gpus"][0]["headroom_fraction"] == 0.0
+
+
+@pytest.mark.parametrize(
+    ("typo", "meant"),
+    [
+        ("airgap_llm_service", "airgap_llm_services"),
+        ("airgap_llm_gpus", "airgap_llm_gpu"),
+        ("airgap_llm_gpu_memory_celing", "airgap_llm_gpu_memory_ceiling"),
+        ("airgap_llm_target_oss", "airgap_llm_target_os"),
+    ],
+)
+def test_a_misspelt_host_variable_is_an_error(typo: str, meant: str) -> None:
+    hv = box(**{typo: {"x": 1}})
+    assert texts(hv) == [
+        f"host h1: variable '{typo}' is not one airgap-llm reads (did you mean '{meant}'?) [unknown-variable]"
+    ]
+
+
+def test_role_variables_are_not_taken_for_typos() -> None:
+    hv = box(
+        airgap_llm_guard=True,
+        airgap_llm_api_key="k",
+        airgap_llm_hosts="all",
+        airgap_llm_bundle_dir="/srv/bundle",
+        airgap_llm_preflight_min_free_gib=20,
+        airgap_llm_inference_service_user="airgap-llm",
+    )
+    assert plan_host("h1", hv).ok
