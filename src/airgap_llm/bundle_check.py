@@ -28,7 +28,10 @@ def load_manifest(bundle: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
     except (ValueError, OSError) as exc:
-        raise InputError(f"bundle {bundle}: manifest.json is unreadable: {exc}") from exc
+        raise InputError(
+            f"bundle {bundle}: manifest.json is unreadable: {exc} (damaged or cut short in transit? copy the "
+            "bundle again and check it with 'airgap-llm bundle verify')"
+        ) from exc
     if not isinstance(data, dict):
         why = f"a JSON {type(data).__name__}, not an object"
     elif data.get("format") != 1:

@@ -67,6 +67,23 @@ def use_project_ansible_cfg() -> None:
         os.environ.setdefault("ANSIBLE_CONFIG", str(cfg))
 
 
+# Plain words for the parser errors people meet most, added after the parser's own.
+_YAML_HINTS = (
+    ("expected <block end>", "check this line's indentation against the lines above it"),
+    ("mapping values are not allowed here", "a value holding ': ' needs quotes, or the indentation is off"),
+    ("found character '\\t'", "YAML indents with spaces, never tabs"),
+    ("but got '<stream end>'", "a bracket or brace opened above is never closed"),
+    ("found undefined alias", "a '*' starts an alias; quote a value that begins with '*'"),
+)
+
+
+def _yaml_hint(problem: str) -> str:
+    for needle, hint in _YAML_HINTS:
+        if needle in problem:
+            return f" ({hint})"
+    return ""
+
+
 def check_yaml_files(path: Path) -> None:
     """Parse every YAML file of the inventory first, so a syntax error names its file and line."""
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.suffix in (".yml", ".yaml"))
@@ -77,7 +94,8 @@ def check_yaml_files(path: Path) -> None:
             except yaml.MarkedYAMLError as exc:
                 mark = exc.problem_mark or exc.context_mark
                 where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-                raise InputError(f"{file}:{where}: invalid YAML: {exc.problem or exc.context}") from exc
+                problem = str(exc.problem or exc.context)
+                raise InputError(f"{file}:{where}: invalid YAML: {problem}{_yaml_hint(problem)}") from exc
             except (yaml.YAMLError, UnicodeDecodeError) as exc:
                 raise InputError(f"{file}: invalid YAML: {exc}") from exc
 

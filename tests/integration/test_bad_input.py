@@ -434,18 +434,25 @@ def test_gpu_map_base_cases_are_valid(tmp_path: Path, listener: Listener, capsys
 
 BROKEN_YAML = [
     ("group_vars/airgap_llm.yml", "airgap_llm_services:\n  chat:\n    kind: chat\n   port: 8003\n",
-     "line 4, column 4: invalid YAML: expected <block end>, but found '<block mapping start>'"),
+     "line 4, column 4: invalid YAML: expected <block end>, but found '<block mapping start>' (check this line's "
+     "indentation against the lines above it)"),
     ("group_vars/airgap_llm.yml", "airgap_llm_services:\n  chat: {kind: chat, port: 8003\n",
-     "line 3, column 1: invalid YAML: expected ',' or '}', but got '<stream end>'"),
+     "line 3, column 1: invalid YAML: expected ',' or '}', but got '<stream end>' (a bracket or brace opened above "
+     "is never closed)"),
     ("group_vars/airgap_llm.yml", "airgap_llm_services:\n\tchat: {}\n",
-     "line 2, column 1: invalid YAML: found character '\\t' that cannot start any token"),
+     "line 2, column 1: invalid YAML: found character '\\t' that cannot start any token (YAML indents with "
+     "spaces, never tabs)"),
     ("hosts.yml", "airgap_llm:\n  hosts:\n    box-1: [unclosed\n",
-     "line 4, column 1: invalid YAML: expected ',' or ']', but got '<stream end>'"),
+     "line 4, column 1: invalid YAML: expected ',' or ']', but got '<stream end>' (a bracket or brace opened "
+     "above is never closed)"),
+    ("group_vars/airgap_llm.yml", "airgap_llm_services:\n  chat:\n    kind: chat\n    extra_args: --dtype: float32\n",
+     "line 4, column 24: invalid YAML: mapping values are not allowed here (a value holding ': ' needs quotes, or "
+     "the indentation is off)"),
 ]
 
 
 @pytest.mark.parametrize(("file", "text", "words"), BROKEN_YAML, ids=["bad-indent", "unclosed-brace", "tab",
-                                                                     "hosts-unclosed-list"])
+                                                                     "hosts-unclosed-list", "unquoted-colon"])
 def test_broken_yaml_names_file_and_line(
     file: str, text: str, words: str, tmp_path: Path, listener: Listener, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -565,7 +572,9 @@ def test_python_override_needs_its_own_wheelhouse(
 
 
 BROKEN_MANIFESTS: list[tuple[str, bytes, str]] = [
-    ("truncated", b'{"format": 1, "artifacts": [{"path": "wheels/', "manifest.json is unreadable: Unterminated string"),
+    ("truncated", b'{"format": 1, "artifacts": [{"path": "wheels/',
+     "manifest.json is unreadable: Unterminated string starting at: line 1 column 38 (char 37) (damaged or cut short "
+     "in transit? copy the bundle again and check it with 'airgap-llm bundle verify')"),
     ("empty", b"", "manifest.json is unreadable: Expecting value: line 1 column 1 (char 0)"),
     ("not-utf8", b"\x89PNG\r\n\x1a\n\x00\x00", "manifest.json is unreadable: 'utf-8' codec can't decode byte 0x89"),
     ("not-an-object", b"[]", "is not a bundle manifest (a JSON list, not an object); rebuild the bundle"),

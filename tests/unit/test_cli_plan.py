@@ -171,6 +171,29 @@ def test_broken_yaml_exits_1_naming_the_file(
     assert "airgap_llm.yml" in err
 
 
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("airgap_llm_services:\n  chat:\n    kind: chat\n   port: 8003\n",
+         "line 4, column 4: invalid YAML: expected <block end>, but found '<block mapping start>' (check this "
+         "line's indentation against the lines above it)"),
+        ("airgap_llm_services:\n\tchat: {}\n", "(YAML indents with spaces, never tabs)"),
+        ("airgap_llm_services: {chat: {port: 8003}\n", "(a bracket or brace opened above is never closed)"),
+        ("airgap_llm_target_os: debian: 12\n", "mapping values are not allowed here (a value holding ': ' needs "
+         "quotes, or the indentation is off)"),
+    ],
+)
+def test_broken_yaml_names_line_and_a_plain_hint(
+    text: str, words: str, make_inventory: Callable[..., Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    inv = make_inventory(load_group("local-cpu"), {"demo-1": {}})
+    (inv / "group_vars" / "airgap_llm.yml").write_text(text)
+    code, _, err = run_plan(capsys, "-i", str(inv))
+    assert code == 1
+    assert f"{inv / 'group_vars' / 'airgap_llm.yml'}: " in " ".join(err.split())
+    assert words in " ".join(err.split())
+
+
 def test_console_script_usage_error_exits_2() -> None:
     exe = Path(sys.executable).parent / "airgap-llm"
     proc = subprocess.run([str(exe), "plan"], capture_output=True, text=True)
