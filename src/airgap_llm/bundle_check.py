@@ -97,7 +97,72 @@ def host_needs(manifest: Mapping[str, Any], plan: Mapping[str, Any]) -> dict[str
     return {"problems": problems, "models_bytes": models_bytes, "runtime_bytes": runtime_bytes}
 
 
+def _heads(config: Mapping[str, Any], key: str) -> int | None:
+    """``key`` from a model's config.json, or from its text part for multimodal models."""
+    for part in (config, config.get("text_config"), config.get("llm_config")):
+        if isinstance(part, Mapping):
+            value = part.get(key)
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                return value
+    return None
+
+
+def model_config_problems(plan: Mapping[str, Any], configs: Mapping[tuple[str, str], Mapping[str, Any]]) -> list[str]:
+    """What the staged models' config.json allow, for one host's plan: the tensor-parallel size must
+    divide the attention heads (and the key-value heads), and a service spanning hosts needs at least one
+    layer per host. ``configs`` maps (model, revision) to its config.json; models not in it are skipped."""
+    host = plan.get("host", "?")
+    problems: list[str] = []
+    for svc in plan.get("services", []):
+        config = configs.get((str(svc.get("model")), str(svc.get("revision") or "main")))
+        if config is None:
+            continue
+        where = f"host {host}, service {svc.get('name')}: "
+        model = f"{svc.get('model')}@{svc.get('revision') or 'main'}"
+        tp = int(svc.get("tensor_parallel_size") or 1)
+        for key, what in (("num_attention_heads", "attention heads"), ("num_key_value_heads", "key-value heads")):
+            heads = _heads(config, key)
+            if tp > 1 and heads is not None and heads % tp:
+                divisors = [str(d) for d in range(1, heads + 1) if heads % d == 0]
+                problems.append(
+                    f"{where}tensor_parallel_size {tp} (its number of GPUs) does not divide the {heads} {what} of "
+                    f"{model} (config.json {key}); use {', '.join(divisors)} GPU(s)"
+                )
+                break
+        nodes = int(svc.get("nodes") or 1)
+        layers = _heads(config, "num_hidden_layers")
+        if nodes > 1 and layers is not None and layers < nodes:
+            problems.append(
+                f"{where}nodes {nodes} is more than the {layers} layers of {model} (config.json num_hidden_layers)"
+            )
+    return problems
+
+
+def read_model_configs(bundle: Path, plans: list[Mapping[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    """The config.json of every model the plans use, read from the bundle where it is there."""
+    configs: dict[tuple[str, str], dict[str, Any]] = {}
+    for plan in plans:
+        for svc in plan.get("services", []):
+            model, revision = svc.get("model"), str(svc.get("revision") or "main")
+            if not model or (model, revision) in configs:
+                continue
+            root = bundle / model_dir(str(model))
+            commit = revision
+            try:
+                commit = (root / "refs" / revision).read_text().strip() or revision
+            except OSError:
+                pass
+            try:
+                data = json.loads((root / "snapshots" / commit / "config.json").read_text())
+            except (OSError, ValueError):
+                continue  # not staged, or not this check's business: `bundle verify` reports damage
+            if isinstance(data, dict):
+                configs[(str(model), revision)] = data
+    return configs
+
+
 def check_bundle_for_plans(bundle: Path, plans: list[Mapping[str, Any]]) -> list[str]:
     """Every problem of every host's plan against the bundle at ``bundle``."""
     manifest = load_manifest(bundle)
-    return [p for plan in plans for p in host_needs(manifest, plan)["problems"]]
+    configs = read_model_configs(bundle, plans)
+    return [p for plan in plans for p in host_needs(manifest, plan)["problems"] + model_config_problems(plan, configs)]

@@ -27,6 +27,7 @@ import pytest
 import yaml
 
 from airgap_llm.cli import main
+from airgap_llm.commands.install import preflight as install_preflight
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -187,10 +188,19 @@ def write_bundle(
     models: tuple[str, ...] = (MINILM, SMOLLM),
     tag: str = "cp311",
     inventory: str = "/srv/airgap-llm/inventories/site-a",
+    configs: dict[str, dict[str, Any]] | None = None,
 ) -> Path:
-    """A bundle as the install pre-check sees it: only manifest.json, with a real bundle's paths."""
+    """A bundle as the install pre-check sees it: manifest.json with a real bundle's paths, plus the
+    ref and config.json of the models in ``configs`` (the only model files the pre-check reads)."""
     bundle = root / "bundle"
-    bundle.mkdir()
+    bundle.mkdir(parents=True)
+    for model, config in (configs or {}).items():
+        ref, snapshot = (a for a in model_artifacts(model) if "/refs/" in a["path"] or "config.json" in a["path"])
+        commit = snapshot["path"].split("/snapshots/")[1].split("/")[0]
+        (bundle / ref["path"]).parent.mkdir(parents=True)
+        (bundle / ref["path"]).write_text(commit)
+        (bundle / snapshot["path"]).parent.mkdir(parents=True)
+        (bundle / snapshot["path"]).write_text(json.dumps(config))
     artifacts = [a for m in models for a in model_artifacts(m)] + wheel_artifacts(tag) + other_artifacts()
     manifest = {"format": 1, "created": "2026-11-23T05:14:17+00:00", "inventory": inventory, "artifacts": artifacts}
     (bundle / "manifest.json").write_text(json.dumps(manifest, indent=1))
@@ -539,6 +549,31 @@ def test_bundle_missing_one_model(tmp_path: Path, listener: Listener, capsys: py
     assert f"host box-1, service chat: model {SMOLLM}@main is not in the bundle" in flat(err)
     assert "service embed" not in err
     assert listener.connections == 0
+
+
+SMOLLM_CONFIG = {"architectures": ["LlamaForCausalLM"], "num_attention_heads": 9, "num_key_value_heads": 3,
+                 "num_hidden_layers": 30}  # as in the real SmolLM2-135M-Instruct
+
+
+def test_tensor_parallel_that_does_not_divide_the_staged_models_heads(
+    tmp_path: Path, listener: Listener, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The GPU map is valid, but the chat model's config.json in the bundle has 9 attention heads: TP=2
+    cannot split them (vLLM would fail at start-up on the host)."""
+    inv = write_inventory(tmp_path, listener.port, GPU_HOST)
+    bundle = write_bundle(tmp_path, configs={SMOLLM: SMOLLM_CONFIG})
+    code, _, err = run_cli(capsys, "install", "-i", str(inv), "--bundle", str(bundle))
+    assert code == 1
+    assert "error: 1 problem(s) found before contacting any host; nothing was changed:" in flat(err)
+    assert (
+        f"host box-1, service chat: tensor_parallel_size 2 (its number of GPUs) does not divide the 9 attention "
+        f"heads of {SMOLLM}@main (config.json num_attention_heads); use 1, 3, 9 GPU(s)"
+    ) in flat(err)
+    assert listener.connections == 0
+    # With heads that TP=2 divides, the same inventory passes the pre-check.
+    ok = write_bundle(tmp_path / "ok", configs={SMOLLM: {**SMOLLM_CONFIG, "num_attention_heads": 8,
+                                                          "num_key_value_heads": 2}})
+    install_preflight(str(inv), ok)
 
 
 WRONG_TAG = (

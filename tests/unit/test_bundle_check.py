@@ -8,7 +8,13 @@ from typing import Any
 
 import pytest
 
-from airgap_llm.bundle_check import check_bundle_for_plans, host_needs, load_manifest
+from airgap_llm.bundle_check import (
+    check_bundle_for_plans,
+    host_needs,
+    load_manifest,
+    model_config_problems,
+    read_model_configs,
+)
 from airgap_llm.errors import InputError, UsageError
 from airgap_llm.gpumap import plan_host
 
@@ -111,3 +117,54 @@ def test_check_bundle_for_plans_collects_every_host(tmp_path: Path) -> None:
     p2["host"] = "box-2"
     problems = check_bundle_for_plans(bundle, [p1, p2])
     assert [p.split(":")[0] for p in problems] == ["host box-1", "host box-2"]
+
+
+def gpu_plan(gpus: list[int], nodes: int = 1) -> dict[str, Any]:
+    svc = {"kind": "chat", "model": "o/m", "revision": "main", "port": 8003, "gpus": gpus,
+           "gpu_memory_utilization": 0.9, "nodes": nodes}
+    return plan_host("box-1", {"airgap_llm_gpu": {"model": "H100", "count": 8, "memory_gib": 80},
+                               "airgap_llm_services": {"llm": svc}}).as_dict()
+
+
+CONFIG = {"num_attention_heads": 9, "num_key_value_heads": 3, "num_hidden_layers": 30}
+
+
+@pytest.mark.parametrize(("gpus", "ok"), [([0], True), ([0, 1, 2], True), ([0, 1], False), ([0, 1, 2, 3], False)])
+def test_tensor_parallel_must_divide_the_attention_heads(gpus: list[int], ok: bool) -> None:
+    problems = model_config_problems(gpu_plan(gpus), {("o/m", "main"): CONFIG})
+    if ok:
+        assert problems == []
+    else:
+        assert problems == [
+            f"host box-1, service llm: tensor_parallel_size {len(gpus)} (its number of GPUs) does not divide the 9 "
+            "attention heads of o/m@main (config.json num_attention_heads); use 1, 3, 9 GPU(s)"
+        ]
+
+
+def test_key_value_heads_and_multimodal_text_config() -> None:
+    config = {"text_config": {"num_attention_heads": 32, "num_key_value_heads": 6}}
+    assert model_config_problems(gpu_plan([0, 1, 2, 3]), {("o/m", "main"): config}) == [
+        "host box-1, service llm: tensor_parallel_size 4 (its number of GPUs) does not divide the 6 key-value heads "
+        "of o/m@main (config.json num_key_value_heads); use 1, 2, 3, 6 GPU(s)"
+    ]
+
+
+def test_more_nodes_than_layers() -> None:
+    problems = model_config_problems(gpu_plan([0], nodes=4), {("o/m", "main"): {"num_hidden_layers": 2}})
+    assert problems == ["host box-1, service llm: nodes 4 is more than the 2 layers of o/m@main "
+                        "(config.json num_hidden_layers)"]
+
+
+def test_models_without_a_config_are_skipped() -> None:
+    assert model_config_problems(gpu_plan([0, 1]), {}) == []
+
+
+def test_configs_are_read_through_the_ref(tmp_path: Path) -> None:
+    root = tmp_path / "models/hub/models--o--m"
+    (root / "refs").mkdir(parents=True)
+    (root / "refs/main").write_text("abc123")
+    (root / "snapshots/abc123").mkdir(parents=True)
+    (root / "snapshots/abc123/config.json").write_text(json.dumps(CONFIG))
+    assert read_model_configs(tmp_path, [gpu_plan([0, 1])]) == {("o/m", "main"): CONFIG}
+    (root / "snapshots/abc123/config.json").write_text("{not json")
+    assert read_model_configs(tmp_path, [gpu_plan([0, 1])]) == {}
