@@ -13,7 +13,8 @@ alternates, with the service stopped and its port free before each start:
   environment systemd gives it (its Environment= settings and EnvironmentFile= files, parsed as systemd
   does, plus PATH, HOME, USER, LOGNAME and SHELL), timed until ``/health`` answers 200;
 
-The same poller (a Python loop on the target asking ``/health`` every 0.1 s) times both, and the order
+The same poller (a Python loop on the target asking the unit's own readiness URL, the one its
+ExecStartPost= probes, every 0.1 s) times both, and the order
 alternates (unit first in odd repetitions, by hand first in even ones). Prints the medians, the spread
 and the ratios unit / by hand (target: within 1.1x). The other targets' services are stopped first so
 that only this engine loads.
@@ -39,10 +40,10 @@ from benchlib import fmt, markdown_table, summary  # noqa: E402
 
 # Runs on the target as root (python3 of the OS): one start, timed by one poller for both modes.
 PROBE = r'''
-import json, os, pwd, shlex, signal, socket, subprocess, sys, time, urllib.request
+import json, os, pwd, shlex, signal, socket, subprocess, sys, time, urllib.parse, urllib.request
 
-mode, unit, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
-url = f"http://127.0.0.1:{port}/health"
+mode, unit = sys.argv[1], sys.argv[2]
+url = host = port = None
 
 
 def healthy():
@@ -55,7 +56,7 @@ def healthy():
 
 def port_free():
     with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) != 0
+        return s.connect_ex((host, port)) != 0
 
 
 def show(*props):
@@ -83,12 +84,14 @@ def env_file(path):
 def spec():
     """ExecStart argv, user, group, working directory and environment of the unit, as systemd runs it."""
     text = subprocess.run(["systemctl", "cat", unit], capture_output=True, text=True, check=True).stdout
-    argv, files, assigned = None, [], {}
+    argv, files, assigned, health = None, [], {}, None
     for line in text.splitlines():
         if line.startswith("ExecStart="):
             argv = shlex.split(line.split("=", 1)[1])
         elif line.startswith("EnvironmentFile="):
             files.append(line.split("=", 1)[1])
+        elif line.startswith("ExecStartPost=") and "wait-healthy" in line:
+            health = shlex.split(line.split("=", 1)[1])[1]  # wait-healthy URL TIMEOUT
         elif line.startswith("Environment="):
             for word in shlex.split(line.split("=", 1)[1]):
                 key, _, value = word.partition("=")
@@ -105,8 +108,10 @@ def spec():
             env.update(env_file(f))
         elif not optional:
             raise SystemExit(f"EnvironmentFile {f} is missing")
+    if argv is None or health is None:
+        raise SystemExit(f"{unit}: no ExecStart= or no wait-healthy ExecStartPost= in `systemctl cat {unit}`")
     return {"argv": argv, "user": props["User"], "group": props["Group"], "cwd": props["WorkingDirectory"],
-            "env": env}
+            "env": env, "health": health}
 
 
 def wait_free():
@@ -122,6 +127,9 @@ if mode == "spec":
     sys.exit(0)
 
 s = spec()
+url = s["health"]
+parsed = urllib.parse.urlsplit(url)
+host, port = parsed.hostname, parsed.port
 subprocess.run(["systemctl", "stop", unit], check=True)
 wait_free()
 time.sleep(2)  # let the stopped engine's memory and CPU settle
@@ -171,7 +179,6 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reps", type=int, default=5, help="starts per mode (default 5)")
     parser.add_argument("--service", default="embed", help="service of the inventory to start (default embed)")
-    parser.add_argument("--port", type=int, default=8001, help="its port (default 8001)")
     parser.add_argument(
         "--bundle",
         type=Path,
@@ -201,18 +208,20 @@ def main() -> int:
             print(f"install on {target.name} failed (exit {first.rc}): {first.result}", file=sys.stderr)
             return 1
         print(f"install on {target.name}: {fmt(first.seconds)}, changed {first.changed}")
-        spec = on_target(ts, target, "spec", unit, str(args.port))
+        spec = on_target(ts, target, "spec", unit)
+        shown = {k: "***" if any(w in k for w in ("KEY", "TOKEN", "SECRET")) else v for k, v in spec["env"].items()}
         print(
-            f"by hand: cd {spec['cwd']} && env -i {' '.join(f'{k}={shlex.quote(v)}' for k, v in spec['env'].items())} "
+            f"by hand: cd {spec['cwd']} && env -i {' '.join(f'{k}={shlex.quote(v)}' for k, v in shown.items())} "
             f"setpriv --reuid={spec['user']} --regid={spec['group']} --init-groups -- {shlex.join(spec['argv'])}"
         )
+        print(f"timed until {spec['health']} answers 200")
 
         healthy: dict[str, list[float]] = {"unit": [], "hand": []}
         returned: list[float] = []
         for rep in range(args.reps):
             order = ("unit", "hand") if rep % 2 == 0 else ("hand", "unit")
             for mode in order:
-                res = on_target(ts, target, mode, unit, str(args.port))
+                res = on_target(ts, target, mode, unit)
                 healthy[mode].append(res["healthy_s"])
                 extra = ""
                 if mode == "unit":
