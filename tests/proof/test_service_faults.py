@@ -215,72 +215,74 @@ def test_crash_loop_stops_at_the_start_limit_and_status_shows_the_journal(
     embed_vars["extra_args"] = [*embed_vars["extra_args"], BAD_ARG]
     path.write_text(yaml.safe_dump(group))
     chat_before = unit_props(target_set, target, "airgap-llm-chat.service")
+    try:
+        started = time.monotonic()
+        rc, result = install(capsys, bad, bundle, "--limit", target.name)
+        steps = result["hosts"][target.name]["steps"]
+        note(f"crash loop: install failed after {time.monotonic() - started:.0f} s, steps {steps}")
+        assert rc == 1, result
+        assert result["hosts"][target.name]["result"] == "failed"
+        assert result["hosts"][target.name]["stopped_at"] == "services"
+        assert {(f["host"], f["step"]) for f in result["failures"]} == {(target.name, "services")}, result["failures"]
+        header = "airgap-llm-embed.service did not become healthy; the last lines of its journal:"
+        (failure,) = [f for f in result["failures"] if header in f["message"]]
+        assert BAD_ARG in failure["message"], failure["message"]
+        note("crash loop: install says " + failure["message"])
 
-    started = time.monotonic()
-    rc, result = install(capsys, bad, bundle, "--limit", target.name)
-    note(f"crash loop: install failed after {time.monotonic() - started:.0f} s")
-    assert rc == 1, result
-    assert result["hosts"][target.name]["result"] == "failed"
-    assert result["hosts"][target.name]["stopped_at"] == "services"
-    assert {(f["host"], f["step"]) for f in result["failures"]} == {(target.name, "services")}, result["failures"]
-    header = "airgap-llm-embed.service did not become healthy; the last lines of its journal:"
-    (failure,) = [f for f in result["failures"] if header in f["message"]]
-    assert BAD_ARG in failure["message"], failure["message"]
-    note("crash loop: install says " + failure["message"])
-
-    # systemd restarts it RestartSec apart until its start limit, then leaves it failed.
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        props = unit_props(target_set, target, "airgap-llm-embed.service", "ActiveState", "SubState", "Result",
+        # systemd restarts it RestartSec apart until its start limit, then leaves it failed.
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            props = unit_props(target_set, target, "airgap-llm-embed.service", "ActiveState", "SubState", "Result",
+                               "NRestarts")
+            if props["ActiveState"] == "failed":
+                break
+            time.sleep(3)
+        gave_up = time.monotonic() - started
+        note(f"crash loop: embed failed for good {gave_up:.0f} s after the install began, props {props}")
+        assert props["ActiveState"] == "failed", props
+        assert props["Result"] in ("start-limit-hit", "exit-code"), props
+        journal = ssh(target_set, target, "journalctl --no-pager -o cat -u airgap-llm-embed.service")
+        assert "Start request repeated too quickly." in journal
+        time.sleep(25)  # more than two RestartSec: no further attempt
+        later = unit_props(target_set, target, "airgap-llm-embed.service", "ActiveState", "SubState", "Result",
                            "NRestarts")
-        if props["ActiveState"] == "failed":
-            break
-        time.sleep(3)
-    gave_up = time.monotonic() - started
-    note(f"crash loop: embed failed for good {gave_up:.0f} s after the install began, props {props}")
-    assert props["ActiveState"] == "failed", props
-    assert props["Result"] in ("start-limit-hit", "exit-code"), props
-    journal = ssh(target_set, target, "journalctl --no-pager -o cat -u airgap-llm-embed.service")
-    assert "Start request repeated too quickly." in journal
-    time.sleep(25)  # more than two RestartSec: no further attempt
-    later = unit_props(target_set, target, "airgap-llm-embed.service", "ActiveState", "SubState", "Result",
-                       "NRestarts")
-    assert later == props, (props, later)
+        assert later == props, (props, later)
 
-    # status: embed failed, with the journal's last lines naming the bad argument; chat ok.
-    rc, status = cli(capsys, "status", "-i", str(bad), "--limit", target.name, "--json")
-    assert rc == 1, status
-    services = {s["name"]: s for s in status["hosts"][target.name]["services"]}
-    embed, chat = services["embed"], services["chat"]
-    assert (embed["active"], embed["sub"], embed["ok"]) == ("failed", "failed", False), embed
-    assert embed["result"] == props["Result"] and embed["restarts"] == int(props["NRestarts"]), embed
-    assert any(BAD_ARG in line for line in embed["journal"]), embed["journal"]
-    assert any("Start request repeated too quickly." in line for line in embed["journal"]), embed["journal"]
-    assert (chat["active"], chat["healthy"], chat["journal"]) == ("active", True, []), chat
-    (failed,) = status["failures"]
-    assert failed["service"] == "embed" and failed["journal"] == embed["journal"], failed
-    assert failed["detail"].startswith("failed/failed"), failed
+        # status: embed failed, with the journal's last lines naming the bad argument; chat ok.
+        rc, status = cli(capsys, "status", "-i", str(bad), "--limit", target.name, "--json")
+        assert rc == 1, status
+        services = {s["name"]: s for s in status["hosts"][target.name]["services"]}
+        embed, chat = services["embed"], services["chat"]
+        assert (embed["active"], embed["sub"], embed["ok"]) == ("failed", "failed", False), embed
+        assert embed["result"] == props["Result"] and embed["restarts"] == int(props["NRestarts"]), embed
+        assert any(BAD_ARG in line for line in embed["journal"]), embed["journal"]
+        assert any("Start request repeated too quickly." in line for line in embed["journal"]), embed["journal"]
+        assert (chat["active"], chat["healthy"], chat["journal"]) == ("active", True, []), chat
+        (failed,) = status["failures"]
+        assert failed["service"] == "embed" and failed["journal"] == embed["journal"], failed
+        assert failed["detail"].startswith("failed/failed"), failed
 
-    rc, human = cli(capsys, "status", "-i", str(bad), "--limit", target.name)
-    assert rc == 1
-    assert f"{target.name} embed: failed/failed" in human, human
-    assert "lines of its journal:" in human and BAD_ARG in human, human
-    note("crash loop: status shows\n" + human)
+        rc, human = cli(capsys, "status", "-i", str(bad), "--limit", target.name)
+        assert rc == 1
+        assert f"{target.name} embed: failed/failed" in human, human
+        assert "lines of its journal:" in human and BAD_ARG in human, human
+        note("crash loop: status shows\n" + human)
 
-    # chat was never restarted and still serves, with the key.
-    assert unit_props(target_set, target, "airgap-llm-chat.service") == chat_before
-    base = f"http://{target.ip}:{PORTS['chat']}"
-    key = api_key(bad)
-    assert get_status(f"{base}/health") == 200
-    assert get_status(f"{base}/v1/models") == 401
-    model = post(f"{base}/v1/chat/completions", {"model": _model_id(base, key), "max_tokens": 8,
-                                                  "messages": [{"role": "user", "content": "Say hello."}]}, key)
-    assert model["choices"][0]["message"]["content"].strip(), model
-
-    # The good inventory again: embed comes back.
-    started = time.monotonic()
-    rc, result = install(capsys, inventory, bundle, "--limit", target.name)
-    note(f"crash loop: recovery install {time.monotonic() - started:.0f} s")
+        # chat was never restarted and still serves, with the key.
+        assert unit_props(target_set, target, "airgap-llm-chat.service") == chat_before, steps
+        base = f"http://{target.ip}:{PORTS['chat']}"
+        key = api_key(bad)
+        assert get_status(f"{base}/health") == 200
+        assert get_status(f"{base}/v1/models") == 401
+        model = post(f"{base}/v1/chat/completions", {"model": _model_id(base, key), "max_tokens": 8,
+                                                      "messages": [{"role": "user", "content": "Say hello."}]}, key)
+        assert model["choices"][0]["message"]["content"].strip(), model
+    finally:
+        # The good inventory again: embed comes back.
+        started = time.monotonic()
+        rc, result = install(capsys, inventory, bundle, "--limit", target.name)
+        seconds = time.monotonic() - started
+        note(f"crash loop: recovery install {seconds:.0f} s, steps {result['hosts'][target.name]['steps']}")
     assert rc == 0, result
     assert probe(target_set, target) == {"embed": ["active", 200], "chat": ["active", 200]}
     rc, status = cli(capsys, "status", "-i", str(inventory), "--limit", target.name, "--json")
