@@ -299,7 +299,8 @@ def test_every_guarded_endpoint_refuses_without_the_key(
 ) -> None:
     """Every /v1 path of each running server's own spec answers 401 without the key (and /v2, /inference,
     /cohere, the other prefixes vLLM guards); with the key, real requests answer 200."""
-    refused, wrong = [], []
+    refused: list[str] = []
+    wrong: list[str] = []
     for name, spec in openapi.items():
         base = f"http://{target.ip}:{SERVICES[name]['port']}"
         for path, methods in spec["paths"].items():
@@ -333,7 +334,9 @@ def test_only_the_open_paths_answer_without_the_key(
 ) -> None:
     """vLLM guards only its prefixed paths; the units' middleware refuses the rest (/invocations,
     /pooling, /score, /tokenize, the docs ...) without the key, except the open paths."""
-    answered, refused, wrong = [], [], []
+    answered: list[str] = []
+    refused: list[str] = []
+    wrong: list[str] = []
     for name, spec in openapi.items():
         base = f"http://{target.ip}:{SERVICES[name]['port']}"
         paths = {p: list(m) for p, m in spec["paths"].items() if not p.startswith(GUARDED_BY_VLLM)}
