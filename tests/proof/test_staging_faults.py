@@ -94,7 +94,8 @@ def services_state(target_set: Any, target: Any) -> dict[str, dict[str, str]]:
 
 def assert_answering(target_set: Any, target: Any) -> None:
     for name, port in HEALTH.items():
-        code = ssh(target_set, target, f"curl -s -o /dev/null -w '%{{http_code}}' http://127.0.0.1:{port}/health")
+        probe = f"import urllib.request as u; print(u.urlopen('http://127.0.0.1:{port}/health', timeout=10).status)"
+        code = ssh(target_set, target, f'python3 -c "{probe}" 2>&1 | tail -1')
         assert code == "200", f"{name} /health answered {code}"
 
 
