@@ -159,6 +159,16 @@ def target_set(count: int = 4) -> Any:
     return targets.TargetSet(SET_NAME, count=count, subnet=SUBNET, group="airgap_llm")
 
 
+def start(ts: Any) -> list[Any]:
+    """Start the target set, or reuse it when every target already answers SSH (a run with --keep)."""
+    try:
+        for t in ts.targets:
+            ts.ssh(t, "true")
+    except (targets.TargetError, subprocess.CalledProcessError, OSError):
+        return list(ts.up())
+    return list(ts.targets)
+
+
 def inventory_for(ts: Any, source: Path = INVENTORY) -> Path:
     """A temporary copy of ``source`` (without credentials/) whose hosts.yml points at ``ts``'s targets."""
     inv = Path(tempfile.mkdtemp(prefix="airgap-llm-bench-inv-")) / source.name

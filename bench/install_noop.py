@@ -129,7 +129,7 @@ def main() -> int:
     ts = benchlib.target_set(4)
     failed = False
     try:
-        ts.up()
+        benchlib.start(ts)
         inv = benchlib.inventory_for(ts)
         names = [t.name for t in ts.targets]
         benchlib.wait_for_memory(6)

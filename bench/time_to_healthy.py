@@ -196,7 +196,7 @@ def main() -> int:
     unit = f"airgap-llm-{args.service}"
     ts = benchlib.target_set(4)
     try:
-        ts.up()
+        benchlib.start(ts)
         target = ts.targets[0]
         # Only this target's engine loads: stop the others' services (kept up by install_noop.py --keep).
         for other in ts.targets[1:]:
