@@ -65,6 +65,7 @@ def test_files_and_modes(host: Any) -> None:
         "VLLM_NO_USAGE_STATS=1",
         "DO_NOT_TRACK=1",
         "VLLM_HOST_IP=10.213.7.11",
+        "AIRGAP_LLM_OPEN_PATHS=/health /ping /metrics /version",
     ):
         assert line in common
     cache = host.file("/var/cache/airgap-llm")
@@ -93,3 +94,20 @@ def test_crashed_service_is_restarted_by_systemd(host: Any) -> None:
     after = host.check_output("systemctl show -p MainPID,NRestarts --value airgap-llm-api").split()
     assert after[0] not in ("0", before[0])
     assert int(after[1]) == int(before[1]) + 1
+
+
+def test_api_key_middleware_is_installed_and_refuses_without_the_key(host: Any) -> None:
+    guard = host.file("/opt/airgap-llm/libexec/python/airgap_llm_guard.py")
+    assert guard.user == "root" and guard.mode == 0o644
+    # The engine units load it; here it runs with the host's Python on a bare ASGI app.
+    out = host.check_output(
+        "cd /opt/airgap-llm/libexec/python && python3 -c \"import asyncio, airgap_llm_guard as g\n"
+        "sent = []\n"
+        "async def app(s, r, w): sent.append('app')\n"
+        "async def send(m): sent.append(m.get('status'))\n"
+        "mw = g.RequireApiKey(app, api_key='k', open_paths='/health')\n"
+        "for path in ('/invocations', '/health'):\n"
+        "    asyncio.run(mw({'type': 'http', 'method': 'POST', 'path': path, 'headers': []}, None, send))\n"
+        "print(sent)\""
+    )
+    assert out == "[401, None, 'app']"
