@@ -9,7 +9,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 ROLE ?=
 
-.PHONY: help setup test unit lint syntax molecule e2e demo demo-down clean
+.PHONY: help setup test unit lint syntax molecule e2e proof bench demo demo-down clean
 
 help:
 	@echo "make setup     create .venv, install the package and test tools, host packages for the tests"
@@ -17,6 +17,8 @@ help:
 	@echo "make demo      local systemd target with no route out, tiny CPU bundle, install, validate"
 	@echo "make molecule [ROLE=name]   Molecule scenarios (all roles, or one)"
 	@echo "make lint      ansible-lint (production profile), yamllint, ruff, mypy"
+	@echo "make proof     fault, security and bad-input tests against systemd targets, then the benchmarks"
+	@echo "make bench     the benchmarks only (they print ratios for bench/RESULTS.md)"
 
 # The stamp is rebuilt whenever the project's dependency list changes.
 $(VENV)/.stamp: pyproject.toml
@@ -50,6 +52,16 @@ e2e: setup
 	@if [ -d tests/e2e ] && ls tests/e2e/test_*.py >/dev/null 2>&1; then $(VENV)/bin/pytest tests/e2e; else echo "no e2e tests yet"; fi
 
 test: unit lint syntax molecule e2e
+
+# The proof of issue-level promises under faults, bad input and load. The bad-input catalogue
+# (tests/integration/test_bad_input.py) also runs in `make test`; the rest needs more time.
+proof: setup
+	$(VENV)/bin/pytest -v -rA tests/proof tests/integration/test_bad_input.py
+	$(MAKE) bench
+
+BENCHES := bench/verify.py bench/staging.py bench/install_noop.py bench/time_to_healthy.py
+bench: setup
+	@for b in $(BENCHES); do echo "== $$b"; $(VENV)/bin/python "$$b" || exit 1; done
 
 demo: setup
 	$(VENV)/bin/airgap-llm demo
