@@ -78,6 +78,37 @@ def install(inventory: Path, bundle: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+def process_tree(root: int) -> list[int]:
+    """``root`` and all its descendants (from /proc), whatever their process group or session."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo += children.get(pid, [])
+    return tree
+
+
+def kill_run(proc: subprocess.Popen[str]) -> None:
+    """kill -9 of the whole run, as a controller crash does: the install's process group and every process
+    it started. (Ansible runs each module, here synchronize and its rsync and ssh, in a session of its
+    own: killing the process group alone leaves that rsync running, and it finishes the copy.)"""
+    tree = process_tree(proc.pid)
+    os.killpg(proc.pid, signal.SIGKILL)
+    for pid in tree:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 def remote_files(target_set: Any, target: Any, root: str) -> dict[str, tuple[int, int]]:
     """path under root -> (inode, size) of every regular file."""
     out = ssh(target_set, target, f"cd {root} && find . -type f -printf '%P %i %s\\n'")
@@ -183,7 +214,7 @@ def test_install_killed_while_copying_a_model_resumes_and_verifies(
     blobs = f"{STAGING}/{CHAT}/blobs"
 
     log = (tmp_path / "install.log").open("w")
-    proc = subprocess.Popen([str(CLI), "install", "-i", str(slow), "--bundle", str(new)],
+    proc = subprocess.Popen([str(CLI), "install", "-i", str(slow), "--bundle", str(new)], text=True,
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     killed_at = None
     try:
@@ -193,13 +224,13 @@ def test_install_killed_while_copying_a_model_resumes_and_verifies(
             whole = names & set(listing)
             in_flight = [n for n in listing if n.startswith(".") and n[1:].split(".")[0] in names]
             if whole and in_flight:
-                os.killpg(proc.pid, signal.SIGKILL)
+                kill_run(proc)
                 killed_at = (sorted(whole), in_flight)
                 break
             time.sleep(0.1)
     finally:
         if proc.poll() is None and killed_at is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+            kill_run(proc)
         proc.wait()
         log.close()
     log_tail = (tmp_path / "install.log").read_text()[-3000:]
