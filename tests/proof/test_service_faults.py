@@ -221,7 +221,7 @@ def test_crash_loop_stops_at_the_start_limit_and_status_shows_the_journal(
     path, group = services_vars(bad)
     embed_vars = group["airgap_llm_services"]["embed"]
     embed_vars["extra_args"] = [*embed_vars["extra_args"], BAD_ARG]
-    path.write_text(yaml.safe_dump(group))
+    path.write_text(yaml.safe_dump(group, sort_keys=False))  # the services keep their order (and units)
     chat_before = unit_props(target_set, target, "airgap-llm-chat.service")
     try:
         started = time.monotonic()
