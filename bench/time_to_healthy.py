@@ -135,6 +135,8 @@ wait_free()
 time.sleep(2)  # let the stopped engine's memory and CPU settle
 result = {"mode": mode}
 if mode == "unit":
+    # Repeated starts would hit the unit's StartLimitBurst ("start request repeated too quickly").
+    subprocess.run(["systemctl", "reset-failed", unit], check=False)
     t0 = time.monotonic()
     proc = subprocess.Popen(["systemctl", "start", unit])
 else:
@@ -144,6 +146,8 @@ else:
     proc = subprocess.Popen(cmd, env=s["env"], cwd=s["cwd"], stdout=log, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL, start_new_session=True)
 while not healthy():
+    if mode == "unit" and proc.poll() not in (None, 0):
+        raise SystemExit(f"systemctl start {unit} failed ({proc.returncode}); see journalctl -u {unit}")
     if mode == "hand" and proc.poll() is not None:
         raise SystemExit(f"the engine started by hand exited ({proc.returncode}); see "
                          "/var/tmp/airgap-llm-bench-by-hand.log")
