@@ -7,6 +7,7 @@ Pure helpers (``summary``, ``ratio``, ``markdown_table``, ``parse_profile``) tak
 
 from __future__ import annotations
 
+import atexit
 import datetime
 import ipaddress
 import json
@@ -171,7 +172,9 @@ def start(ts: Any) -> list[Any]:
 
 def inventory_for(ts: Any, source: Path = INVENTORY) -> Path:
     """A temporary copy of ``source`` (without credentials/) whose hosts.yml points at ``ts``'s targets."""
-    inv = Path(tempfile.mkdtemp(prefix="airgap-llm-bench-inv-")) / source.name
+    tmp = Path(tempfile.mkdtemp(prefix="airgap-llm-bench-inv-"))
+    atexit.register(shutil.rmtree, tmp, True)  # it gets credentials/ (the API key) on the first install
+    inv = tmp / source.name
     shutil.copytree(source, inv, ignore=shutil.ignore_patterns("credentials"))
     hosts = {
         t.name: {
