@@ -7,6 +7,7 @@ Pure helpers (``summary``, ``ratio``, ``markdown_table``, ``parse_profile``) tak
 
 from __future__ import annotations
 
+import argparse
 import atexit
 import datetime
 import ipaddress
@@ -37,6 +38,34 @@ INVENTORY = REPO / "bench" / "inventories" / "noop"
 DEFAULT_BUNDLE = Path(os.environ.get("AIRGAP_LLM_CACHE", Path.home() / ".cache" / "airgap-llm")) / "demo" / "bundle"
 CLI = Path(sys.executable).parent / "airgap-llm"
 HEAVY_LOCK = "/tmp/airgap-llm-heavy.lock"
+
+
+def add_bundle_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--bundle",
+        type=Path,
+        default=DEFAULT_BUNDLE,
+        help=f"bundle to install from {what} (default {DEFAULT_BUNDLE}, built when missing)",
+    )
+
+
+def ensure_bundle(parser: argparse.ArgumentParser, bundle: Path) -> None:
+    """The demo bundle is built when it is missing (as `make demo` builds it); another must exist."""
+    if (bundle / "manifest.json").is_file():
+        return
+    if bundle != DEFAULT_BUNDLE:
+        parser.error(f"--bundle {bundle}: no manifest.json (not a bundle)")
+    if str(REPO / "tests" / "fixtures") not in sys.path:
+        sys.path.insert(0, str(REPO / "tests" / "fixtures"))
+    import tiny_models  # tests/fixtures/tiny_models.py: the demo's tiny models in a local HF cache
+
+    hf_home = bundle.parent / "hf"
+    tiny_models.all_models_cache(hf_home / "hub")
+    subprocess.run(
+        [str(CLI), "bundle", "build", "-i", str(REPO / "inventories" / "local-cpu"), "-o", str(bundle),
+         "--models-from", str(hf_home)],
+        check=True,
+    )
 
 
 # ------------------------------------------------------------------------------------------ pure figures

@@ -105,12 +105,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reps", type=int, default=5, help="timed reruns per host count (default 5)")
     parser.add_argument("--counts", default="1,2,4", help="host counts, comma-separated, at most 4 (default 1,2,4)")
-    parser.add_argument(
-        "--bundle",
-        type=Path,
-        default=benchlib.DEFAULT_BUNDLE,
-        help=f"bundle to install from (default {benchlib.DEFAULT_BUNDLE})",
-    )
+    benchlib.add_bundle_argument(parser, "on the four targets")
     parser.add_argument("--profile", action="store_true", help="also profile one rerun per count (profile_tasks)")
     parser.add_argument("--keep", action="store_true", help="leave the targets up and installed")
     args = parser.parse_args()
@@ -122,8 +117,7 @@ def main() -> int:
         parser.error(f"--counts: each count must be 1 to 4, got {args.counts!r}")
     if args.reps < 1:
         parser.error("--reps must be at least 1")
-    if not (args.bundle / "manifest.json").is_file():
-        parser.error(f"--bundle {args.bundle}: no manifest.json (`make demo` builds the demo bundle)")
+    benchlib.ensure_bundle(parser, args.bundle)
 
     benchlib.header([Path(sys.executable).name, *sys.argv])
     ts = benchlib.target_set(4)

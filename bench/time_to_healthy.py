@@ -183,18 +183,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reps", type=int, default=5, help="starts per mode (default 5)")
     parser.add_argument("--service", default="embed", help="service of the inventory to start (default embed)")
-    parser.add_argument(
-        "--bundle",
-        type=Path,
-        default=benchlib.DEFAULT_BUNDLE,
-        help=f"bundle to install from when the target is not installed (default {benchlib.DEFAULT_BUNDLE})",
-    )
+    benchlib.add_bundle_argument(parser, "when the target is not installed")
     parser.add_argument("--keep", action="store_true", help="leave the targets up, the service started")
     args = parser.parse_args()
     if args.reps < 1:
         parser.error("--reps must be at least 1")
-    if not (args.bundle / "manifest.json").is_file():
-        parser.error(f"--bundle {args.bundle}: no manifest.json (`make demo` builds the demo bundle)")
+    benchlib.ensure_bundle(parser, args.bundle)
 
     benchlib.header([Path(sys.executable).name, *sys.argv])
     unit = f"airgap-llm-{args.service}"
