@@ -58,7 +58,10 @@ def test_check_mode_on_a_fresh_target_changes_nothing(
     bundle: Path, inventory: Path, target_set: Any, target: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """`install --check` before the first install: it reports what would change and changes nothing."""
-    probe = "ls /etc/systemd/system; ls -d /opt/airgap-llm /var/lib/airgap-llm /etc/airgap-llm 2>&1; id airgap-llm 2>&1; true"
+    probe = (
+        "ls /etc/systemd/system; ls -d /opt/airgap-llm /var/lib/airgap-llm /etc/airgap-llm 2>&1; "
+        "id airgap-llm 2>&1; true"
+    )
     before = ssh(target_set, target, probe)
     rc, result = cli(capsys, "install", "-i", str(inventory), "--bundle", str(bundle), "--check", "--json")
     assert rc == 0, result
