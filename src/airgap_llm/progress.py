@@ -56,6 +56,7 @@ class RunProgress:
     failures: list[Failure] = field(default_factory=list)
     stats: dict[str, HostStats] = field(default_factory=dict)
     facts: dict[str, dict[str, Any]] = field(default_factory=dict)  # host -> values of watched vars
+    changes: dict[str, list[str]] = field(default_factory=dict)  # host -> "step: task" of each changed task
 
     def _host(self, host: str) -> None:
         if host and host not in self.hosts:
@@ -94,6 +95,8 @@ class RunProgress:
         elif kind == "runner_on_ok":
             res = data.get("res") or {}
             self._mark(host, CHANGED if res.get("changed") else OK)
+            if res.get("changed"):
+                self.changes.setdefault(host, []).append(f"{self.step}: {data.get('task') or self.task}")
             facts = res.get("ansible_facts") or {}
             if facts:
                 self.facts.setdefault(host, {}).update(facts)

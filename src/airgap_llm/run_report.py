@@ -101,6 +101,7 @@ def run_result(progress: RunProgress) -> dict[str, Any]:
                 "stopped_at": progress.stopped_at(h),
                 "steps": {step: progress.state(h, step) for step in progress.steps},
                 "stats": vars(progress.stats[h]) if h in progress.stats else None,
+                "changed_tasks": progress.changes.get(h, []),
             }
             for h in progress.hosts
         },

@@ -105,7 +105,7 @@ def test_second_install_changes_nothing_and_restarts_nothing(
     before = {u: unit_props(target_set, target, u) for u in ("airgap-llm-embed", "airgap-llm-chat")}
     rc, result = cli(capsys, "install", "-i", str(inventory), "--bundle", str(bundle), "--json")
     assert rc == 0, result
-    assert result["changed"] == 0, result
+    assert result["changed"] == 0, {h: r["changed_tasks"] for h, r in result["hosts"].items()}
     after = {u: unit_props(target_set, target, u) for u in before}
     assert after == before
 

@@ -119,3 +119,16 @@ def test_run_result_and_summary_name_the_unreachable_host() -> None:
     assert "unreachable: b; failed: c; completed: a" in text
     assert "b unreachable in preflight, task 'Reach the host':" in text
     assert "No route to host" in text
+
+
+def test_changed_tasks_are_named_per_host() -> None:
+    from airgap_llm.run_report import run_result
+
+    p = RunProgress()
+    p.feed(ev("playbook_on_play_start", play="Models: stage and verify"))
+    p.feed(ev("runner_on_ok", host="a", task="Publish the verified files", res={"changed": True}))
+    p.feed(ev("runner_on_ok", host="b", task="Publish the verified files", res={"changed": False}))
+    p.feed(ev("playbook_on_stats", ok={"a": 1, "b": 1}, changed={"a": 1}))
+    hosts = run_result(p)["hosts"]
+    assert hosts["a"]["changed_tasks"] == ["models: Publish the verified files"]
+    assert hosts["b"]["changed_tasks"] == []
