@@ -310,6 +310,17 @@ def remove_network(network: str) -> None:
         _run(["ip", "link", "delete", bridge])
 
 
+def ensure_image(image: str) -> None:
+    """Build the target image with ``build-image`` (cached; minutes from nothing) when podman lacks it."""
+    if _run(["podman", "image", "exists", image], check=False).returncode == 0:
+        return
+    if image != DEFAULT_IMAGE:
+        raise TargetError(f"image {image} does not exist (tests/hosts/build-image builds {DEFAULT_IMAGE})")
+    proc = subprocess.run([str(HERE / "build-image")], text=True, check=False)
+    if proc.returncode != 0:
+        raise TargetError(f"tests/hosts/build-image failed (exit {proc.returncode}); see its output above")
+
+
 def run_dir(name: str) -> Path:
     return Path(os.environ.get("AIRGAP_LLM_TARGETS_DIR", "/tmp/airgap-llm-targets")) / name
 
@@ -356,6 +367,7 @@ class TargetSet:
 
     def up(self) -> list[Target]:
         """Start the network and the targets, install the SSH key, wait for sshd."""
+        ensure_image(self.image)
         if self._subnet is None and network_info(self.network) is None:
             self._subnet = pick_subnet(used_subnets())
         create_network(self.network, self.subnet)
