@@ -189,6 +189,15 @@ def target_set(count: int = 4) -> Any:
     return targets.TargetSet(SET_NAME, count=count, subnet=SUBNET, group="airgap_llm")
 
 
+def finish(ts: Any, keep: bool) -> None:
+    """Tear the target set down, or say how to once it is kept for another run."""
+    if keep:
+        print(f"targets kept: {', '.join(t.name for t in ts.targets)} (down: tests/hosts/targets.py down "
+              f"--name {SET_NAME})")
+    else:
+        ts.down()
+
+
 def start(ts: Any) -> list[Any]:
     """Start the target set, or reuse it when every target already answers SSH (a run with --keep)."""
     try:

@@ -263,13 +263,7 @@ def main() -> int:
         )
         print(f"load average at end: {benchlib.loadavg()}")
     finally:
-        if args.keep:
-            print(
-                f"targets kept: {', '.join(t.name for t in ts.targets)} (down: tests/hosts/targets.py down "
-                f"--name {benchlib.SET_NAME})"
-            )
-        else:
-            ts.down()
+        benchlib.finish(ts, args.keep)
     return 0
 
 
