@@ -7,6 +7,7 @@ render`` writes the same content under ``DIR/<host>/<path>``, so the two agree b
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import asdict, dataclass
 
 from airgap_llm.gpumap import HostPlan, ServicePlan
@@ -87,7 +88,7 @@ def unit_text(spec: UnitSpec, plan: HostPlan, settings: UnitSettings, managed: s
     ]
     for name, value in spec.environment:
         if name in spec.comments:
-            out.append(f"# {spec.comments[name]}")
+            out += [f"# {line}" for line in textwrap.wrap(spec.comments[name], 98)]
         out.append(f"Environment={name}={value}")
     out += [
         f"ExecStart={command_line(spec.exec_start)}",
