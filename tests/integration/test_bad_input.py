@@ -707,7 +707,7 @@ def test_control_valid_input_does_contact_the_host(tmp_path: Path, listener: Lis
     assert "unreachable" in json.dumps(result).lower(), result
 
 
-# --- plain ansible-playbook: the preflight role is the only guard ---------------------------------
+# --- plain ansible-playbook: the plan play and the preflight role guard it ---------------------------------
 
 
 def ansible_playbook(inv: Path, bundle: Path) -> subprocess.CompletedProcess[str]:
@@ -720,36 +720,48 @@ def ansible_playbook(inv: Path, bundle: Path) -> subprocess.CompletedProcess[str
 
 
 CONTROLLER_FAIL = "preflight : Fail with every inventory and bundle problem before contacting the host"
+PLAN_TASKS = ("Plan every host of the inventory once", "Refuse a GPU map with problems (no host was contacted)",
+              "Take this host's part of the plan")
+PLAN_FAIL = "Refuse a GPU map with problems (no host was contacted)"
 
 
 def tasks_run(output: str) -> list[str]:
     return [line.split("TASK [", 1)[1].split("]", 1)[0] for line in output.splitlines() if line.startswith("TASK [")]
 
 
-PLAYBOOK_CASES: list[tuple[str, Callable[[Path], tuple[dict[str, Any], Path]], str]] = [
-    ("gpu-map", lambda t: (gpu_host(chat={"gpus": [0, 2]}), write_bundle(t)),
+# (id, make, where it stops: the plan play (the GPU map, every host together) or preflight (the bundle), words)
+PLAYBOOK_CASES: list[tuple[str, Callable[[Path], tuple[dict[str, Any], Path]], str, str]] = [
+    ("gpu-map", lambda t: (gpu_host(chat={"gpus": [0, 2]}), write_bundle(t)), "plan",
      "host box-1, service chat, GPU 2: GPU index 2 is out of range: the host has 2 GPU(s), indexes 0..1 [gpu-index]"),
-    ("missing-model", lambda t: (CPU_HOST, write_bundle(t, models=(MINILM,))),
+    ("nodes-2-on-one-host", lambda t: (gpu_host(chat={"nodes": 2}), write_bundle(t)), "plan",
+     "host box-1, service chat: spans 2 hosts but only 1 host(s) of the inventory define it (box-1) [nodes]"),
+    ("missing-model", lambda t: (CPU_HOST, write_bundle(t, models=(MINILM,))), "preflight",
      f"host box-1, service chat: model {SMOLLM}@main is not in the bundle"),
     ("wrong-python-tag", lambda t: ({**CPU_HOST, "airgap_llm_target_os": "ubuntu-24.04"}, write_bundle(t)),
-     WRONG_TAG),
+     "preflight", WRONG_TAG),
 ]
 
 
-@pytest.mark.parametrize(("what", "make", "words"), PLAYBOOK_CASES, ids=[c[0] for c in PLAYBOOK_CASES])
-def test_plain_ansible_playbook_stops_in_preflight(
-    what: str, make: Callable[[Path], tuple[dict[str, Any], Path]], words: str, tmp_path: Path, listener: Listener
+@pytest.mark.parametrize(("what", "make", "where", "words"), PLAYBOOK_CASES, ids=[c[0] for c in PLAYBOOK_CASES])
+def test_plain_ansible_playbook_stops_before_contacting_any_host(
+    what: str, make: Callable[[Path], tuple[dict[str, Any], Path]], where: str, words: str, tmp_path: Path,
+    listener: Listener,
 ) -> None:
     hv, bundle = make(tmp_path)
     inv = write_inventory(tmp_path, listener.port, hv)
     proc = ansible_playbook(inv, bundle)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 2, out
-    assert "preflight failed on box-1 (1 problem, found on the controller; the host was not contacted):" in flat(out)
     assert flat(words) in flat(out)
     ran = tasks_run(proc.stdout)
-    assert ran and all(t.startswith("preflight : ") for t in ran), ran
-    assert ran[-1] == CONTROLLER_FAIL, ran
+    if where == "plan":
+        assert "found before contacting any host; nothing was changed" in flat(out)
+        assert ran[-1] == PLAN_FAIL and all(t in PLAN_TASKS for t in ran), ran
+    else:
+        said = "preflight failed on box-1 (1 problem, found on the controller; the host was not contacted):"
+        assert said in flat(out)
+        assert ran and all(t in PLAN_TASKS or t.startswith("preflight : ") for t in ran), ran
+        assert ran[-1] == CONTROLLER_FAIL, ran
     assert listener.connections == 0
 
 
@@ -761,5 +773,5 @@ def test_control_plain_ansible_playbook_contacts_the_host(tmp_path: Path, listen
     assert listener.connections > 0
     assert "UNREACHABLE!" in out
     ran = tasks_run(proc.stdout)
-    assert CONTROLLER_FAIL in ran and all(t.startswith("preflight : ") for t in ran), ran
+    assert CONTROLLER_FAIL in ran and all(t in PLAN_TASKS or t.startswith("preflight : ") for t in ran), ran
     assert ran[-1] != CONTROLLER_FAIL  # it went past the controller-side checks to a task on the host
