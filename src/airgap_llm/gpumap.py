@@ -24,7 +24,8 @@ DEFAULT_CEILING = 0.95
 DEFAULT_VLLM_VERSION = "0.32.0"
 DEFAULT_TARGET_OS = "debian-12"
 
-GPU_KEYS = ("model", "count", "memory_gib")
+GPU_KEYS = ("model", "count", "memory_gib", "failed")
+DEFAULT_MIN_CONCURRENT_SEQS = 4
 # The host variables the GPU map reads. Other airgap_llm_* variables belong to the roles; only a near
 # miss of one of these (a typo such as airgap_llm_service) is an error, since it would be ignored.
 HOST_VARS = (
@@ -35,6 +36,7 @@ HOST_VARS = (
     "airgap_llm_target_python",
     "airgap_llm_engine",
     "airgap_llm_vllm_version",
+    "airgap_llm_min_concurrent_seqs",
 )
 SERVICE_KEYS = (
     "kind",
@@ -97,6 +99,7 @@ class GpuSpec:
     model: str
     count: int
     memory_gib: float
+    failed: tuple[int, ...] = ()  # GPUs out of service: plan places nothing on them
 
 
 @dataclass
@@ -203,6 +206,7 @@ class HostPlan:
     vllm_version: str
     target: TargetOS | None
     python: str
+    min_concurrent_seqs: int = DEFAULT_MIN_CONCURRENT_SEQS  # the memory fit warns below this
 
     @property
     def ok(self) -> bool:
@@ -226,7 +230,12 @@ class HostPlan:
             "ok": self.ok,
             "gpu": None
             if self.gpu is None
-            else {"model": self.gpu.model, "count": self.gpu.count, "memory_gib": self.gpu.memory_gib},
+            else {
+                "model": self.gpu.model,
+                "count": self.gpu.count,
+                "memory_gib": self.gpu.memory_gib,
+                "failed": list(self.gpu.failed),
+            },
             "engine": self.engine,
             "vllm_version": self.vllm_version,
             "target_os": self.target.id if self.target else None,
@@ -287,7 +296,11 @@ def _parse_gpu(raw: Any, c: _Collector) -> GpuSpec | None:
     if not _is_number(mem) or mem <= 0:
         c.add("gpu-spec", f"airgap_llm_gpu.memory_gib must be a number > 0, got {mem!r}")
         return None
-    return GpuSpec(str(model or ""), count, float(mem))
+    failed = raw.get("failed") or []
+    if not isinstance(failed, list) or not all(_is_int(g) and 0 <= g < count for g in failed):
+        c.add("gpu-spec", f"airgap_llm_gpu.failed must be a list of GPU indexes in 0..{count - 1}, got {failed!r}")
+        failed = []
+    return GpuSpec(str(model or ""), count, float(mem), tuple(sorted(set(failed))))
 
 
 def _floor4(x: float) -> float:
@@ -589,6 +602,11 @@ def plan_host(host: str, hostvars: Mapping[str, Any]) -> HostPlan:
                 others = ", ".join(n for n in names if n != name)
                 c.add("port-unique", f"port {port} is also used by {others}", service=name)
 
+    min_seqs = hostvars.get("airgap_llm_min_concurrent_seqs", DEFAULT_MIN_CONCURRENT_SEQS)
+    if not _is_int(min_seqs) or min_seqs < 1:
+        c.add("min-concurrent-seqs", f"airgap_llm_min_concurrent_seqs must be a whole number >= 1, got {min_seqs!r}")
+        min_seqs = DEFAULT_MIN_CONCURRENT_SEQS
+
     plan = HostPlan(
         host=host,
         gpu=gpu,
@@ -600,6 +618,7 @@ def plan_host(host: str, hostvars: Mapping[str, Any]) -> HostPlan:
         vllm_version=str(hostvars.get("airgap_llm_vllm_version", DEFAULT_VLLM_VERSION)),
         target=target,
         python=python,
+        min_concurrent_seqs=min_seqs,
     )
 
     # The memory fractions on each GPU must fit under the ceiling.
@@ -613,6 +632,10 @@ def plan_host(host: str, hostvars: Mapping[str, Any]) -> HostPlan:
                 f"{usage.used * usage.memory_gib:.1f} GiB of {usage.memory_gib:g} GiB",
                 gpu=usage.index,
             )
+
+    from airgap_llm.failed_gpus import failed_gpu_problems  # here: that module reads this one's types
+
+    plan.problems.extend(failed_gpu_problems(plan))
 
     engine = hostvars.get("airgap_llm_engine")
     if engine is None:

@@ -86,7 +86,8 @@ def host_table(plan: HostPlan) -> Table:
     return table
 
 
-def render_plans(plans: list[HostPlan]) -> RenderableType:
+def render_plans(plans: list[HostPlan], more: list[RenderableType] | None = None) -> RenderableType:
+    """Every host's table, warnings and problems, then ``more`` (such as the memory fit), then the verdict."""
     parts: list[RenderableType] = []
     for plan in plans:
         parts.append(host_table(plan))
@@ -95,6 +96,7 @@ def render_plans(plans: list[HostPlan]) -> RenderableType:
         for p in plan.problems:
             parts.append(Text(f"error: {p}", style="bold red"))
         parts.append(Text(""))
+    parts.extend(more or [])
     bad = sum(len(p.problems) for p in plans)
     if bad:
         parts.append(Text(f"{bad} problem(s) in the GPU map: nothing was changed on any host.", style="bold red"))

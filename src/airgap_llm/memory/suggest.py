@@ -1,0 +1,181 @@
+"""``plan --suggest``: GPUs and shares that fit each service, for a host's hardware. Pure.
+
+For every GPU engine service: the fewest GPUs that hold its weights, the KV cache for
+``airgap_llm_min_concurrent_seqs`` sequences of its max_model_len (at least one) and the engine's
+overhead, per GPU, under the ceiling; tensor parallel (1, 2, 4, 8, dividing the attention heads) only
+where one GPU is not enough. Services on several GPUs get GPUs of their own; single-GPU services are
+packed first-fit, largest first. GPUs marked failed are left out. The spare memory of each used GPU, up
+to ``TARGET_FRACTION`` of it (vLLM's default utilization) or the ceiling, whichever is lower, is shared
+out in proportion to what each service needs, so the KV caches grow and headroom stays. Services
+spanning hosts (``nodes`` > 1) keep their placement.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from airgap_llm.failed_gpus import usable_gpus
+from airgap_llm.gpumap import HostPlan, ServicePlan
+from airgap_llm.memory.estimate import GIB, Estimate, estimate, settings_from_args
+from airgap_llm.memory.model_files import ModelFiles, ModelKey
+from airgap_llm.memory.model_shape import ModelShape, ShapeError, model_shape
+
+TP_SIZES = (1, 2, 4, 8)
+TARGET_FRACTION = 0.90
+
+
+@dataclass
+class Placement:
+    service: str
+    gpus: tuple[int, ...]
+    tensor_parallel: int
+    need: int  # bytes per GPU
+    fraction: float = 0.0
+
+
+@dataclass
+class Suggestion:
+    host: str
+    placements: dict[str, Placement] = field(default_factory=dict)
+    unplaced: list[str] = field(default_factory=list)  # why a service got no GPUs
+
+    @property
+    def ok(self) -> bool:
+        return not self.unplaced
+
+
+def _tp_ok(shape: ModelShape, tp: int) -> bool:
+    return shape.heads % tp == 0 and (shape.kv_heads % tp == 0 or tp % shape.kv_heads == 0)
+
+
+def _estimate(svc: ServicePlan, shape: ModelShape, files: ModelFiles, tp: int) -> Estimate:
+    settings = settings_from_args(svc.extra_args, tp, svc.nodes, svc.max_model_len, svc.kind == "embedding")
+    return estimate(files.weights, shape, settings)
+
+
+def size_service(
+    host: str, svc: ServicePlan, files: ModelFiles, cap: int, gpus_free: int, min_seqs: int
+) -> Placement | str:
+    """The fewest GPUs (and the memory per GPU) that fit ``svc``; a reason when none do."""
+    try:
+        shape = model_shape(files.config)
+    except ShapeError as exc:
+        return f"host {host}, service {svc.name}: cannot estimate {svc.model}: {exc}"
+    sizes = [tp for tp in TP_SIZES if tp <= gpus_free and _tp_ok(shape, tp)]
+    for seqs in (min_seqs, 1):
+        for tp in sizes:
+            need = _estimate(svc, shape, files, tp).share_for(seqs)
+            if need <= cap:
+                return Placement(svc.name, (), tp, need)
+    if not sizes:
+        return f"host {host}, service {svc.name}: no working GPU left for it"
+    tp = sizes[-1]
+    est = _estimate(svc, shape, files, tp)
+    largest = est.largest_max_model_len(cap)
+    hint = (
+        f"set max_model_len to at most {largest}"
+        if largest
+        else "use a quantized model, or a host with more or larger GPUs"
+    )
+    return (
+        f"host {host}, service {svc.name}: {svc.model} needs {est.needed / GIB:.2f} GiB per GPU even on {tp} "
+        f"GPU(s) (max_model_len {est.max_model_len}), more than {cap / GIB:.2f} GiB under the ceiling; {hint}"
+    )
+
+
+def _fractions(on_gpu: list[Placement], memory: int, ceiling: float) -> None:
+    """Share out a GPU's spare memory in proportion to need, rounded down to hundredths (never below need)."""
+    target = max(min(TARGET_FRACTION, ceiling) * memory, sum(p.need for p in on_gpu))
+    total_need = sum(p.need for p in on_gpu)
+    for p in on_gpu:
+        share = p.need + (target - total_need) * p.need / total_need
+        fraction = math.floor(share / memory * 100) / 100
+        if fraction * memory < p.need:
+            fraction = math.ceil(p.need / memory * 100) / 100
+        p.fraction = fraction
+
+
+def suggest_host(plan: HostPlan, models: Mapping[ModelKey, ModelFiles]) -> Suggestion:
+    out = Suggestion(plan.host)
+    if plan.gpu is None or not plan.gpu.count:
+        return out
+    memory = int(plan.gpu.memory_gib * GIB)
+    cap = int(plan.ceiling * memory)
+    free = usable_gpus(plan)
+    fixed = [s for s in plan.services if s.gpus and s.nodes > 1]
+    for svc in fixed:  # a service spanning hosts keeps its GPUs: the other hosts must agree
+        if set(svc.gpus) - set(free):
+            out.unplaced.append(
+                f"host {plan.host}, service {svc.name}: spans {svc.nodes} hosts and sits on a failed GPU; move it "
+                "by hand on every host"
+            )
+        free = [g for g in free if g not in svc.gpus]
+    sized: list[Placement] = []
+    for svc in plan.services:
+        if not (svc.uses_engine and svc.gpus) or svc.nodes > 1:
+            continue
+        files = models.get((svc.model or "", svc.revision or "main"))
+        if files is None:
+            out.unplaced.append(f"host {plan.host}, service {svc.name}: no model files for {svc.model}")
+            continue
+        result = size_service(plan.host, svc, files, cap, len(free), plan.min_concurrent_seqs)
+        if isinstance(result, str):
+            out.unplaced.append(result)
+        else:
+            sized.append(result)
+    by_gpu: dict[int, list[Placement]] = {}
+    for p in sorted((p for p in sized if p.tensor_parallel > 1), key=lambda p: -p.need):
+        empty = [g for g in free if g not in by_gpu]
+        if len(empty) < p.tensor_parallel:
+            out.unplaced.append(
+                f"host {plan.host}, service {p.service}: needs {p.tensor_parallel} GPUs of its own, {len(empty)} left"
+            )
+            continue
+        p.gpus = tuple(empty[: p.tensor_parallel])
+        for g in p.gpus:
+            by_gpu[g] = [p]
+    for p in sorted((p for p in sized if p.tensor_parallel == 1), key=lambda p: -p.need):
+        shared = [
+            g
+            for g in free
+            if g in by_gpu
+            and all(q.tensor_parallel == 1 for q in by_gpu[g])
+            and sum(q.need for q in by_gpu[g]) + p.need <= cap
+        ]
+        empty = [g for g in free if g not in by_gpu]
+        if not shared and not empty:
+            out.unplaced.append(
+                f"host {plan.host}, service {p.service}: needs {p.need / GIB:.2f} GiB of one GPU and no working GPU "
+                "has that much left; shrink a service (max_model_len, a quantized model) or free a GPU"
+            )
+            continue
+        g = shared[0] if shared else empty[0]
+        p.gpus = (g,)
+        by_gpu.setdefault(g, []).append(p)
+    for on_gpu in by_gpu.values():
+        _fractions(on_gpu, memory, plan.ceiling)
+    out.placements = {p.service: p for p in sized if p.gpus}
+    return out
+
+
+def suggested_services(raw: Mapping[str, object], suggestion: Suggestion) -> dict[str, object]:
+    """The host's ``airgap_llm_services`` with each placed service's GPUs and share replaced."""
+    services: dict[str, object] = {}
+    for name, spec in raw.items():
+        if not isinstance(spec, Mapping) or name not in suggestion.placements:
+            services[name] = spec
+            continue
+        p = suggestion.placements[name]
+        new = {
+            k: v
+            for k, v in spec.items()
+            if k not in ("gpus", "gpu_memory_utilization", "gpu_memory_gib", "tensor_parallel_size")
+        }
+        new["gpus"] = list(p.gpus)
+        new["gpu_memory_utilization"] = p.fraction
+        if p.tensor_parallel > 1:
+            new["tensor_parallel_size"] = p.tensor_parallel
+        services[name] = new
+    return services
