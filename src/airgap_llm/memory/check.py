@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from airgap_llm.gpumap import HostPlan, Problem, ServicePlan
-from airgap_llm.memory.estimate import GIB, Estimate, estimate, settings_from_args
+from airgap_llm.memory.estimate import GIB, Estimate, estimate, is_large_gpu, settings_from_args
 from airgap_llm.memory.model_files import ModelFiles, ModelKey
 from airgap_llm.memory.model_shape import ModelShape, ShapeError, model_shape
 
@@ -78,9 +78,17 @@ class MemoryAssessment:
         return {h: {s: m.as_dict() for s, m in by.items()} for h, by in self.services.items()}
 
 
-def service_estimate(svc: ServicePlan, shape: ModelShape, files: ModelFiles) -> Estimate:
+def service_estimate(
+    svc: ServicePlan, shape: ModelShape, files: ModelFiles, large_gpu: bool, tensor_parallel: int | None = None
+) -> Estimate:
+    """The estimate for a service as planned (or at another tensor-parallel size)."""
     settings = settings_from_args(
-        svc.extra_args, svc.tensor_parallel_size, svc.nodes, svc.max_model_len, svc.kind == "embedding"
+        svc.extra_args,
+        tensor_parallel or svc.tensor_parallel_size,
+        svc.nodes,
+        svc.max_model_len,
+        svc.kind == "embedding",
+        large_gpu,
     )
     return estimate(files.weights, shape, settings)
 
@@ -169,7 +177,7 @@ def assess_memory(plans: list[HostPlan], models: Mapping[ModelKey, ModelFiles]) 
                 svc.name,
                 svc.model or "",
                 svc.gpus,
-                service_estimate(svc, shape, files),
+                service_estimate(svc, shape, files, is_large_gpu(plan.gpu.model, plan.gpu.memory_gib)),
                 share,
                 plan.min_concurrent_seqs,
                 svc.max_model_len is not None,

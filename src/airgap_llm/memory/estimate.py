@@ -24,9 +24,10 @@ touched:
   - activations: max_num_batched_tokens x (2 x intermediate / TP + 4 x hidden) x 2 bytes (the gated
     MLP's widest intermediate and the residual, norm and attention outputs live at once), plus the
     sampler's logits: max_num_seqs x vocab x 4 bytes x 2 (float32 logits and their softmax);
-    max_num_batched_tokens defaults to ``DEFAULT_BATCHED_TOKENS`` (vLLM's OpenAI-server default on
-    large GPUs; a pooling model prefills a whole sequence at once, so at least max_model_len), and
-    max_num_seqs to ``DEFAULT_MAX_SEQS``; both are taken from ``extra_args`` when given;
+    max_num_batched_tokens and max_num_seqs are taken from ``extra_args`` when given, else vLLM's own
+    defaults for its OpenAI server (``EngineArgs.get_batch_defaults`` in ``vllm/engine/arg_utils.py``):
+    8192 and 1024 on GPUs of 70 GiB or more other than A100 (H100, H200), 2048 and 256 on the others;
+    a pooling model is counted with at least max_model_len tokens (a whole sequence in one pass);
   - CUDA graphs unless ``--enforce-eager``: ``GRAPH_BASE_GIB`` + ``GRAPH_PER_LAYER_GIB`` per layer (vLLM
     logs "Graph capturing finished in N secs, took X GiB": 0.2-1.3 GiB for 1B-70B models);
   - a vision tower's profile run on its largest input: ``VISION_ENCODER_GIB``; an audio encoder's (30 s
@@ -49,8 +50,10 @@ GRAPH_BASE_GIB = 0.5
 GRAPH_PER_LAYER_GIB = 8 / 1024
 VISION_ENCODER_GIB = 1.0
 AUDIO_ENCODER_GIB = 0.5
-DEFAULT_BATCHED_TOKENS = 8192
-DEFAULT_MAX_SEQS = 256
+# vLLM's OpenAI-server defaults: (max_num_batched_tokens, max_num_seqs) on large non-A100 GPUs, and others
+LARGE_GPU_BATCH = (8192, 1024)
+OTHER_GPU_BATCH = (2048, 256)
+LARGE_GPU_GIB = 70
 MAX_LEN_STEP = 256  # the max_model_len hint is rounded down to a multiple of this
 FP32_DTYPES = ("F32", "F64")
 
@@ -68,6 +71,12 @@ class EngineSettings:
     kv_cache_dtype: str | None = None
     max_num_batched_tokens: int | None = None
     max_num_seqs: int | None = None
+    large_gpu: bool = False  # vLLM's larger batch defaults apply (>= 70 GiB, not an A100)
+
+
+def is_large_gpu(model: str, memory_gib: float) -> bool:
+    """Whether vLLM picks its larger batch defaults for this GPU (``EngineArgs.get_batch_defaults``)."""
+    return memory_gib >= LARGE_GPU_GIB and "a100" not in model.lower()
 
 
 def _arg(args: Sequence[str], name: str) -> str | None:
@@ -87,7 +96,12 @@ def _int_arg(args: Sequence[str], name: str) -> int | None:
 
 
 def settings_from_args(
-    extra_args: Sequence[str], tensor_parallel: int, pipeline_parallel: int, max_model_len: int | None, pooling: bool
+    extra_args: Sequence[str],
+    tensor_parallel: int,
+    pipeline_parallel: int,
+    max_model_len: int | None,
+    pooling: bool,
+    large_gpu: bool = False,
 ) -> EngineSettings:
     return EngineSettings(
         tensor_parallel=max(tensor_parallel, 1),
@@ -99,6 +113,7 @@ def settings_from_args(
         kv_cache_dtype=_arg(extra_args, "--kv-cache-dtype"),
         max_num_batched_tokens=_int_arg(extra_args, "--max-num-batched-tokens"),
         max_num_seqs=_int_arg(extra_args, "--max-num-seqs"),
+        large_gpu=large_gpu,
     )
 
 
@@ -175,13 +190,14 @@ def kv_bytes_per_token(shape: ModelShape, settings: EngineSettings) -> int:
 def overhead(shape: ModelShape, settings: EngineSettings, max_model_len: int) -> dict[str, int]:
     tp, pp = settings.tensor_parallel, settings.pipeline_parallel
     act = compute_dtype_bytes(shape, settings.dtype)
-    tokens = settings.max_num_batched_tokens or DEFAULT_BATCHED_TOKENS
+    default_tokens, default_seqs = LARGE_GPU_BATCH if settings.large_gpu else OTHER_GPU_BATCH
+    tokens = settings.max_num_batched_tokens or default_tokens
     if settings.pooling:
         tokens = max(tokens, max_model_len)
     parts = {"non_torch": int((NON_TORCH_GIB + (NCCL_GIB if tp * pp > 1 else 0)) * GIB)}
     parts["activations"] = tokens * (2 * math.ceil(shape.intermediate / tp) + 4 * shape.hidden) * act
     if not settings.pooling:
-        parts["logits"] = (settings.max_num_seqs or DEFAULT_MAX_SEQS) * shape.vocab * 4 * 2
+        parts["logits"] = (settings.max_num_seqs or default_seqs) * shape.vocab * 4 * 2
     if not settings.enforce_eager:
         layers = math.ceil(shape.layers / pp)
         parts["cuda_graphs"] = int((GRAPH_BASE_GIB + GRAPH_PER_LAYER_GIB * layers) * GIB)

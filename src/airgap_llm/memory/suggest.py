@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 
 from airgap_llm.failed_gpus import usable_gpus
 from airgap_llm.gpumap import HostPlan, ServicePlan
-from airgap_llm.memory.estimate import GIB, Estimate, estimate, settings_from_args
+from airgap_llm.memory.check import service_estimate
+from airgap_llm.memory.estimate import GIB, is_large_gpu
 from airgap_llm.memory.model_files import ModelFiles, ModelKey
 from airgap_llm.memory.model_shape import ModelShape, ShapeError, model_shape
 
@@ -50,13 +51,8 @@ def _tp_ok(shape: ModelShape, tp: int) -> bool:
     return shape.heads % tp == 0 and (shape.kv_heads % tp == 0 or tp % shape.kv_heads == 0)
 
 
-def _estimate(svc: ServicePlan, shape: ModelShape, files: ModelFiles, tp: int) -> Estimate:
-    settings = settings_from_args(svc.extra_args, tp, svc.nodes, svc.max_model_len, svc.kind == "embedding")
-    return estimate(files.weights, shape, settings)
-
-
 def size_service(
-    host: str, svc: ServicePlan, files: ModelFiles, cap: int, gpus_free: int, min_seqs: int
+    host: str, svc: ServicePlan, files: ModelFiles, cap: int, gpus_free: int, min_seqs: int, large_gpu: bool
 ) -> Placement | str:
     """The fewest GPUs (and the memory per GPU) that fit ``svc``; a reason when none do."""
     try:
@@ -66,13 +62,13 @@ def size_service(
     sizes = [tp for tp in TP_SIZES if tp <= gpus_free and _tp_ok(shape, tp)]
     for seqs in (min_seqs, 1):
         for tp in sizes:
-            need = _estimate(svc, shape, files, tp).share_for(seqs)
+            need = service_estimate(svc, shape, files, large_gpu, tp).share_for(seqs)
             if need <= cap:
                 return Placement(svc.name, (), tp, need)
     if not sizes:
         return f"host {host}, service {svc.name}: no working GPU left for it"
     tp = sizes[-1]
-    est = _estimate(svc, shape, files, tp)
+    est = service_estimate(svc, shape, files, large_gpu, tp)
     largest = est.largest_max_model_len(cap)
     hint = (
         f"set max_model_len to at most {largest}"
@@ -120,7 +116,8 @@ def suggest_host(plan: HostPlan, models: Mapping[ModelKey, ModelFiles]) -> Sugge
         if files is None:
             out.unplaced.append(f"host {plan.host}, service {svc.name}: no model files for {svc.model}")
             continue
-        result = size_service(plan.host, svc, files, cap, len(free), plan.min_concurrent_seqs)
+        large = is_large_gpu(plan.gpu.model, plan.gpu.memory_gib)
+        result = size_service(plan.host, svc, files, cap, len(free), plan.min_concurrent_seqs, large)
         if isinstance(result, str):
             out.unplaced.append(result)
         else:
