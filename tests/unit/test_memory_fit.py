@@ -66,7 +66,7 @@ def test_4b_embedding_in_6_gib_is_refused(hub: Path) -> None:
     assert mem["embedding"]["weights_gib"] == pytest.approx(7.49, abs=0.01)  # 8,043,548,672 bytes of bf16
     assert len(problems) == 1
     assert problems[0].startswith("host box-1, service embedding, GPU 0: Qwen/Qwen3-Embedding-4B@main needs 7.49 GiB")
-    assert "before any KV cache, more than its share 6 GiB" in problems[0] and problems[0].endswith("[memory-fit]")
+    assert "before any KV cache, more than its share 6.00 GiB" in problems[0] and problems[0].endswith("[memory-fit]")
 
 
 def test_7b_bf16_in_14_gib_is_refused_and_its_awq_fits(hub: Path) -> None:
@@ -114,7 +114,7 @@ def test_70b_with_128k_context_in_half_an_80gb_gpu_gets_a_max_model_len_hint(hub
     largest = mem["llm"]["largest_max_model_len"]
     assert 0 < largest < 131072 and largest % 256 == 0
     assert len(problems) == 1
-    assert "KV cache 10 for one sequence of max_model_len 131072" in problems[0]
+    assert "KV cache 10.00 for one sequence of max_model_len 131072" in problems[0]
     assert f"set max_model_len to at most {largest}" in problems[0]
     # the hint is right: that length fits the same share
     problems, _, _ = fit(
@@ -148,7 +148,8 @@ def test_tensor_parallel_must_divide_the_heads(hub: Path) -> None:
                                                  "gpus": [0, 1, 2, 3, 4, 5, 6, 7], "gpu_memory_utilization": 0.5}))
     models, _ = find_models(source_from_cache(hub), [plan])
     problems = [str(p) for p in check_memory([plan], models)]
-    assert any("tensor_parallel_size 8 does not divide the 12 attention heads" in p for p in problems)
+    words = "tensor_parallel_size 8 (its number of GPUs) does not divide the 12 attention heads"
+    assert any(words in p for p in problems)
 
 
 # --- the pieces -------------------------------------------------------------------------------------
@@ -318,6 +319,25 @@ def test_suggest_moves_services_off_a_failed_gpu(
     services = result["hosts"]["h100-hgx-01"]["airgap_llm_services"]
     assert all(2 not in s.get("gpus", []) for s in services.values())
     assert services["llm"]["tensor_parallel_size"] == 4 and len(services["llm"]["gpus"]) == 4
+
+
+def test_suggest_moves_only_what_sits_on_the_failed_gpu(
+    hub: Path, make_inventory: Callable[..., Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    group = yaml.safe_load((REPO / "inventories" / "h100-8x80g" / "group_vars" / "airgap_llm.yml").read_text())
+    group["airgap_llm_gpu"]["failed"] = [5]
+    inv = make_inventory(group, {"h100-hgx-01": {}})
+    code, result, _ = suggest(capsys, inv, hub)
+    assert code == 0, result["failures"]
+    services = result["hosts"]["h100-hgx-01"]["airgap_llm_services"]
+    for name in ("llm", "embedding", "whisper"):
+        assert services[name] == group["airgap_llm_services"][name]
+    assert services["ocr"]["gpus"] == [4] and "tensor_parallel_size" not in services["ocr"]
+    code, out, _ = run_plan(capsys, "-i", str(inv), "--models-from", str(hub), "--suggest")
+    assert code == 0
+    assert "# changed (an install restarts these only): ocr GPUs 4,5 at 0.9 -> 4 at 0.9" in out
+    pasted = yaml.safe_load(out.split("\n\n")[0])  # the YAML block is pasteable as printed
+    assert pasted["airgap_llm_services"] == services
 
 
 def test_suggest_says_why_nothing_fits(

@@ -30,10 +30,33 @@ def start_order_comments(plan: HostPlan) -> list[str]:
     return lines
 
 
-def suggestion_yaml(services: dict[str, Any], plan: HostPlan, hosts: list[str]) -> str:
+def changes(before: HostPlan, after: HostPlan) -> list[str]:
+    """What moved or changed share, service by service: what an install restarts."""
+    old = {s.name: s for s in before.services}
+    out = []
+    for svc in after.services:
+        was = old.get(svc.name)
+        if was is None or (was.gpus, was.memory_fraction, was.tensor_parallel_size) == (
+            svc.gpus,
+            svc.memory_fraction,
+            svc.tensor_parallel_size,
+        ):
+            continue
+        out.append(
+            f"{svc.name} GPUs {','.join(map(str, was.gpus))} at {was.memory_fraction} -> "
+            f"{','.join(map(str, svc.gpus))} at {svc.memory_fraction}"
+        )
+    return out
+
+
+def suggestion_yaml(services: dict[str, Any], before: HostPlan, plan: HostPlan, hosts: list[str]) -> str:
     head = [f"# airgap-llm plan --suggest, for {', '.join(hosts)} (group_vars, or host_vars per host)"]
     if plan.gpu is not None and plan.gpu.failed:
         head.append(f"# leaves out the failed GPU(s) {', '.join(map(str, plan.gpu.failed))}")
+    moved = changes(before, plan)
+    head.append(
+        f"# changed (an install restarts these only): {'; '.join(moved)}" if moved else "# unchanged: the map fits"
+    )
     head += start_order_comments(plan)
     body = yaml.safe_dump({"airgap_llm_services": services}, sort_keys=False, default_flow_style=None)
     return "\n".join(head) + "\n" + body
@@ -84,9 +107,11 @@ def run_suggest(
         }
         print(json.dumps(result, indent=2))
         return 0 if ok else 1
+    before = {p.host: p for p in plans}
     for text, hosts in by_text.items():
         plan = docs[text]
-        console.print(suggestion_yaml(new_vars[plan.host]["airgap_llm_services"], plan, hosts), highlight=False)
+        yaml_text = suggestion_yaml(new_vars[plan.host]["airgap_llm_services"], before[plan.host], plan, hosts)
+        console.print(yaml_text, highlight=False, markup=False, soft_wrap=True)
     for table in memory_tables(assessment):
         console.print(table)
     for reason in unplaced + problems:

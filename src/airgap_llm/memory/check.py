@@ -102,7 +102,7 @@ def _where(svc: ServicePlan) -> tuple[int | None, str]:
 
 def _share_words(plan: HostPlan, svc: ServicePlan, share: int) -> str:
     total = plan.gpu.memory_gib if plan.gpu else 0
-    return f"its share {gib(share):g} GiB (gpu_memory_utilization {svc.memory_fraction:g} of {total:g} GiB)"
+    return f"its share {gib(share):.2f} GiB (gpu_memory_utilization {svc.memory_fraction:g} of {total:g} GiB)"
 
 
 def _fraction_for(needed: int, plan: HostPlan) -> float:
@@ -119,7 +119,7 @@ def _problem(plan: HostPlan, svc: ServicePlan, mem: ServiceMemory) -> Problem | 
         parallel += f" (pipeline parallel {svc.nodes})"
     if e.weights + e.overhead_total >= share:
         message = (
-            f"{model}{parallel} needs {gib(e.weights):g} GiB of weights + {gib(e.overhead_total):g} GiB of engine "
+            f"{model}{parallel} needs {gib(e.weights):.2f} GiB of weights + {gib(e.overhead_total):.2f} GiB of engine "
             f"overhead per GPU{on} before any KV cache, more than {_share_words(plan, svc, share)}; give it "
             f"gpu_memory_utilization {_fraction_for(e.needed, plan):g} or more, more GPUs (tensor parallel) or a "
             "quantized model"
@@ -129,9 +129,9 @@ def _problem(plan: HostPlan, svc: ServicePlan, mem: ServiceMemory) -> Problem | 
         from_model = "" if mem.max_model_len_set else " (unset: the model's own max_position_embeddings)"
         largest = e.largest_max_model_len(share)
         message = (
-            f"{model}{parallel} needs {gib(e.needed):g} GiB per GPU{on} (weights {gib(e.weights):g} + KV cache "
-            f"{gib(e.kv_per_seq):g} for one sequence of max_model_len {e.max_model_len}{from_model} + overhead "
-            f"{gib(e.overhead_total):g}), more than {_share_words(plan, svc, share)}; set max_model_len to at most "
+            f"{model}{parallel} needs {gib(e.needed):.2f} GiB per GPU{on} (weights {gib(e.weights):.2f} + KV cache "
+            f"{gib(e.kv_per_seq):.2f} for one sequence of max_model_len {e.max_model_len}{from_model} + overhead "
+            f"{gib(e.overhead_total):.2f}), more than {_share_words(plan, svc, share)}; set max_model_len to at most "
             f"{largest}, or give it gpu_memory_utilization {_fraction_for(e.needed, plan):g} or more"
         )
         return Problem(plan.host, RULE, message, service=svc.name, gpu=gpu)
@@ -139,15 +139,16 @@ def _problem(plan: HostPlan, svc: ServicePlan, mem: ServiceMemory) -> Problem | 
 
 
 def heads_problem(plan: HostPlan, svc: ServicePlan, shape: ModelShape) -> Problem | None:
-    """Tensor parallelism splits the attention heads: the size must divide them."""
+    """Tensor parallelism splits the attention heads: the size must divide them (the words of the bundle
+    check, ``bundle_check.model_config_problems``, which makes the same check from a bundle)."""
     tp = svc.tensor_parallel_size
     if tp > 1 and shape.heads % tp:
-        ok = [str(d) for d in range(1, shape.heads + 1) if shape.heads % d == 0 and d <= 16]
+        divisors = ", ".join(str(d) for d in range(1, shape.heads + 1) if shape.heads % d == 0)
         return Problem(
             plan.host,
             "tensor-parallel",
-            f"tensor_parallel_size {tp} does not divide the {shape.heads} attention heads of {svc.model} "
-            f"(config.json); use {', '.join(ok)} GPU(s)",
+            f"tensor_parallel_size {tp} (its number of GPUs) does not divide the {shape.heads} attention heads of "
+            f"{svc.model}@{svc.revision} (config.json num_attention_heads); use {divisors} GPU(s)",
             service=svc.name,
         )
     return None

@@ -8,6 +8,10 @@ packed first-fit, largest first. GPUs marked failed are left out. The spare memo
 to ``TARGET_FRACTION`` of it (vLLM's default utilization) or the ceiling, whichever is lower, is shared
 out in proportion to what each service needs, so the KV caches grow and headroom stays. Services
 spanning hosts (``nodes`` > 1) keep their placement.
+
+With GPUs marked failed (``airgap_llm_gpu.failed``) the fewest services move: those on working GPUs that
+fit there stay, the others go to spare GPUs first, then to GPUs with room; only when that is not enough
+is every service placed afresh.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ class Placement:
     tensor_parallel: int
     need: int  # bytes per GPU
     fraction: float = 0.0
+    kept: bool = False  # left where the inventory has it
 
 
 @dataclass
@@ -82,47 +87,96 @@ def size_service(
 
 
 def _fractions(on_gpu: list[Placement], memory: int, ceiling: float) -> None:
-    """Share out a GPU's spare memory in proportion to need, rounded down to hundredths (never below need)."""
-    target = max(min(TARGET_FRACTION, ceiling) * memory, sum(p.need for p in on_gpu))
-    total_need = sum(p.need for p in on_gpu)
-    for p in on_gpu:
-        share = p.need + (target - total_need) * p.need / total_need
+    """Share out a GPU's spare memory among its new placements in proportion to need, rounded down to
+    hundredths (never below need); kept placements keep their fractions."""
+    fixed = sum(p.need for p in on_gpu if p.kept)
+    new = [p for p in on_gpu if not p.kept]
+    total_need = sum(p.need for p in new)
+    if not new:
+        return
+    available = max(min(TARGET_FRACTION, ceiling) * memory - fixed, total_need)
+    for p in new:
+        share = p.need + (available - total_need) * p.need / total_need
         fraction = math.floor(share / memory * 100) / 100
         if fraction * memory < p.need:
             fraction = math.ceil(p.need / memory * 100) / 100
         p.fraction = fraction
 
 
+def _fits_where_it_is(plan: HostPlan, svc: ServicePlan, files: ModelFiles | None, memory: int) -> bool:
+    if files is None or svc.memory_fraction is None or plan.gpu is None:
+        return False
+    if set(svc.gpus) & set(plan.gpu.failed):
+        return False
+    try:
+        shape = model_shape(files.config)
+    except ShapeError:
+        return False
+    large = is_large_gpu(plan.gpu.model, plan.gpu.memory_gib)
+    return service_estimate(svc, shape, files, large).needed <= svc.memory_fraction * memory
+
+
 def suggest_host(plan: HostPlan, models: Mapping[ModelKey, ModelFiles]) -> Suggestion:
-    out = Suggestion(plan.host)
+    """A placement for every GPU engine service of the host.
+
+    With GPUs marked failed, the services that sit on working GPUs and fit there stay where they are
+    and only the others move (so an install restarts only those); when that leaves no room, every
+    service is placed afresh.
+    """
     if plan.gpu is None or not plan.gpu.count:
-        return out
+        return Suggestion(plan.host)
+    if plan.gpu.failed:
+        memory = int(plan.gpu.memory_gib * GIB)
+        keep = {
+            s.name
+            for s in plan.services
+            if s.uses_engine
+            and s.gpus
+            and s.nodes == 1
+            and _fits_where_it_is(plan, s, models.get((s.model or "", s.revision or "main")), memory)
+        }
+        fewest_moves = _suggest(plan, models, keep)
+        if fewest_moves.ok:
+            return fewest_moves
+    return _suggest(plan, models, set())
+
+
+def _suggest(plan: HostPlan, models: Mapping[ModelKey, ModelFiles], keep: set[str]) -> Suggestion:
+    assert plan.gpu is not None
+    out = Suggestion(plan.host)
     memory = int(plan.gpu.memory_gib * GIB)
     cap = int(plan.ceiling * memory)
     free = usable_gpus(plan)
-    fixed = [s for s in plan.services if s.gpus and s.nodes > 1]
-    for svc in fixed:  # a service spanning hosts keeps its GPUs: the other hosts must agree
+    for svc in (s for s in plan.services if s.gpus and s.nodes > 1):
+        # a service spanning hosts keeps its GPUs: the other hosts must agree
         if set(svc.gpus) - set(free):
             out.unplaced.append(
                 f"host {plan.host}, service {svc.name}: spans {svc.nodes} hosts and sits on a failed GPU; move it "
                 "by hand on every host"
             )
         free = [g for g in free if g not in svc.gpus]
+    by_gpu: dict[int, list[Placement]] = {}
     sized: list[Placement] = []
+    large = is_large_gpu(plan.gpu.model, plan.gpu.memory_gib)
     for svc in plan.services:
         if not (svc.uses_engine and svc.gpus) or svc.nodes > 1:
+            continue
+        if svc.name in keep and svc.memory_fraction is not None:
+            kept = Placement(
+                svc.name, svc.gpus, len(svc.gpus), int(svc.memory_fraction * memory), svc.memory_fraction, True
+            )
+            for g in svc.gpus:
+                by_gpu.setdefault(g, []).append(kept)
             continue
         files = models.get((svc.model or "", svc.revision or "main"))
         if files is None:
             out.unplaced.append(f"host {plan.host}, service {svc.name}: no model files for {svc.model}")
             continue
-        large = is_large_gpu(plan.gpu.model, plan.gpu.memory_gib)
         result = size_service(plan.host, svc, files, cap, len(free), plan.min_concurrent_seqs, large)
         if isinstance(result, str):
             out.unplaced.append(result)
         else:
             sized.append(result)
-    by_gpu: dict[int, list[Placement]] = {}
     for p in sorted((p for p in sized if p.tensor_parallel > 1), key=lambda p: -p.need):
         empty = [g for g in free if g not in by_gpu]
         if len(empty) < p.tensor_parallel:
@@ -148,7 +202,7 @@ def suggest_host(plan: HostPlan, models: Mapping[ModelKey, ModelFiles]) -> Sugge
                 "has that much left; shrink a service (max_model_len, a quantized model) or free a GPU"
             )
             continue
-        g = shared[0] if shared else empty[0]
+        g = (empty or shared)[0] if keep else (shared or empty)[0]  # moving: spares first; afresh: packed
         p.gpus = (g,)
         by_gpu.setdefault(g, []).append(p)
     for on_gpu in by_gpu.values():
