@@ -27,6 +27,11 @@ def _gib(x: float | None) -> str:
     return "" if x is None else f"{x:.1f}"
 
 
+def _fraction(x: float) -> str:
+    """Two decimals, or three where the inventory gives three (0.175)."""
+    return f"{x:.2f}" if round(x, 2) == x else f"{x:.3f}"
+
+
 def host_table(plan: HostPlan) -> Table:
     """One host: GPU -> services -> memory, with the headroom left under the ceiling."""
     if plan.gpu is not None and plan.gpu.count:
@@ -59,7 +64,7 @@ def host_table(plan: HostPlan) -> Table:
                 svc.kind,
                 str(svc.port),
                 _gib(fraction * usage.memory_gib),
-                f"{fraction:.2f}",
+                _fraction(fraction),
                 f"{svc.model}@{svc.revision}" if svc.model else "",
             )
         if usage.services:

@@ -335,7 +335,7 @@ def test_suggest_moves_only_what_sits_on_the_failed_gpu(
     assert services["ocr"]["gpus"] == [4] and "tensor_parallel_size" not in services["ocr"]
     code, out, _ = run_plan(capsys, "-i", str(inv), "--models-from", str(hub), "--suggest")
     assert code == 0
-    assert "# changed (an install restarts these only): ocr GPUs 4,5 at 0.9 -> 4 at 0.9" in out
+    assert "# moved or resized (what an install restarts): ocr GPUs 4,5 at 0.9 -> 4 at 0.9" in out
     pasted = yaml.safe_load(out.split("\n\n")[0])  # the YAML block is pasteable as printed
     assert pasted["airgap_llm_services"] == services
 

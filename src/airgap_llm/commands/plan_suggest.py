@@ -55,7 +55,7 @@ def suggestion_yaml(services: dict[str, Any], before: HostPlan, plan: HostPlan, 
         head.append(f"# leaves out the failed GPU(s) {', '.join(map(str, plan.gpu.failed))}")
     moved = changes(before, plan)
     head.append(
-        f"# changed (an install restarts these only): {'; '.join(moved)}" if moved else "# unchanged: the map fits"
+        f"# moved or resized (what an install restarts): {'; '.join(moved)}" if moved else "# unchanged: the map fits"
     )
     head += start_order_comments(plan)
     body = yaml.safe_dump({"airgap_llm_services": services}, sort_keys=False, default_flow_style=None)
