@@ -24,7 +24,8 @@ DEFAULT_CEILING = 0.95
 DEFAULT_VLLM_VERSION = "0.32.0"
 DEFAULT_TARGET_OS = "debian-12"
 
-GPU_KEYS = ("model", "count", "memory_gib", "failed")
+GPU_REQUIRED_KEYS = ("model", "count", "memory_gib")
+GPU_KEYS = (*GPU_REQUIRED_KEYS, "failed")
 DEFAULT_MIN_CONCURRENT_SEQS = 4
 # The host variables the GPU map reads. Other airgap_llm_* variables belong to the roles; only a near
 # miss of one of these (a typo such as airgap_llm_service) is an error, since it would be ignored.
@@ -280,7 +281,10 @@ def _parse_gpu(raw: Any, c: _Collector) -> GpuSpec | None:
     if raw is None:
         return None
     if not isinstance(raw, Mapping):
-        c.add("gpu-spec", f"airgap_llm_gpu must be a mapping with {', '.join(GPU_KEYS)}, got {type(raw).__name__}")
+        c.add(
+            "gpu-spec",
+            f"airgap_llm_gpu must be a mapping with {', '.join(GPU_REQUIRED_KEYS)}, got {type(raw).__name__}",
+        )
         return None
     for key, close in _unknown_keys(raw, GPU_KEYS):
         hint = f" (did you mean '{close}'?)" if close else ""

@@ -117,7 +117,10 @@ def model_shape(config: Mapping[str, Any]) -> ModelShape:
     text = text_part(config)
     notes: list[str] = []
     if text is not config:
-        notes.append("multimodal: KV cache from the language model's config; vision tower counted in the overhead")
+        notes.append("multimodal: KV cache from the language model's part of config.json")
+    vision = isinstance(config.get("vision_config"), Mapping)
+    if vision:
+        notes.append("vision tower: its weights counted in the checkpoint, its profile run in the overhead")
     layers = _int(text, "num_hidden_layers", "n_layer", "num_layers")
     heads = _int(text, "num_attention_heads", "n_head")
     hidden = _int(text, "hidden_size", "n_embd", "d_model")
@@ -154,7 +157,7 @@ def model_shape(config: Mapping[str, Any]) -> ModelShape:
         encoder_only=encoder_only,
         mla_latent=mla,
         sliding_window=window,
-        vision=isinstance(config.get("vision_config"), Mapping),
+        vision=vision,
         quantization=quant_method,
         notes=tuple(notes),
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich.console import RenderableType
 from rich.table import Table
 from rich.text import Text
 
@@ -51,5 +52,14 @@ def memory_table(host: str, services: dict[str, ServiceMemory]) -> Table:
     return table
 
 
-def memory_tables(assessment: MemoryAssessment) -> list[Table]:
-    return [memory_table(host, by) for host, by in assessment.services.items() if by]
+def memory_tables(assessment: MemoryAssessment) -> list[RenderableType]:
+    """Each host's table, then the rules used for models the plain decoder formula does not describe."""
+    out: list[RenderableType] = []
+    for host, by in assessment.services.items():
+        if not by:
+            continue
+        out.append(memory_table(host, by))
+        for name, m in by.items():
+            for note in m.notes:
+                out.append(Text(f"  {name} ({m.model}): {note}", style="dim"))
+    return out
