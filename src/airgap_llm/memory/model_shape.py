@@ -102,10 +102,7 @@ def _whisper(config: Mapping[str, Any]) -> ModelShape:
         dtype=_dtype(config, config),
         encoder_positions=source,
         audio_encoder=True,
-        notes=(
-            f"encoder-decoder: decoder self-attention over max_model_len plus a cross-attention cache of "
-            f"{source} encoder positions per sequence",
-        ),
+        notes=(f"encoder-decoder: KV cache for max_model_len + {source} encoder positions (cross-attention)",),
     )
 
 
