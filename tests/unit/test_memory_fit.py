@@ -356,9 +356,10 @@ def test_suggest_says_why_nothing_fits(
                                             "gpu_memory_utilization": 0.9}), {"box-1": {}})
     code, result, _ = suggest(capsys, inv, hub)
     assert code == 1
-    (reason,) = result["failures"]
-    assert reason.startswith("host box-1, service llm: meta-llama/Llama-3.3-70B-Instruct needs")
-    assert "even on 2 GPU(s)" in reason
+    (failure,) = result["failures"]
+    assert (failure["host"], failure["service"], failure["rule"]) == ("box-1", "llm", "memory-fit")
+    assert failure["text"].startswith("host box-1, service llm: meta-llama/Llama-3.3-70B-Instruct needs")
+    assert "even on 2 GPU(s)" in failure["text"]
 
 
 def test_suggest_packs_small_services_and_gives_big_ones_tensor_parallel(hub: Path) -> None:

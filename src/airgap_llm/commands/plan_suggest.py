@@ -79,12 +79,11 @@ def run_suggest(
         new_vars[host] = {**hostvars, "airgap_llm_services": suggested_services(raw, suggestions[host])}
     new_plans = plan_hosts(new_vars)
     assessment = assess_memory(new_plans, models)
-    unplaced = [reason for s in suggestions.values() for reason in s.unplaced]
+    unplaced = [p for s in suggestions.values() for p in s.unplaced]
     # Once a service is left unplaced the map keeps its old placement: its re-check would only repeat that.
-    problems = [str(p) for plan in new_plans for p in plan.problems] + [str(p) for p in assessment.problems]
-    if unplaced:
-        problems = []
-    ok = not unplaced and not problems
+    problems = [] if unplaced else [p for plan in new_plans for p in plan.problems] + assessment.problems
+    failures = unplaced + problems
+    ok = not failures
 
     by_text: dict[str, list[str]] = {}
     docs: dict[str, HostPlan] = {}
@@ -96,7 +95,7 @@ def run_suggest(
         result = {
             "ok": ok,
             "inventory": str(args.inventory),
-            "failures": unplaced + problems,
+            "failures": [p.as_dict() for p in failures],
             "hosts": {
                 plan.host: {
                     "airgap_llm_services": new_vars[plan.host]["airgap_llm_services"],
@@ -114,8 +113,8 @@ def run_suggest(
         console.print(yaml_text, highlight=False, markup=False, soft_wrap=True)
     for table in memory_tables(assessment):
         console.print(table)
-    for reason in unplaced + problems:
-        err_console.print(f"error: {reason}", highlight=False, soft_wrap=True)
+    for problem in failures:
+        err_console.print(f"error: {problem}", highlight=False, soft_wrap=True, markup=False)
     if not ok:
         err_console.print(Text("plan --suggest: no map fits; see the reasons above", style="bold red"))
         return 1

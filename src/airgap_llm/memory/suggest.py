@@ -21,8 +21,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from airgap_llm.failed_gpus import usable_gpus
-from airgap_llm.gpumap import HostPlan, ServicePlan
-from airgap_llm.memory.check import service_estimate
+from airgap_llm.gpumap import HostPlan, Problem, ServicePlan
+from airgap_llm.memory.check import RULE, service_estimate
 from airgap_llm.memory.estimate import GIB, is_large_gpu
 from airgap_llm.memory.model_files import ModelFiles, ModelKey
 from airgap_llm.memory.model_shape import ModelShape, ShapeError, model_shape
@@ -45,7 +45,7 @@ class Placement:
 class Suggestion:
     host: str
     placements: dict[str, Placement] = field(default_factory=dict)
-    unplaced: list[str] = field(default_factory=list)  # why a service got no GPUs
+    unplaced: list[Problem] = field(default_factory=list)  # why a service got no GPUs
 
     @property
     def ok(self) -> bool:
@@ -58,12 +58,12 @@ def _tp_ok(shape: ModelShape, tp: int) -> bool:
 
 def size_service(
     host: str, svc: ServicePlan, files: ModelFiles, cap: int, gpus_free: int, min_seqs: int, large_gpu: bool
-) -> Placement | str:
-    """The fewest GPUs (and the memory per GPU) that fit ``svc``; a reason when none do."""
+) -> Placement | Problem:
+    """The fewest GPUs (and the memory per GPU) that fit ``svc``; a ``memory-fit`` problem when none do."""
     try:
         shape = model_shape(files.config)
     except ShapeError as exc:
-        return f"host {host}, service {svc.name}: cannot estimate {svc.model}: {exc}"
+        return Problem(host, RULE, f"cannot estimate {svc.model}: {exc}", service=svc.name)
     sizes = [tp for tp in TP_SIZES if tp <= gpus_free and _tp_ok(shape, tp)]
     for seqs in (min_seqs, 1):
         for tp in sizes:
@@ -71,7 +71,7 @@ def size_service(
             if need <= cap:
                 return Placement(svc.name, (), tp, need)
     if not sizes:
-        return f"host {host}, service {svc.name}: no working GPU left for it"
+        return Problem(host, RULE, "no working GPU left for it", service=svc.name)
     tp = sizes[-1]
     est = service_estimate(svc, shape, files, large_gpu, tp)
     largest = est.largest_max_model_len(cap)
@@ -80,9 +80,12 @@ def size_service(
         if largest
         else "use a quantized model, or a host with more or larger GPUs"
     )
-    return (
-        f"host {host}, service {svc.name}: {svc.model} needs {est.needed / GIB:.2f} GiB per GPU even on {tp} "
-        f"GPU(s) (max_model_len {est.max_model_len}), more than {cap / GIB:.2f} GiB under the ceiling; {hint}"
+    return Problem(
+        host,
+        RULE,
+        f"{svc.model} needs {est.needed / GIB:.2f} GiB per GPU even on {tp} GPU(s) (max_model_len "
+        f"{est.max_model_len}), more than {cap / GIB:.2f} GiB under the ceiling; {hint}",
+        service=svc.name,
     )
 
 
@@ -151,8 +154,12 @@ def _suggest(plan: HostPlan, models: Mapping[ModelKey, ModelFiles], keep: set[st
         # a service spanning hosts keeps its GPUs: the other hosts must agree
         if set(svc.gpus) - set(free):
             out.unplaced.append(
-                f"host {plan.host}, service {svc.name}: spans {svc.nodes} hosts and sits on a failed GPU; move it "
-                "by hand on every host"
+                Problem(
+                    plan.host,
+                    "gpu-failed",
+                    f"spans {svc.nodes} hosts and sits on a failed GPU; move it by hand on every host",
+                    service=svc.name,
+                )
             )
         free = [g for g in free if g not in svc.gpus]
     by_gpu: dict[int, list[Placement]] = {}
@@ -170,10 +177,10 @@ def _suggest(plan: HostPlan, models: Mapping[ModelKey, ModelFiles], keep: set[st
             continue
         files = models.get((svc.model or "", svc.revision or "main"))
         if files is None:
-            out.unplaced.append(f"host {plan.host}, service {svc.name}: no model files for {svc.model}")
+            out.unplaced.append(Problem(plan.host, "model-files", f"no model files for {svc.model}", service=svc.name))
             continue
         result = size_service(plan.host, svc, files, cap, len(free), plan.min_concurrent_seqs, large)
-        if isinstance(result, str):
+        if isinstance(result, Problem):
             out.unplaced.append(result)
         else:
             sized.append(result)
@@ -181,7 +188,12 @@ def _suggest(plan: HostPlan, models: Mapping[ModelKey, ModelFiles], keep: set[st
         empty = [g for g in free if g not in by_gpu]
         if len(empty) < p.tensor_parallel:
             out.unplaced.append(
-                f"host {plan.host}, service {p.service}: needs {p.tensor_parallel} GPUs of its own, {len(empty)} left"
+                Problem(
+                    plan.host,
+                    RULE,
+                    f"needs {p.tensor_parallel} GPUs of its own, {len(empty)} left",
+                    service=p.service,
+                )
             )
             continue
         p.gpus = tuple(empty[: p.tensor_parallel])
@@ -198,8 +210,13 @@ def _suggest(plan: HostPlan, models: Mapping[ModelKey, ModelFiles], keep: set[st
         empty = [g for g in free if g not in by_gpu]
         if not shared and not empty:
             out.unplaced.append(
-                f"host {plan.host}, service {p.service}: needs {p.need / GIB:.2f} GiB of one GPU and no working GPU "
-                "has that much left; shrink a service (max_model_len, a quantized model) or free a GPU"
+                Problem(
+                    plan.host,
+                    RULE,
+                    f"needs {p.need / GIB:.2f} GiB of one GPU and no working GPU has that much left; shrink a "
+                    "service (max_model_len, a quantized model) or free a GPU",
+                    service=p.service,
+                )
             )
             continue
         g = (empty or shared)[0] if keep else (shared or empty)[0]  # moving: spares first; afresh: packed
