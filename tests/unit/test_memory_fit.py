@@ -20,7 +20,7 @@ from airgap_llm.memory.check import assess_memory, check_memory
 from airgap_llm.memory.estimate import GIB, EngineSettings, kv_bytes_per_token
 from airgap_llm.memory.model_files import find_models, source_from_cache
 from airgap_llm.memory.model_shape import model_shape
-from airgap_llm.memory.safetensors_header import read_header, weights_size
+from airgap_llm.memory.safetensors_header import model_weight_files, read_header, weights_size
 from airgap_llm.memory.suggest import suggest_host
 
 from .conftest import REPO
@@ -173,6 +173,17 @@ def test_header_reader_reads_only_the_header(hub: Path, tmp_path: Path) -> None:
     assert weights_size([tmp_path / "pytorch_model.bin", tmp_path / "training_args.bin"]).total == 1000
     # beside safetensors, the pickles are not what the engine loads
     assert weights_size([tmp_path / "pytorch_model.bin", shard]).total == tensor_total(header)
+
+
+def test_only_the_files_the_engine_loads_count(tmp_path: Path) -> None:
+    snap = model_shapes.write_model(tmp_path / "hub", model_shapes.MODELS[DICTA])
+    (snap / "original").mkdir()
+    (snap / "original" / "consolidated.00.pth").write_bytes(b"x" * 4096)  # not read by the engine
+    shards = sorted(snap.glob("model-*.safetensors"))
+    (snap / "consolidated.safetensors").symlink_to(shards[0])  # the same weights again, outside the index
+    files = model_weight_files(snap)
+    assert [p.name for p in files if p.suffix == ".safetensors"] == [p.name for p in shards]
+    assert weights_size(files).total == 14502338560
 
 
 def tensor_total(header: dict[str, Any]) -> int:
@@ -380,3 +391,16 @@ def test_suggest_packs_small_services_and_gives_big_ones_tensor_parallel(hub: Pa
     # four sequences of 32k do not fit two GPUs' KV caches next to 65.7 GiB of weights each: four GPUs then
     hv["airgap_llm_services"]["llm"]["max_model_len"] = 32768
     assert suggest_host(plan_host("box-1", hv), models).placements["llm"].tensor_parallel == 4
+
+
+def test_usage_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    inv = str(REPO / "inventories" / "a100-1x40g")
+    with pytest.raises(SystemExit) as exc:
+        main(["plan", "-i", inv, "--models-from", str(tmp_path), "--bundle", str(tmp_path)])
+    assert exc.value.code == 2
+    code, _, err = run_plan(capsys, "-i", inv, "--models-from", str(tmp_path / "nope"))
+    assert code == 2 and "no such directory" in err
+    code, _, err = run_plan(capsys, "-i", inv, "--bundle", str(tmp_path))
+    assert code == 2 and "no manifest.json" in err
+    code, _, err = run_plan(capsys, "-i", inv, "--suggest")
+    assert code == 2 and "plan --suggest needs the models' files" in err

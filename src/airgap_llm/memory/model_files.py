@@ -15,7 +15,7 @@ from airgap_llm.bundle.spec import ModelSpec
 from airgap_llm.bundle_check import load_manifest
 from airgap_llm.errors import InputError, UsageError
 from airgap_llm.gpumap import HostPlan, Problem
-from airgap_llm.memory.safetensors_header import WeightsSize, weights_size
+from airgap_llm.memory.safetensors_header import WeightsSize, model_weight_files, weights_size
 
 ModelKey = tuple[str, str]  # (model id, revision)
 
@@ -65,8 +65,7 @@ def read_model_files(snapshot: Path, model: str, revision: str) -> ModelFiles:
         raise InputError(f"model {model}@{revision}: {config_path} is not JSON: {exc}") from exc
     if not isinstance(config, dict):
         raise InputError(f"model {model}@{revision}: {config_path} is not a JSON object")
-    files = [p for p in snapshot.rglob("*") if p.is_file()]
-    weights = weights_size(files)
+    weights = weights_size(model_weight_files(snapshot))
     if not weights.files:
         raise InputError(f"model {model}@{revision}: no weights (*.safetensors or *.bin) in {snapshot}")
     return ModelFiles(model, revision, snapshot, config, weights)

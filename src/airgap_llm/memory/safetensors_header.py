@@ -99,6 +99,33 @@ def tensor_bytes(path: Path, header: dict[str, object]) -> WeightsSize:
     return size
 
 
+INDEX_NAME = "model.safetensors.index.json"
+
+
+def indexed_files(index: Path) -> set[str] | None:
+    """The shard names a ``model.safetensors.index.json`` maps tensors to (None: no usable index)."""
+    try:
+        data = json.loads(index.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    weight_map = data.get("weight_map") if isinstance(data, dict) else None
+    if not isinstance(weight_map, dict):
+        return None
+    return {str(v) for v in weight_map.values()}
+
+
+def model_weight_files(model_dir: Path) -> list[Path]:
+    """The weight files the engine loads from a model directory: its top level only (vLLM does not look
+    in subfolders such as ``original/`` or ``onnx/``), and where an index lists the shards, only those
+    (a repo may also hold the same weights as one ``consolidated.safetensors``, as vLLM's own filter
+    assumes)."""
+    files = sorted(p for p in model_dir.iterdir() if p.is_file())
+    listed = indexed_files(model_dir / INDEX_NAME) if (model_dir / INDEX_NAME).is_file() else None
+    if listed:
+        return [p for p in files if not p.name.endswith(".safetensors") or p.name in listed]
+    return files
+
+
 def weights_size(files: Iterable[Path]) -> WeightsSize:
     """The weights of a model directory's files: safetensors by header, else pickles by file size.
 
