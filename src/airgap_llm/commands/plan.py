@@ -102,7 +102,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         if assessment is not None and source is not None:
             memory: list[RenderableType] = [*memory_tables(assessment)]
-            memory.append(Text(f"memory fit checked from {source.label}", style="dim"))
+            checked = any(assessment.services.values())
+            what = f"memory fit checked from {source.label}" if checked else "memory fit: no GPU service to check"
+            memory.append(Text(what, style="dim"))
         else:
             memory = [Text(SKIPPED, style="dim")]
         console.print(render_plans(plans, memory))
