@@ -123,10 +123,8 @@ def run(args: argparse.Namespace) -> int:
     with step("install: airgap-llm install -i inventories/local-cpu --bundle " + str(bundle)):
         rc = cli_main(["install", "-i", str(inventory), "--bundle", str(bundle)])
         if rc:
-            raise CheckFailed(
-                "install failed (see above); the target is still up for a look: "
-                f"podman exec -it {host.name} journalctl -u 'airgap-llm-*'"
-            )
+            raise CheckFailed("install failed (see above); the target is still up for a look: "
+                              f"podman exec -it {host.name} journalctl -u 'airgap-llm-*'")
     with step("validate: a real request to every service"):
         rc = cli_main(["validate", "-i", str(inventory)])
         if rc:

@@ -60,10 +60,7 @@ def table(result: Mapping[str, Any]) -> Table:
                 f" ({s['result']})" if s.get("result") not in (None, "", "success") else ""
             )
             t.add_row(
-                host,
-                s["name"],
-                s["kind"],
-                str(s["port"]),
+                host, s["name"], s["kind"], str(s["port"]),
                 ",".join(str(g) for g in s["gpus"]) or "cpu",
                 Text(state, style="green" if s["active"] == "active" else "bold red"),
                 "" if s["restarts"] is None else str(s["restarts"]),

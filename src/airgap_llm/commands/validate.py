@@ -48,13 +48,9 @@ def table(result: Mapping[str, Any]) -> Table:
         for r in results:
             secs = r.get("seconds")
             t.add_row(
-                host,
-                r["service"],
-                r["kind"],
-                r["check"],
+                host, r["service"], r["kind"], r["check"],
                 Text("ok", style="green") if r["ok"] else Text("FAIL", style="bold red"),
-                str(r["detail"]),
-                f"{secs:g}" if isinstance(secs, (int, float)) else "",
+                str(r["detail"]), f"{secs:g}" if isinstance(secs, (int, float)) else "",
             )
     return t
 
