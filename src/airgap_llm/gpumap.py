@@ -27,7 +27,9 @@ DEFAULT_CEILING = 0.95
 DEFAULT_VLLM_VERSION = "0.32.0"
 DEFAULT_TARGET_OS = "debian-12"
 
-GPU_KEYS = ("model", "count", "memory_gib")
+GPU_REQUIRED_KEYS = ("model", "count", "memory_gib")
+GPU_KEYS = (*GPU_REQUIRED_KEYS, "failed")
+DEFAULT_MIN_CONCURRENT_SEQS = 4
 # The host variables the GPU map reads. Other airgap_llm_* variables belong to the roles; only a near
 # miss of one of these (a typo such as airgap_llm_service) is an error, since it would be ignored.
 HOST_VARS = (
@@ -39,6 +41,7 @@ HOST_VARS = (
     "airgap_llm_engine",
     "airgap_llm_vllm_version",
     "airgap_llm_paths",
+    "airgap_llm_min_concurrent_seqs",
 )
 SERVICE_KEYS = (
     "kind",
@@ -101,6 +104,7 @@ class GpuSpec:
     model: str
     count: int
     memory_gib: float
+    failed: tuple[int, ...] = ()  # GPUs out of service: plan places nothing on them
 
 
 @dataclass
@@ -230,6 +234,7 @@ class HostPlan:
     # address, or airgap_llm_inference_service_bind_address); None: the host's own facts decide.
     address: str | None = None
     address_source: str = "the host's default IPv4 address (facts, at install time)"
+    min_concurrent_seqs: int = DEFAULT_MIN_CONCURRENT_SEQS  # the memory fit warns below this
 
     @property
     def ok(self) -> bool:
@@ -253,7 +258,12 @@ class HostPlan:
             "ok": self.ok,
             "gpu": None
             if self.gpu is None
-            else {"model": self.gpu.model, "count": self.gpu.count, "memory_gib": self.gpu.memory_gib},
+            else {
+                "model": self.gpu.model,
+                "count": self.gpu.count,
+                "memory_gib": self.gpu.memory_gib,
+                "failed": list(self.gpu.failed),
+            },
             "engine": self.engine,
             "vllm_version": self.vllm_version,
             "target_os": self.target.id if self.target else None,
@@ -266,6 +276,7 @@ class HostPlan:
             "paths": self.paths.as_dict(),
             "address": self.address,
             "address_source": self.address_source,
+            "min_concurrent_seqs": self.min_concurrent_seqs,
         }
 
     @classmethod
@@ -275,7 +286,8 @@ class HostPlan:
         paths = data.get("paths") or {}
         return cls(
             host=str(data["host"]),
-            gpu=GpuSpec(str(gpu["model"]), int(gpu["count"]), float(gpu["memory_gib"])) if gpu else None,
+            gpu=GpuSpec(str(gpu["model"]), int(gpu["count"]), float(gpu["memory_gib"]),
+                        tuple(int(g) for g in gpu.get("failed", []))) if gpu else None,
             services=[ServicePlan.from_dict(s) for s in data.get("services", [])],
             problems=[
                 Problem(str(p["host"]), str(p["rule"]), str(p["message"]), p.get("service"), p.get("gpu"))
@@ -290,6 +302,7 @@ class HostPlan:
             paths=HostPaths(**{k: str(paths[k]) for k in PATH_KEYS if k in paths}),
             address=data.get("address"),
             address_source=str(data.get("address_source", "")),
+            min_concurrent_seqs=int(data.get("min_concurrent_seqs", DEFAULT_MIN_CONCURRENT_SEQS)),
         )
 
 
@@ -325,7 +338,10 @@ def _parse_gpu(raw: Any, c: _Collector) -> GpuSpec | None:
     if raw is None:
         return None
     if not isinstance(raw, Mapping):
-        c.add("gpu-spec", f"airgap_llm_gpu must be a mapping with {', '.join(GPU_KEYS)}, got {type(raw).__name__}")
+        c.add(
+            "gpu-spec",
+            f"airgap_llm_gpu must be a mapping with {', '.join(GPU_REQUIRED_KEYS)}, got {type(raw).__name__}",
+        )
         return None
     for key, close in _unknown_keys(raw, GPU_KEYS):
         hint = f" (did you mean '{close}'?)" if close else ""
@@ -341,7 +357,11 @@ def _parse_gpu(raw: Any, c: _Collector) -> GpuSpec | None:
     if not _is_number(mem) or mem <= 0:
         c.add("gpu-spec", f"airgap_llm_gpu.memory_gib must be a number > 0, got {mem!r}")
         return None
-    return GpuSpec(str(model or ""), count, float(mem))
+    failed = raw.get("failed") or []
+    if not isinstance(failed, list) or not all(_is_int(g) and 0 <= g < count for g in failed):
+        c.add("gpu-spec", f"airgap_llm_gpu.failed must be a list of GPU indexes in 0..{count - 1}, got {failed!r}")
+        failed = []
+    return GpuSpec(str(model or ""), count, float(mem), tuple(sorted(set(failed))))
 
 
 def _floor4(x: float) -> float:
@@ -662,6 +682,10 @@ def plan_host(host: str, hostvars: Mapping[str, Any]) -> HostPlan:
     for text in path_problems:
         c.add("paths", text)
     address, address_source = _address(hostvars)
+    min_seqs = hostvars.get("airgap_llm_min_concurrent_seqs", DEFAULT_MIN_CONCURRENT_SEQS)
+    if not _is_int(min_seqs) or min_seqs < 1:
+        c.add("min-concurrent-seqs", f"airgap_llm_min_concurrent_seqs must be a whole number >= 1, got {min_seqs!r}")
+        min_seqs = DEFAULT_MIN_CONCURRENT_SEQS
 
     plan = HostPlan(
         host=host,
@@ -677,6 +701,7 @@ def plan_host(host: str, hostvars: Mapping[str, Any]) -> HostPlan:
         paths=paths,
         address=address,
         address_source=address_source,
+        min_concurrent_seqs=min_seqs,
     )
 
     # The memory fractions on each GPU must fit under the ceiling.
@@ -690,6 +715,10 @@ def plan_host(host: str, hostvars: Mapping[str, Any]) -> HostPlan:
                 f"{usage.used * usage.memory_gib:.1f} GiB of {usage.memory_gib:g} GiB",
                 gpu=usage.index,
             )
+
+    from airgap_llm.failed_gpus import failed_gpu_problems  # here: that module reads this one's types
+
+    plan.problems.extend(failed_gpu_problems(plan))
 
     engine = hostvars.get("airgap_llm_engine")
     if engine is None:

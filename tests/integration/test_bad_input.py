@@ -281,6 +281,16 @@ MAP_CASES = [
     MapCase("gpu-over-the-ceiling-in-gib", gpu_host(embed={"gpu_memory_utilization": None, "gpu_memory_gib": 40}),
             ["host box-1, GPU 0: over-committed: embed 0.5 + chat 0.6 = 1.1 of its memory, more than the ceiling "
              "0.95 (airgap_llm_gpu_memory_ceiling); 88.0 GiB of 80 GiB [gpu-memory]"]),
+    MapCase("service-on-a-failed-gpu",
+            gpu_host(airgap_llm_gpu={"model": "A100-80GB", "count": 2, "memory_gib": 80, "failed": [1]}),
+            ["host box-1, service chat, GPU 1: is placed on GPU 1, which airgap_llm_gpu.failed marks as out of "
+             "service; move it to a working GPU ('airgap-llm plan --suggest' proposes a map without the failed GPUs) "
+             "[gpu-failed]"]),
+    MapCase("failed-gpu-out-of-range",
+            gpu_host(airgap_llm_gpu={"model": "A100-80GB", "count": 2, "memory_gib": 80, "failed": [2]}),
+            ["host box-1: airgap_llm_gpu.failed must be a list of GPU indexes in 0..1, got [2] [gpu-spec]"]),
+    MapCase("min-concurrent-seqs-zero", gpu_host(airgap_llm_min_concurrent_seqs=0),
+            ["host box-1: airgap_llm_min_concurrent_seqs must be a whole number >= 1, got 0 [min-concurrent-seqs]"]),
     MapCase("ceiling-not-a-fraction", gpu_host(airgap_llm_gpu_memory_ceiling=95),
             ["host box-1: airgap_llm_gpu_memory_ceiling must be a fraction in (0, 1], got 95 [ceiling]"]),
     MapCase("gpu-memory-gib-over-the-card", gpu_host(embed={"gpu_memory_utilization": None, "gpu_memory_gib": 100}),

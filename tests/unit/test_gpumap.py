@@ -431,3 +431,17 @@ def test_role_variables_are_not_taken_for_typos() -> None:
         airgap_llm_inference_service_user="airgap-llm",
     )
     assert plan_host("h1", hv).ok
+
+
+def test_the_plan_the_roles_see_is_the_json_form_of_the_same_objects() -> None:
+    import json
+
+    from airgap_llm.gpumap import HostPlan
+
+    hv = box(airgap_llm_gpu={"model": "A100-40GB", "count": 2, "memory_gib": 40, "failed": [1]},
+             airgap_llm_min_concurrent_seqs=2, airgap_llm_paths={"state_dir": "/data/agl"},
+             ansible_host="10.1.2.3")
+    plan = plan_host("h1", hv)
+    again = HostPlan.from_dict(json.loads(json.dumps(plan.as_dict())))
+    assert again == plan
+    assert again.paths.models_dir == "/data/agl/models" and again.address == "10.1.2.3"
