@@ -439,8 +439,8 @@ def test_the_plan_the_roles_see_is_the_json_form_of_the_same_objects() -> None:
     from airgap_llm.gpumap import HostPlan
 
     hv = box(airgap_llm_gpu={"model": "A100-40GB", "count": 2, "memory_gib": 40, "failed": [1]},
-             airgap_llm_min_concurrent_seqs=2, airgap_llm_paths={"state_dir": "/data/agl"},
-             ansible_host="10.1.2.3")
+             airgap_llm_min_concurrent_seqs=2, airgap_llm_paths={"state_dir": "/data/agl"})
+    hv["ansible_host"] = "10.1.2.3"
     plan = plan_host("h1", hv)
     again = HostPlan.from_dict(json.loads(json.dumps(plan.as_dict())))
     assert again == plan
