@@ -1,7 +1,8 @@
 """Thin Ansible adapters over the airgap_llm package: no logic of their own.
 
-    {{ hostvars | airgap_llm_plan(groups['all']) }}
-        the plan of every host, computed together (the cross-host rules included): the same dict as
+    {{ hostvars | airgap_llm_plan(groups['all'], inventory_dir, airgap_llm_bundle_dir) }}
+        the plan of every host, computed together (the cross-host rules included; with a bundle, the
+        memory fit of every GPU service from its model files, rule memory-fit): the same dict as
         `airgap-llm plan --json` (ok, failures, warnings, hosts: {host: plan}); playbooks/plan.yml sets
         it once per run as airgap_llm_plan, and each host's part as airgap_llm_host_plan
     {{ airgap_llm_host_plan | airgap_llm_service_files(role_vars, address) }}
@@ -54,6 +55,7 @@ from airgap_llm.bundle_check import host_needs
 from airgap_llm.gpumap import plan_hosts
 from airgap_llm.host_files import restart_inputs, service_files
 from airgap_llm.inventory import CONNECTION_VARS, VAR_PREFIX, to_plain
+from airgap_llm.memory.apply import check_memory_fit_from_bundle
 from airgap_llm.plan_report import plan_result
 from airgap_llm.status_report import report as status_report
 from airgap_llm.targets import TARGETS, target_for_facts
@@ -70,9 +72,12 @@ def _planned_vars(hostvars: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def airgap_llm_plan(hostvars: Mapping[str, Any], hosts: Any, source: str = "") -> dict[str, Any]:
+def airgap_llm_plan(hostvars: Mapping[str, Any], hosts: Any, source: str = "", bundle: Any = "") -> dict[str, Any]:
     by_host = {str(h): _planned_vars(hostvars[h]) for h in to_plain(hosts)}
-    return plan_result(plan_hosts(by_host), str(source))
+    plans = plan_hosts(by_host)
+    if bundle and all(p.ok for p in plans):
+        check_memory_fit_from_bundle(plans, Path(str(bundle)))
+    return plan_result(plans, str(source))
 
 
 def _managed() -> str:

@@ -785,3 +785,43 @@ def test_control_plain_ansible_playbook_contacts_the_host(tmp_path: Path, listen
     ran = tasks_run(proc.stdout)
     assert CONTROLLER_FAIL in ran and all(t in PLAN_TASKS or t.startswith("preflight : ") for t in ran), ran
     assert ran[-1] != CONTROLLER_FAIL  # it went past the controller-side checks to a task on the host
+
+
+# --- the memory fit from the bundle's model files: install and plain ansible-playbook ----------------
+
+LLAMA70 = "meta-llama/Llama-3.3-70B-Instruct"
+
+
+def memory_case(tmp_path: Path, port: int) -> tuple[Path, Path]:
+    """Llama-3.3-70B at TP=2 on two 40 GiB GPUs (its weights alone are 65.7 GiB per GPU), with the
+    model's real config.json and safetensors headers (over sparse holes) in the bundle."""
+    sys.path.insert(0, str(REPO / "tests" / "fixtures"))
+    import model_shapes
+
+    hv = gpu_host(airgap_llm_gpu={"model": "A100-40GB", "count": 2, "memory_gib": 40},
+                  embed={"gpus": [0], "gpu_memory_utilization": 0.05},
+                  chat={"model": LLAMA70, "gpu_memory_utilization": 0.85, "max_model_len": 8192})
+    bundle = write_bundle(tmp_path, models=(MINILM, LLAMA70))
+    model_shapes.write_models(bundle / "models" / "hub", [LLAMA70])
+    return write_inventory(tmp_path, port, hv), bundle
+
+
+def test_memory_fit_refused_by_install_before_any_host(
+    tmp_path: Path, listener: Listener, capsys: pytest.CaptureFixture[str]
+) -> None:
+    inv, bundle = memory_case(tmp_path, listener.port)
+    code, out, err = run_cli(capsys, "install", "-i", str(inv), "--bundle", str(bundle))
+    assert code == 1, out + err
+    assert "host box-1, service chat: " in flat(err) and "per GPU on GPUs 0, 1" in flat(err), err
+    assert "[memory-fit]" in err and "gpu_memory_utilization 1.74" not in err, err
+    assert listener.connections == 0
+
+
+def test_memory_fit_refused_by_plain_ansible_playbook_in_the_plan_play(tmp_path: Path, listener: Listener) -> None:
+    inv, bundle = memory_case(tmp_path, listener.port)
+    proc = ansible_playbook(inv, bundle)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2, out
+    assert "[memory-fit]" in out and "host box-1, service chat" in flat(out), out
+    assert tasks_run(proc.stdout)[-1] == PLAN_FAIL
+    assert listener.connections == 0

@@ -11,17 +11,10 @@ from rich.console import RenderableType
 from rich.text import Text
 
 from airgap_llm.console import console, err_console
-from airgap_llm.gpumap import HostPlan, plan_inventory
+from airgap_llm.gpumap import plan_inventory
 from airgap_llm.inventory import load_inventory
-from airgap_llm.memory.check import MemoryAssessment, assess_memory
-from airgap_llm.memory.model_files import (
-    ModelFiles,
-    ModelKey,
-    ModelSource,
-    find_models,
-    source_from_bundle,
-    source_from_cache,
-)
+from airgap_llm.memory.apply import check_memory_fit
+from airgap_llm.memory.model_files import ModelSource, source_from_bundle, source_from_cache
 from airgap_llm.memory.report import memory_tables
 from airgap_llm.plan_report import plan_result, render_plans
 
@@ -65,18 +58,6 @@ def model_source(args: argparse.Namespace) -> ModelSource | None:
     if args.bundle is not None:
         return source_from_bundle(args.bundle)
     return None
-
-
-def check_memory_fit(plans: list[HostPlan], source: ModelSource) -> tuple[MemoryAssessment, dict[ModelKey, ModelFiles]]:
-    """Read the models' files and add the memory problems and warnings to each host's plan."""
-    models, missing = find_models(source, plans)
-    assessment = assess_memory(plans, models)
-    by_host = {p.host: p for p in plans}
-    for problem in missing + assessment.problems:
-        by_host[problem.host].problems.append(problem)
-    for host, warning in assessment.warnings:
-        by_host[host].warnings.append(warning)
-    return assessment, models
 
 
 def run(args: argparse.Namespace) -> int:

@@ -117,12 +117,15 @@ def _problem(plan: HostPlan, svc: ServicePlan, mem: ServiceMemory) -> Problem | 
     parallel = f" (tensor parallel {svc.tensor_parallel_size})" if svc.tensor_parallel_size > 1 else ""
     if svc.nodes > 1:
         parallel += f" (pipeline parallel {svc.nodes})"
+    fraction = _fraction_for(e.needed, plan)
+    # A fraction above the ceiling cannot be given: then only more GPUs or a smaller model help.
+    raise_share = f"gpu_memory_utilization {fraction:g} or more" if fraction <= plan.ceiling else ""
     if e.weights + e.overhead_total >= share:
+        remedies = ", ".join(r for r in (raise_share, "more GPUs (tensor parallel)") if r)
         message = (
             f"{model}{parallel} needs {gib(e.weights):.2f} GiB of weights + {gib(e.overhead_total):.2f} GiB of engine "
             f"overhead per GPU{on} before any KV cache, more than {_share_words(plan, svc, share)}; give it "
-            f"gpu_memory_utilization {_fraction_for(e.needed, plan):g} or more, more GPUs (tensor parallel) or a "
-            "quantized model"
+            f"{remedies} or a quantized model"
         )
         return Problem(plan.host, RULE, message, service=svc.name, gpu=gpu)
     if not mem.fits:
@@ -132,7 +135,7 @@ def _problem(plan: HostPlan, svc: ServicePlan, mem: ServiceMemory) -> Problem | 
             f"{model}{parallel} needs {gib(e.needed):.2f} GiB per GPU{on} (weights {gib(e.weights):.2f} + KV cache "
             f"{gib(e.kv_per_seq):.2f} for one sequence of max_model_len {e.max_model_len}{from_model} + overhead "
             f"{gib(e.overhead_total):.2f}), more than {_share_words(plan, svc, share)}; set max_model_len to at most "
-            f"{largest}, or give it gpu_memory_utilization {_fraction_for(e.needed, plan):g} or more"
+            f"{largest}" + (f", or give it {raise_share}" if raise_share else "")
         )
         return Problem(plan.host, RULE, message, service=svc.name, gpu=gpu)
     return None
