@@ -20,8 +20,9 @@
         verdicts of the validate role's requests (see airgap_llm.validation)
     {{ verdict | airgap_llm_validation_line }}
         one verdict as a line of text
-    {{ manifest | airgap_llm_bundle_needs(plan) }}
-        a host's missing models and the bytes it needs from the bundle (see airgap_llm.bundle_check)
+    {{ manifest | airgap_llm_bundle_needs(plan, verified) }}
+        a host's missing models and the bytes it needs from the bundle, less the model files the host
+        already verified (see airgap_llm.bundle_check)
     {{ plan | airgap_llm_status_report(systemctl_show_stdout, health_results, gpu_json, journal_results) }}
         the status role's per-service report (see airgap_llm.status_report)
     {{ 'debian-12' | airgap_llm_nvidia_driver_packages(branch, flavour, fabricmanager, ...) }}
@@ -150,8 +151,10 @@ def airgap_llm_status_report(
     return status_report(to_plain(plan), str(systemctl_show), to_plain(health), str(gpu_json), to_plain(journal))
 
 
-def airgap_llm_bundle_needs(manifest: Mapping[str, Any], plan: Mapping[str, Any]) -> dict[str, Any]:
-    return host_needs(to_plain(manifest), to_plain(plan))
+def airgap_llm_bundle_needs(
+    manifest: Mapping[str, Any], plan: Mapping[str, Any], verified: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    return host_needs(to_plain(manifest), to_plain(plan), to_plain(verified))
 
 
 def airgap_llm_nvidia_driver_packages(

@@ -47,6 +47,11 @@ class HostPaths:
         return f"{self.state_dir}/models"
 
     @property
+    def model_record(self) -> str:
+        """What the model store verified on the host: path under the hub -> size, mtime_ns, sha256."""
+        return f"{self.state_dir}/hf/.airgap-llm-verified.json"
+
+    @property
     def os_repo_dir(self) -> str:
         return f"{self.state_dir}/os-repo"
 
@@ -56,8 +61,8 @@ class HostPaths:
 
     def as_dict(self) -> dict[str, str]:
         data = asdict(self)
-        for name in ("venv", "venvs_dir", "libexec_dir", "hf_home", "hub_dir", "models_dir", "os_repo_dir",
-                     "wheelhouse_dir"):
+        for name in ("venv", "venvs_dir", "libexec_dir", "hf_home", "hub_dir", "models_dir", "model_record",
+                     "os_repo_dir", "wheelhouse_dir"):
             data[name] = getattr(self, name)
         return data
 
