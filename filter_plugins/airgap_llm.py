@@ -10,6 +10,8 @@
         group, mode (see airgap_llm.host_files); `airgap-llm render` writes the same
     {{ airgap_llm_host_plan | airgap_llm_restart_inputs }}
         per unit, the paths on the host whose change makes the running service stale
+    {{ repo_dir | airgap_llm_apt_source(keyring) }}  {{ none | airgap_llm_nouveau_blacklist }}
+        the apt source of the bundle's local repository and the nouveau blacklist, as render shows them
     {{ airgap_llm_host_plan | airgap_llm_unit_names }}
         the units of the host's services, in start order
     {{ 'debian-12' | airgap_llm_target }}
@@ -54,7 +56,7 @@ from ansible.errors import AnsibleFilterError
 from airgap_llm import nvidia
 from airgap_llm.bundle_check import host_needs
 from airgap_llm.gpumap import plan_hosts
-from airgap_llm.host_files import restart_inputs, service_files
+from airgap_llm.host_files import apt_source, nouveau_blacklist, restart_inputs, service_files
 from airgap_llm.inventory import CONNECTION_VARS, VAR_PREFIX, to_plain
 from airgap_llm.memory.apply import check_memory_fit_from_bundle
 from airgap_llm.plan_report import plan_result
@@ -102,6 +104,14 @@ def airgap_llm_service_files(host_plan: Mapping[str, Any], role_vars: Mapping[st
 
 def airgap_llm_restart_inputs(host_plan: Mapping[str, Any]) -> dict[str, list[str]]:
     return restart_inputs(HostPlan.from_dict(to_plain(host_plan)))
+
+
+def airgap_llm_apt_source(repo_dir: str, keyring: str) -> str:
+    return apt_source(_managed(), str(repo_dir), str(keyring))
+
+
+def airgap_llm_nouveau_blacklist(_: Any = None) -> str:
+    return nouveau_blacklist(_managed())
 
 
 def airgap_llm_unit_names(host_plan: Mapping[str, Any]) -> list[str]:
@@ -201,6 +211,8 @@ class FilterModule:
             "airgap_llm_service_files": airgap_llm_service_files,
             "airgap_llm_unit_names": airgap_llm_unit_names,
             "airgap_llm_restart_inputs": airgap_llm_restart_inputs,
+            "airgap_llm_apt_source": airgap_llm_apt_source,
+            "airgap_llm_nouveau_blacklist": airgap_llm_nouveau_blacklist,
             "airgap_llm_target": airgap_llm_target,
             "airgap_llm_target_for_facts": airgap_llm_target_for_facts,
             "airgap_llm_validation_results": airgap_llm_validation_results,

@@ -10,7 +10,9 @@ from __future__ import annotations
 import textwrap
 from dataclasses import asdict, dataclass
 
+from airgap_llm.bundle.layout import KEYRING_NAME
 from airgap_llm.gpumap import HostPlan, ServicePlan
+from airgap_llm.host_layout import APT_KEYRING_DIR, APT_SOURCE_LIST, NOUVEAU_BLACKLIST
 from airgap_llm.units import HARDENING, UnitSettings, UnitSpec, command_line, start_order, unit_spec
 
 TARGET_UNIT = "airgap-llm.target"
@@ -145,6 +147,33 @@ def service_files(plan: HostPlan, settings: UnitSettings, managed: str, address:
         files.append(HostFile(f"{paths.unit_dir}/{svc.unit}", unit_text(spec, plan, settings, managed), "root",
                               "root", "0644", service=svc.name))
     files.append(HostFile(f"{paths.unit_dir}/{TARGET_UNIT}", target_text(plan, managed), "root", "root", "0644"))
+    return files
+
+
+def apt_source(managed: str, repo_dir: str, keyring: str) -> str:
+    """The sources list of the bundle's local repository (Debian family), signature checked."""
+    return (
+        _header(managed)
+        + "# The airgap-llm bundle's OS packages: a local repository, signature checked.\n"
+        + f"deb [signed-by={keyring}] file:{repo_dir} ./\n"
+    )
+
+
+def nouveau_blacklist(managed: str) -> str:
+    return _header(managed) + "# nouveau must not claim the GPUs before the NVIDIA driver.\nblacklist nouveau\n" \
+        "options nouveau modeset=0\n"
+
+
+def os_files(plan: HostPlan, managed: str) -> list[HostFile]:
+    """The OS configuration install writes: the local repository's apt source (Debian family), and the
+    nouveau blacklist on hosts whose services use GPUs."""
+    files = []
+    if plan.target is not None and plan.target.family == "debian":
+        keyring = f"{APT_KEYRING_DIR}/{KEYRING_NAME}"
+        files.append(HostFile(APT_SOURCE_LIST, apt_source(managed, plan.paths.os_repo_dir, keyring), "root", "root",
+                              "0644"))
+    if any(s.gpus for s in plan.services):
+        files.append(HostFile(NOUVEAU_BLACKLIST, nouveau_blacklist(managed), "root", "root", "0644"))
     return files
 
 

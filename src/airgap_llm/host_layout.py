@@ -11,6 +11,11 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+# Fixed places of the operating system's own configuration that install writes to.
+APT_KEYRING_DIR = "/etc/apt/keyrings"
+APT_SOURCE_LIST = "/etc/apt/sources.list.d/airgap-llm.list"
+NOUVEAU_BLACKLIST = "/etc/modprobe.d/airgap-llm-blacklist-nouveau.conf"
+
 
 @dataclass(frozen=True)
 class HostPaths:
@@ -61,6 +66,8 @@ class HostPaths:
 
     def as_dict(self) -> dict[str, str]:
         data = asdict(self)
+        data.update(apt_keyring_dir=APT_KEYRING_DIR, apt_source_list=APT_SOURCE_LIST,
+                    nouveau_blacklist=NOUVEAU_BLACKLIST)
         for name in ("venv", "venvs_dir", "libexec_dir", "hf_home", "hub_dir", "models_dir", "model_record",
                      "os_repo_dir", "wheelhouse_dir"):
             data[name] = getattr(self, name)
@@ -68,6 +75,7 @@ class HostPaths:
 
 
 PATH_KEYS = tuple(f.name for f in fields(HostPaths))
+
 
 
 def parse_paths(raw: Any) -> tuple[HostPaths, list[str]]:

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from airgap_llm.gpumap import HostPlan
-from airgap_llm.host_files import HostFile, api_key_file, service_files
+from airgap_llm.host_files import HostFile, api_key_file, os_files, service_files
 from airgap_llm.units import ROLE_PREFIX, UnitSettings
 
 SECRET_PLACEHOLDER = "<secret: generated on the controller at install, kept 0600>"
@@ -55,7 +55,7 @@ def render_host(plan: HostPlan, hostvars: Mapping[str, Any], defaults: Mapping[s
     else:
         address = f"<address of {plan.host}>"
         notes.append(f"service address: a placeholder; at install it is {plan.address_source}")
-    files = service_files(plan, settings, managed, address)
+    files = os_files(plan, managed) + service_files(plan, settings, managed, address)
     key_file = str(settings_vars.get(f"{ROLE_PREFIX}api_key_file", ""))
     if key_file:
         files.append(api_key_file(plan, SECRET_PLACEHOLDER))

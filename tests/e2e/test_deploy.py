@@ -131,7 +131,8 @@ def test_render_matches_what_install_wrote(
         on_host = base64.b64decode(ssh(target_set, target, f"base64 -w0 {path}"))
         assert on_host == rendered, f"{path} differs between render and the host"
         compared.append(path)
-    assert len(compared) == 5, compared  # common.env, 2 service envs, 2 units, the target
+    # the apt source of the local repository, common.env, 2 service envs, 2 units, the target
+    assert len(compared) == 7, compared
 
 
 UNITS = ("airgap-llm-embed", "airgap-llm-chat")

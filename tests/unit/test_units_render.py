@@ -147,3 +147,14 @@ def test_render_refuses_a_broken_map_and_an_unknown_limit(tmp_path: Path, capsys
     good = write_inventory(tmp_path / "g", {"box": {"ansible_host": "10.0.0.9"}}, TEST_BOX)
     assert main(["render", "-i", str(good), "-o", str(tmp_path / "out"), "--limit", "nope*"]) == 2
     assert "no host of" in capsys.readouterr().err
+
+
+def test_render_includes_the_os_files_install_writes(tmp_path: Path) -> None:
+    assert main(["render", "-i", str(REPO / "inventories" / "a100-8x80g"), "-o", str(tmp_path)]) == 0
+    (host,) = [h for h in tmp_path.iterdir()]
+    apt = (host / "etc/apt/sources.list.d/airgap-llm.list").read_text()
+    assert apt.endswith("deb [signed-by=/etc/apt/keyrings/airgap-llm-archive-keyring.gpg] "
+                        "file:/var/lib/airgap-llm/os-repo ./\n")
+    assert "blacklist nouveau" in (host / "etc/modprobe.d/airgap-llm-blacklist-nouveau.conf").read_text()
+    assert main(["render", "-i", str(REPO / "inventories" / "local-cpu"), "-o", str(tmp_path / "cpu")]) == 0
+    assert not list((tmp_path / "cpu").glob("*/etc/modprobe.d/*"))  # no GPU service, no blacklist
