@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeGuard
 
 from airgap_llm.bundle.layout import model_folder
+from airgap_llm.engine_python import accepts, engine_python_for, requires_python
 from airgap_llm.host_layout import PATH_KEYS, HostPaths, parse_paths
 from airgap_llm.targets import TARGETS, TargetOS
 
@@ -728,8 +729,37 @@ def plan_host(host: str, hostvars: Mapping[str, Any]) -> HostPlan:
     elif engine == "vllm-cpu" and any(s.gpus for s in services):
         c.add("engine", "airgap_llm_engine is vllm-cpu but services use GPUs")
     plan.engine = str(engine)
+    _check_engine_python(plan, hostvars, c)
 
     return plan
+
+
+def _check_engine_python(plan: HostPlan, hostvars: Mapping[str, Any], c: _Collector) -> None:
+    """Rule target-python: the engine's Requires-Python admits the Python the venv is built with."""
+    if not plan.python or not any(s.uses_engine for s in plan.services):
+        return
+    spec = requires_python(plan.engine, plan.vllm_version)
+    if spec is None or accepts(spec, plan.python):
+        return
+    if hostvars.get("airgap_llm_target_python"):
+        source = "airgap_llm_target_python"
+    else:
+        source = f"the python3 of airgap_llm_target_os {plan.target.id if plan.target else '?'}"
+    other = engine_python_for(plan.target, spec) if plan.target else None
+    if other is None or plan.target is None:
+        hint = "no Python package of this OS release fits: use another airgap_llm_target_os or airgap_llm_vllm_version"
+    elif other == plan.target.python:
+        hint = f"leave airgap_llm_target_python unset: {plan.target.id}'s python3 is {other}"
+    else:
+        hint = (
+            f'set airgap_llm_target_python: "{other}" (the bundle then carries {plan.target.codename}\'s '
+            f"python{other} packages for the venv)"
+        )
+    c.add(
+        "target-python",
+        f"{plan.engine} {plan.vllm_version} needs Python {spec} (its Requires-Python), but the venv would be "
+        f"built with Python {plan.python} ({source}); {hint}",
+    )
 
 
 # What every host of a multi-node service must agree on: one engine instance spans them.

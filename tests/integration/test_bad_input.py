@@ -393,6 +393,10 @@ MAP_CASES = [
              "ubuntu-22.04, ubuntu-24.04 [target-os]"]),
     MapCase("target-python-malformed", gpu_host(airgap_llm_target_python="3"),
             ["host box-1: airgap_llm_target_python must look like '3.11', got '3' [target-python]"]),
+    MapCase("engine-refuses-the-target-python", gpu_host(airgap_llm_target_os="ubuntu-22.04"),
+            ["host box-1: vllm 0.32.0 needs Python >=3.11,<3.15 (its Requires-Python), but the venv would be built "
+             "with Python 3.10 (the python3 of airgap_llm_target_os ubuntu-22.04); set airgap_llm_target_python: "
+             "\"3.11\" (the bundle then carries jammy's python3.11 packages for the venv) [target-python]"]),
     MapCase("nodes-zero", gpu_host(chat={"nodes": 0}),
             ["host box-1, service chat: nodes must be a whole number >= 1, got 0 [nodes]"]),
     MapCase("nodes-on-a-cpu-service", gpu_host(embed={"gpus": [], "gpu_memory_utilization": None, "nodes": 2}),

@@ -48,13 +48,14 @@ def test_gpu_transcription_and_multinode_add_audio_and_ray() -> None:
     }
     plans = plan_hosts(
         {
-            h: hv(airgap_llm_gpu=gpu, airgap_llm_target_os="ubuntu-22.04", airgap_llm_services={"stt": svc})
+            h: hv(airgap_llm_gpu=gpu, airgap_llm_target_os="ubuntu-22.04", airgap_llm_target_python="3.11",
+                  airgap_llm_services={"stt": svc})
             for h in ("a", "b")
         }
     )
     (ws,) = bundle_spec(plans).wheel_sets
     assert ws.requirements == ("vllm[audio]==0.32.0", "ray") and ws.excluded == ()
-    assert ws.dir == "wheels/cp310-manylinux_2_35_x86_64" and ws.hosts == ("a", "b")
+    assert ws.dir == "wheels/cp311-manylinux_2_35_x86_64" and ws.hosts == ("a", "b")
 
 
 def test_cpu_transcription_adds_the_audio_extras_packages_by_name() -> None:

@@ -12,6 +12,7 @@ from airgap_llm.units import engine_args, start_order
 
 TEST_BOX: dict[str, Any] = {
     "airgap_llm_target_os": "ubuntu-22.04",
+    "airgap_llm_target_python": "3.11",  # vLLM 0.32 needs >= 3.11; jammy's python3 is 3.10
     "airgap_llm_gpu": {"model": "A100-40GB", "count": 1, "memory_gib": 40},
     "airgap_llm_services": {
         "ocr": {"kind": "ocr", "model": "rednote-hilab/dots.ocr", "revision": "main", "port": 8002,
@@ -56,7 +57,7 @@ def test_test_box_is_valid_and_fills_gpu0_to_the_ceiling() -> None:
     assert gpu0.used == pytest.approx(0.95)
     assert [n for n, _ in gpu0.services] == ["ocr", "whisper", "embedding", "llm"]
     assert plan.engine == "vllm"
-    assert plan.python == "3.10"
+    assert plan.python == "3.11"
 
 
 def test_over_committed_gpu_names_host_gpu_services_and_numbers() -> None:
@@ -445,3 +446,19 @@ def test_the_plan_the_roles_see_is_the_json_form_of_the_same_objects() -> None:
     again = HostPlan.from_dict(json.loads(json.dumps(plan.as_dict())))
     assert again == plan
     assert again.paths.models_dir == "/data/agl/models" and again.address == "10.1.2.3"
+
+
+def test_the_engine_must_accept_the_target_python() -> None:
+    hv = box(airgap_llm_target_python=None)
+    hv.pop("airgap_llm_target_python")
+    assert texts(hv) == [
+        "host h1: vllm 0.32.0 needs Python >=3.11,<3.15 (its Requires-Python), but the venv would be built with "
+        "Python 3.10 (the python3 of airgap_llm_target_os ubuntu-22.04); set airgap_llm_target_python: \"3.11\" "
+        "(the bundle then carries jammy's python3.11 packages for the venv) [target-python]"
+    ]
+    # vLLM 0.31 still takes 3.10; an OS with no fitting Python says so
+    assert plan_host("h1", {**hv, "airgap_llm_vllm_version": "0.31.0"}).ok
+    (msg,) = texts(box(airgap_llm_target_os="debian-12", airgap_llm_target_python="3.10"))
+    assert msg.endswith("leave airgap_llm_target_python unset: debian-12's python3 is 3.11 [target-python]")
+    # a release the table does not know is left to bundle build
+    assert plan_host("h1", box(airgap_llm_vllm_version="0.40.0", airgap_llm_target_python="3.10")).ok
