@@ -16,10 +16,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeGuard
 
-from airgap_llm.bundle.layout import model_folder
+from airgap_llm.bundle.layout import model_folder, wheel_dir
 from airgap_llm.engine_python import accepts, engine_python_for, requires_python
 from airgap_llm.host_layout import PATH_KEYS, HostPaths, parse_paths
-from airgap_llm.targets import TARGETS, TargetOS
+from airgap_llm.targets import TARGETS, TargetOS, manylinux_platforms
 
 KINDS = ("chat", "embedding", "transcription", "ocr", "app")
 ENGINE_KINDS = ("chat", "embedding", "transcription", "ocr")
@@ -241,6 +241,17 @@ class HostPlan:
     def ok(self) -> bool:
         return not self.problems
 
+    @property
+    def python_tag(self) -> str:
+        return "cp" + self.python.replace(".", "")
+
+    @property
+    def wheel_dir(self) -> str | None:
+        """The bundle's wheel set for this host (``wheels/<python tag>-<newest manylinux tag>``)."""
+        if self.target is None or not self.python:
+            return None
+        return wheel_dir(self.python_tag, manylinux_platforms(self.target.glibc)[0])
+
     def gpu_usage(self) -> list[GpuUsage]:
         if self.gpu is None:
             return []
@@ -269,6 +280,8 @@ class HostPlan:
             "vllm_version": self.vllm_version,
             "target_os": self.target.id if self.target else None,
             "python": self.python,
+            "python_tag": self.python_tag,
+            "wheel_dir": self.wheel_dir,
             "ceiling": self.ceiling,
             "gpus": [u.as_dict() for u in self.gpu_usage()],
             "services": [s.as_dict() for s in self.services],
