@@ -218,7 +218,8 @@ def test_the_memory_estimate_matches_vllms_own_kv_cache_figure(
     assert abs(estimate.kv_per_token - per_token) / per_token < 0.03, (estimate.kv_per_token, per_token, tokens)
     # The embedding model (MiniLM, encoder-only): the estimate counts no KV cache; what vLLM logs is
     # shown when the test fails and in the README.
-    embed_log = ssh(target_set, target, "journalctl -u airgap-llm-embed -o cat --no-pager | grep -m1 'KV cache' || true")
+    embed_log = ssh(target_set, target,
+                    "journalctl -u airgap-llm-embed -o cat --no-pager | grep -m1 'KV cache' || true")
     print(f"chat: {tokens} tokens in {space:.0f} bytes = {per_token:.0f} B/token, estimate "
           f"{estimate.kv_per_token} B/token; embed: {embed_log!r}")
 
