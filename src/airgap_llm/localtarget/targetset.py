@@ -112,12 +112,12 @@ class TargetSet:
         self.dir.mkdir(parents=True, exist_ok=True)
         if not self.key_file.exists():
             run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"airgap-llm-{self.name}",
-                  "-f", str(self.key_file)])
+                 "-f", str(self.key_file)])
         anchor = f"{self.name}-anchor"
         if run(["podman", "container", "exists", anchor], check=False).returncode != 0:
             run(["podman", "run", "-d", "--name", anchor, "--label", f"{LABEL}={self.name}",
-                  "--network", self.network, "--ip", str(self.subnet.network_address + ANCHOR_HOST),
-                  self.image, "/bin/sleep", "infinity"])
+                 "--network", self.network, "--ip", str(self.subnet.network_address + ANCHOR_HOST),
+                 self.image, "/bin/sleep", "infinity"])
         for target in self.targets:
             if run(["podman", "container", "exists", target.name], check=False).returncode != 0:
                 named_systemd = cgroups.host_has_named_systemd_hierarchy()
