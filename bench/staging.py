@@ -47,6 +47,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchlib  # noqa: E402
 import targets  # noqa: E402  (tests/hosts/targets.py, on the path through benchlib)
 
+from airgap_llm.bundle.layout import model_folder  # noqa: E402
+
 REPO = benchlib.REPO
 SET_NAME = "stagebench"
 SUBNET = ipaddress.IPv4Network("10.213.13.0/24")
@@ -193,7 +195,8 @@ def _ts(text: str) -> float:
 def model_store_vars(bundle: Path, base: str) -> dict[str, Any]:
     return {
         "airgap_llm_bundle_dir": str(bundle),
-        "airgap_llm_model_store_services": [{"name": "bench", "model": MODEL, "revision": "main"}],
+        "airgap_llm_model_store_services": [{"name": "bench", "model": MODEL, "revision": "main",
+                                             "model_folder": model_folder(MODEL)}],
         "airgap_llm_model_store_hf_home": f"{base}/hf",
         "airgap_llm_model_store_links_dir": f"{base}/models",
         # The play gathers no facts (site.yml's earlier plays have them): one hashing thread per core.

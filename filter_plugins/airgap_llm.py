@@ -1,8 +1,17 @@
 """Thin Ansible adapters over the airgap_llm package: no logic of their own.
 
-    {{ hostvars[inventory_hostname] | airgap_llm_host_plan(inventory_hostname) }}
-        the host's GPU-map plan as a dict: ok, problems (each with a 'text'), services (each with
-        unit, cuda_visible_devices, memory_fraction, engine_args, after, ...), engine, target_os, ...
+    {{ hostvars | airgap_llm_plan(groups['all'], inventory_dir, airgap_llm_bundle_dir) }}
+        the plan of every host, computed together (the cross-host rules included; with a bundle, the
+        memory fit of every GPU service from its model files, rule memory-fit): the same dict as
+        `airgap-llm plan --json` (ok, failures, warnings, hosts: {host: plan}); playbooks/plan.yml sets
+        it once per run as airgap_llm_plan, and each host's part as airgap_llm_host_plan
+    {{ airgap_llm_host_plan | airgap_llm_service_files(role_vars, address) }}
+        the files of the host's services (units, target, environment files): path, content, owner,
+        group, mode (see airgap_llm.host_files); `airgap-llm render` writes the same
+    {{ airgap_llm_host_plan | airgap_llm_restart_inputs }}
+        per unit, the paths on the host whose change makes the running service stale
+    {{ airgap_llm_host_plan | airgap_llm_unit_names }}
+        the units of the host's services, in start order
     {{ 'debian-12' | airgap_llm_target }}
         the target OS facts (family, python, runtime_packages, ...) as a dict
     {{ ansible_facts | airgap_llm_target_for_facts }}
@@ -11,8 +20,9 @@
         verdicts of the validate role's requests (see airgap_llm.validation)
     {{ verdict | airgap_llm_validation_line }}
         one verdict as a line of text
-    {{ manifest | airgap_llm_bundle_needs(plan) }}
-        a host's missing models and the bytes it needs from the bundle (see airgap_llm.bundle_check)
+    {{ manifest | airgap_llm_bundle_needs(plan, verified) }}
+        a host's missing models and the bytes it needs from the bundle, less the model files the host
+        already verified (see airgap_llm.bundle_check)
     {{ plan | airgap_llm_status_report(systemctl_show_stdout, health_results, gpu_json, journal_results) }}
         the status role's per-service report (see airgap_llm.status_report)
     {{ 'debian-12' | airgap_llm_nvidia_driver_packages(branch, flavour, fabricmanager, ...) }}
@@ -34,23 +44,68 @@ from pathlib import Path
 from typing import Any
 
 try:
-    from airgap_llm.gpumap import plan_host
+    from airgap_llm.gpumap import HostPlan
 except ImportError:  # running from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
-    from airgap_llm.gpumap import plan_host
+    from airgap_llm.gpumap import HostPlan
+
+from ansible.errors import AnsibleFilterError
 
 from airgap_llm import nvidia
 from airgap_llm.bundle_check import host_needs
-from airgap_llm.inventory import VAR_PREFIX, to_plain
+from airgap_llm.gpumap import plan_hosts
+from airgap_llm.host_files import restart_inputs, service_files
+from airgap_llm.inventory import CONNECTION_VARS, VAR_PREFIX, to_plain
+from airgap_llm.memory.apply import check_memory_fit_from_bundle
+from airgap_llm.plan_report import plan_result
 from airgap_llm.status_report import report as status_report
 from airgap_llm.targets import TARGETS, target_for_facts
+from airgap_llm.units import UnitSettings
 from airgap_llm.validation import line as validation_line
 from airgap_llm.validation import results as validation_results
 
 
-def airgap_llm_host_plan(hostvars: Mapping[str, Any], host: str) -> dict[str, Any]:
-    wanted = {k: to_plain(hostvars[k]) for k in list(hostvars) if str(k).startswith(VAR_PREFIX)}
-    return plan_host(host, wanted).as_dict()
+def _planned_vars(hostvars: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        str(k): to_plain(hostvars[k])
+        for k in list(hostvars)
+        if str(k).startswith(VAR_PREFIX) or k in CONNECTION_VARS
+    }
+
+
+def airgap_llm_plan(hostvars: Mapping[str, Any], hosts: Any, source: str = "", bundle: Any = "") -> dict[str, Any]:
+    by_host = {str(h): _planned_vars(hostvars[h]) for h in to_plain(hosts)}
+    plans = plan_hosts(by_host)
+    if bundle and all(p.ok for p in plans):
+        check_memory_fit_from_bundle(plans, Path(str(bundle)))
+    return plan_result(plans, str(source))
+
+
+def _managed() -> str:
+    from ansible import constants as C
+
+    return str(C.config.get_config_value("DEFAULT_MANAGED_STR"))
+
+
+def airgap_llm_service_files(host_plan: Mapping[str, Any], role_vars: Mapping[str, Any],
+                             address: Any = None) -> list[dict[str, Any]]:
+    plan = HostPlan.from_dict(to_plain(host_plan))
+    settings = UnitSettings.from_vars(to_plain(role_vars))
+    chosen = settings.bind_address or plan.address or (str(address) if address else "")
+    if not chosen:
+        raise AnsibleFilterError(
+            f"host {plan.host}: no address for the services: set ansible_host to an IP address or "
+            "airgap_llm_inference_service_bind_address (the host has no default IPv4 address either)"
+        )
+    return [f.as_dict() for f in service_files(plan, settings, _managed(), chosen)]
+
+
+def airgap_llm_restart_inputs(host_plan: Mapping[str, Any]) -> dict[str, list[str]]:
+    return restart_inputs(HostPlan.from_dict(to_plain(host_plan)))
+
+
+def airgap_llm_unit_names(host_plan: Mapping[str, Any]) -> list[str]:
+    return [str(s["unit"]) for s in to_plain(host_plan).get("services", [])]
 
 
 def _target_dict(target: Any) -> dict[str, Any] | None:
@@ -96,8 +151,10 @@ def airgap_llm_status_report(
     return status_report(to_plain(plan), str(systemctl_show), to_plain(health), str(gpu_json), to_plain(journal))
 
 
-def airgap_llm_bundle_needs(manifest: Mapping[str, Any], plan: Mapping[str, Any]) -> dict[str, Any]:
-    return host_needs(to_plain(manifest), to_plain(plan))
+def airgap_llm_bundle_needs(
+    manifest: Mapping[str, Any], plan: Mapping[str, Any], verified: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    return host_needs(to_plain(manifest), to_plain(plan), to_plain(verified))
 
 
 def airgap_llm_nvidia_driver_packages(
@@ -140,7 +197,10 @@ class FilterModule:
 
     def filters(self) -> dict[str, Callable[..., Any]]:
         return {
-            "airgap_llm_host_plan": airgap_llm_host_plan,
+            "airgap_llm_plan": airgap_llm_plan,
+            "airgap_llm_service_files": airgap_llm_service_files,
+            "airgap_llm_unit_names": airgap_llm_unit_names,
+            "airgap_llm_restart_inputs": airgap_llm_restart_inputs,
             "airgap_llm_target": airgap_llm_target,
             "airgap_llm_target_for_facts": airgap_llm_target_for_facts,
             "airgap_llm_validation_results": airgap_llm_validation_results,

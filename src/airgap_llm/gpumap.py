@@ -9,12 +9,15 @@ service, the GPU and the rule it breaks.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeGuard
 
+from airgap_llm.bundle.layout import model_folder
+from airgap_llm.host_layout import PATH_KEYS, HostPaths, parse_paths
 from airgap_llm.targets import TARGETS, TargetOS
 
 KINDS = ("chat", "embedding", "transcription", "ocr", "app")
@@ -24,7 +27,9 @@ DEFAULT_CEILING = 0.95
 DEFAULT_VLLM_VERSION = "0.32.0"
 DEFAULT_TARGET_OS = "debian-12"
 
-GPU_KEYS = ("model", "count", "memory_gib")
+GPU_REQUIRED_KEYS = ("model", "count", "memory_gib")
+GPU_KEYS = (*GPU_REQUIRED_KEYS, "failed")
+DEFAULT_MIN_CONCURRENT_SEQS = 4
 # The host variables the GPU map reads. Other airgap_llm_* variables belong to the roles; only a near
 # miss of one of these (a typo such as airgap_llm_service) is an error, since it would be ignored.
 HOST_VARS = (
@@ -35,6 +40,8 @@ HOST_VARS = (
     "airgap_llm_target_python",
     "airgap_llm_engine",
     "airgap_llm_vllm_version",
+    "airgap_llm_paths",
+    "airgap_llm_min_concurrent_seqs",
 )
 SERVICE_KEYS = (
     "kind",
@@ -97,6 +104,7 @@ class GpuSpec:
     model: str
     count: int
     memory_gib: float
+    failed: tuple[int, ...] = ()  # GPUs out of service: plan places nothing on them
 
 
 @dataclass
@@ -118,8 +126,6 @@ class ServicePlan:
     env: dict[str, str]
     command: tuple[str, ...]
     health_path: str
-    engine_args: list[str] = field(default_factory=list)
-    after: list[str] = field(default_factory=list)
 
     @property
     def uses_engine(self) -> bool:
@@ -153,9 +159,29 @@ class ServicePlan:
             "command": list(self.command),
             "health_path": self.health_path,
             "uses_engine": self.uses_engine,
-            "engine_args": list(self.engine_args),
-            "after": list(self.after),
+            "model_folder": model_folder(self.model) if self.model else None,
         }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ServicePlan:
+        """The inverse of ``as_dict``: what the roles hand back to Python is the same object."""
+        return cls(
+            name=str(data["name"]),
+            kind=str(data["kind"]),
+            model=data.get("model"),
+            revision=data.get("revision"),
+            port=int(data["port"]),
+            gpus=tuple(int(g) for g in data.get("gpus", [])),
+            memory_fraction=data.get("memory_fraction"),
+            memory_gib=data.get("memory_gib"),
+            tensor_parallel_size=int(data.get("tensor_parallel_size", 1)),
+            nodes=int(data.get("nodes", 1)),
+            max_model_len=data.get("max_model_len"),
+            extra_args=tuple(str(a) for a in data.get("extra_args", [])),
+            env={str(k): str(v) for k, v in dict(data.get("env", {})).items()},
+            command=tuple(str(a) for a in data.get("command", [])),
+            health_path=str(data.get("health_path", "/health")),
+        )
 
 
 @dataclass
@@ -203,6 +229,12 @@ class HostPlan:
     vllm_version: str
     target: TargetOS | None
     python: str
+    paths: HostPaths = field(default_factory=HostPaths)
+    # The address the services bind to and probe, when the inventory says it (ansible_host as an IP
+    # address, or airgap_llm_inference_service_bind_address); None: the host's own facts decide.
+    address: str | None = None
+    address_source: str = "the host's default IPv4 address (facts, at install time)"
+    min_concurrent_seqs: int = DEFAULT_MIN_CONCURRENT_SEQS  # the memory fit warns below this
 
     @property
     def ok(self) -> bool:
@@ -226,7 +258,12 @@ class HostPlan:
             "ok": self.ok,
             "gpu": None
             if self.gpu is None
-            else {"model": self.gpu.model, "count": self.gpu.count, "memory_gib": self.gpu.memory_gib},
+            else {
+                "model": self.gpu.model,
+                "count": self.gpu.count,
+                "memory_gib": self.gpu.memory_gib,
+                "failed": list(self.gpu.failed),
+            },
             "engine": self.engine,
             "vllm_version": self.vllm_version,
             "target_os": self.target.id if self.target else None,
@@ -236,7 +273,37 @@ class HostPlan:
             "services": [s.as_dict() for s in self.services],
             "problems": [p.as_dict() for p in self.problems],
             "warnings": list(self.warnings),
+            "paths": self.paths.as_dict(),
+            "address": self.address,
+            "address_source": self.address_source,
+            "min_concurrent_seqs": self.min_concurrent_seqs,
         }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> HostPlan:
+        """The inverse of ``as_dict`` (the JSON form the roles see)."""
+        gpu = data.get("gpu")
+        paths = data.get("paths") or {}
+        return cls(
+            host=str(data["host"]),
+            gpu=GpuSpec(str(gpu["model"]), int(gpu["count"]), float(gpu["memory_gib"]),
+                        tuple(int(g) for g in gpu.get("failed", []))) if gpu else None,
+            services=[ServicePlan.from_dict(s) for s in data.get("services", [])],
+            problems=[
+                Problem(str(p["host"]), str(p["rule"]), str(p["message"]), p.get("service"), p.get("gpu"))
+                for p in data.get("problems", [])
+            ],
+            warnings=[str(w) for w in data.get("warnings", [])],
+            ceiling=float(data.get("ceiling", DEFAULT_CEILING)),
+            engine=str(data.get("engine", "vllm")),
+            vllm_version=str(data.get("vllm_version", DEFAULT_VLLM_VERSION)),
+            target=TARGETS.get(str(data.get("target_os"))),
+            python=str(data.get("python", "")),
+            paths=HostPaths(**{k: str(paths[k]) for k in PATH_KEYS if k in paths}),
+            address=data.get("address"),
+            address_source=str(data.get("address_source", "")),
+            min_concurrent_seqs=int(data.get("min_concurrent_seqs", DEFAULT_MIN_CONCURRENT_SEQS)),
+        )
 
 
 class _Collector:
@@ -271,7 +338,10 @@ def _parse_gpu(raw: Any, c: _Collector) -> GpuSpec | None:
     if raw is None:
         return None
     if not isinstance(raw, Mapping):
-        c.add("gpu-spec", f"airgap_llm_gpu must be a mapping with {', '.join(GPU_KEYS)}, got {type(raw).__name__}")
+        c.add(
+            "gpu-spec",
+            f"airgap_llm_gpu must be a mapping with {', '.join(GPU_REQUIRED_KEYS)}, got {type(raw).__name__}",
+        )
         return None
     for key, close in _unknown_keys(raw, GPU_KEYS):
         hint = f" (did you mean '{close}'?)" if close else ""
@@ -287,7 +357,11 @@ def _parse_gpu(raw: Any, c: _Collector) -> GpuSpec | None:
     if not _is_number(mem) or mem <= 0:
         c.add("gpu-spec", f"airgap_llm_gpu.memory_gib must be a number > 0, got {mem!r}")
         return None
-    return GpuSpec(str(model or ""), count, float(mem))
+    failed = raw.get("failed") or []
+    if not isinstance(failed, list) or not all(_is_int(g) and 0 <= g < count for g in failed):
+        c.add("gpu-spec", f"airgap_llm_gpu.failed must be a list of GPU indexes in 0..{count - 1}, got {failed!r}")
+        failed = []
+    return GpuSpec(str(model or ""), count, float(mem), tuple(sorted(set(failed))))
 
 
 def _floor4(x: float) -> float:
@@ -295,9 +369,7 @@ def _floor4(x: float) -> float:
     return math.floor(x * 10000 + 1e-9) / 10000
 
 
-def _parse_service(  # noqa: C901 - one rule after another reads best as one function
-    name: str, raw: Any, gpu: GpuSpec | None, c: _Collector
-) -> ServicePlan | None:
+def _check_name(name: str, c: _Collector) -> None:
     if not SERVICE_NAME_RE.match(name):
         c.add(
             "service-name",
@@ -305,184 +377,225 @@ def _parse_service(  # noqa: C901 - one rule after another reads best as one fun
             "starting with a letter or digit, at most 64 characters)",
             service=name,
         )
-    if not isinstance(raw, Mapping):
-        c.add("service-spec", f"must be a mapping of settings, got {type(raw).__name__}", service=name)
-        return None
+
+
+def _check_unknown_keys(name: str, raw: Mapping[str, Any], c: _Collector) -> None:
     for key, close in _unknown_keys(raw, SERVICE_KEYS):
         hint = f" (did you mean '{close}'?)" if close else ""
         c.add("unknown-key", f"unknown key '{key}'{hint}", service=name)
 
+
+def _parse_kind(name: str, raw: Mapping[str, Any], c: _Collector) -> str | None:
     kind = raw.get("kind")
     if kind is None:
         c.add("kind", f"kind is missing: set one of {', '.join(KINDS)}", service=name)
-    elif kind not in KINDS:
+        return None
+    if kind not in KINDS:
         near = difflib.get_close_matches(str(kind), KINDS, n=1, cutoff=0.6)
         hint = f" (did you mean '{near[0]}'?)" if near else ""
         c.add("kind", f"unknown kind {kind!r}{hint}: kind must be one of {', '.join(KINDS)}", service=name)
-        kind = None
+        return None
+    return str(kind)
 
+
+def _parse_port(name: str, raw: Mapping[str, Any], c: _Collector) -> int | None:
     port = raw.get("port")
     if port is None:
         c.add("port", "port is missing: each service needs its own port in 1..65535", service=name)
-    elif not _is_int(port) or not 1 <= port <= 65535:
+        return None
+    if not _is_int(port) or not 1 <= port <= 65535:
         c.add("port", f"port must be a whole number in 1..65535, got {port!r}", service=name)
-        port = None
+        return None
+    return port
 
+
+def _parse_gpus(name: str, raw: Mapping[str, Any], gpu: GpuSpec | None, c: _Collector) -> list[int]:
     gpus_raw = raw.get("gpus", [])
-    gpus: list[int] = []
     if gpus_raw is None:
         gpus_raw = []
     if not isinstance(gpus_raw, list) or not all(_is_int(g) for g in gpus_raw):
         c.add("gpus", f"gpus must be a list of GPU indexes ([] for a CPU service), got {gpus_raw!r}", service=name)
-    else:
-        gpus = list(gpus_raw)
-        if len(set(gpus)) != len(gpus):
-            c.add("gpus", f"gpus lists a GPU more than once: {gpus}", service=name)
-        count = gpu.count if gpu else 0
-        for g in gpus:
-            if not 0 <= g < count:
-                if gpu is None:
-                    msg = f"uses GPU {g} but the host has no airgap_llm_gpu (no GPUs)"
-                else:
-                    msg = f"GPU index {g} is out of range: the host has {count} GPU(s), indexes 0..{count - 1}"
-                c.add("gpu-index", msg, service=name, gpu=g)
+        return []
+    gpus = list(gpus_raw)
+    if len(set(gpus)) != len(gpus):
+        c.add("gpus", f"gpus lists a GPU more than once: {gpus}", service=name)
+    count = gpu.count if gpu else 0
+    for g in gpus:
+        if not 0 <= g < count:
+            if gpu is None:
+                msg = f"uses GPU {g} but the host has no airgap_llm_gpu (no GPUs)"
+            else:
+                msg = f"GPU index {g} is out of range: the host has {count} GPU(s), indexes 0..{count - 1}"
+            c.add("gpu-index", msg, service=name, gpu=g)
+    return gpus
 
+
+def _parse_model(name: str, kind: str | None, raw: Mapping[str, Any], c: _Collector) -> tuple[str | None, str | None]:
+    """The model id and revision of an engine service; (None, None) for other kinds."""
     model = raw.get("model")
     revision = raw.get("revision")
-    if kind in ENGINE_KINDS:
-        if not isinstance(model, str) or not model:
-            c.add("model", f"a {kind} service needs a model (a Hugging Face model id)", service=name)
-            model = None
-        elif not MODEL_ID_RE.match(model):
-            c.add("model", f"model '{model}' is not a Hugging Face model id such as 'org/name'", service=name)
-        if revision is None:
-            revision = "main"
-            c.warnings.append(
-                f"host {c.host}, service {name}: no revision given, using 'main' (pin a commit for "
-                "reproducible bundles)"
-            )
-        elif not isinstance(revision, str) or not revision:
-            c.add("revision", f"revision must be a commit sha, tag or branch name, got {revision!r}", service=name)
-    elif kind == "app" and model is not None:
+    if kind == "app" and model is not None:
         c.add("model", "an app service takes no model (it runs its own command)", service=name)
+    if kind not in ENGINE_KINDS:
+        return None, None
+    if not isinstance(model, str) or not model:
+        c.add("model", f"a {kind} service needs a model (a Hugging Face model id)", service=name)
+        model = None
+    elif not MODEL_ID_RE.match(model):
+        c.add("model", f"model '{model}' is not a Hugging Face model id such as 'org/name'", service=name)
+    if revision is None:
+        revision = "main"
+        c.warnings.append(
+            f"host {c.host}, service {name}: no revision given, using 'main' (pin a commit for reproducible bundles)"
+        )
+    elif not isinstance(revision, str) or not revision:
+        c.add("revision", f"revision must be a commit sha, tag or branch name, got {revision!r}", service=name)
+    return model, revision
 
-    command: list[str] = []
+
+def _parse_command(name: str, kind: str | None, raw: Mapping[str, Any], gpus: list[int], c: _Collector) -> list[str]:
     cmd_raw = raw.get("command")
-    if kind == "app":
-        if gpus:
-            c.add("app-gpus", "an app service runs on the CPU: gpus must be []", service=name)
-        if not isinstance(cmd_raw, list) or not cmd_raw or not all(isinstance(a, str) for a in cmd_raw):
-            c.add("command", "an app service needs command: a non-empty list of strings", service=name)
-        else:
-            command = list(cmd_raw)
-    elif cmd_raw is not None:
-        c.add("command", f"command is only for app services, not {kind}", service=name)
+    if kind != "app":
+        if cmd_raw is not None:
+            c.add("command", f"command is only for app services, not {kind}", service=name)
+        return []
+    if gpus:
+        c.add("app-gpus", "an app service runs on the CPU: gpus must be []", service=name)
+    if not isinstance(cmd_raw, list) or not cmd_raw or not all(isinstance(a, str) for a in cmd_raw):
+        c.add("command", "an app service needs command: a non-empty list of strings", service=name)
+        return []
+    return list(cmd_raw)
 
+
+def _parse_health_path(name: str, raw: Mapping[str, Any], c: _Collector) -> str:
     health_path = raw.get("health_path", "/health")
     if not isinstance(health_path, str) or not health_path.startswith("/"):
         c.add("health-path", f"health_path must be a URL path starting with '/', got {health_path!r}", service=name)
-        health_path = "/health"
+        return "/health"
+    return health_path
 
-    util = raw.get("gpu_memory_utilization")
-    gib = raw.get("gpu_memory_gib")
-    tp = raw.get("tensor_parallel_size")
-    fraction: float | None = None
-    amount_gib: float | None = None
+
+def _parse_memory(
+    name: str, raw: Mapping[str, Any], gpus: list[int], gpu: GpuSpec | None, c: _Collector
+) -> tuple[float | None, float | None]:
+    """(fraction of one GPU, the same in GiB) from gpu_memory_utilization or gpu_memory_gib."""
     if not gpus:
         for key in GPU_ONLY_KEYS:
             if raw.get(key) is not None:
                 c.add("cpu-service", f"a CPU service (gpus: []) takes no GPU field, but sets {key}", service=name)
-    else:
-        if util is not None and gib is not None:
-            c.add(
-                "memory",
-                "set exactly one of gpu_memory_utilization and gpu_memory_gib, not both",
-                service=name,
-            )
-        elif util is None and gib is None:
-            c.add(
-                "memory",
-                "a GPU service needs gpu_memory_utilization (a fraction) or gpu_memory_gib",
-                service=name,
-            )
-        elif util is not None:
-            if not _is_number(util) or not 0 < util <= 1:
-                c.add(
-                    "memory",
-                    f"gpu_memory_utilization must be a fraction in (0, 1], got {util!r}",
-                    service=name,
-                )
-            else:
-                fraction = float(util)
+        return None, None
+    util = raw.get("gpu_memory_utilization")
+    gib = raw.get("gpu_memory_gib")
+    fraction: float | None = None
+    if util is not None and gib is not None:
+        c.add("memory", "set exactly one of gpu_memory_utilization and gpu_memory_gib, not both", service=name)
+    elif util is None and gib is None:
+        c.add("memory", "a GPU service needs gpu_memory_utilization (a fraction) or gpu_memory_gib", service=name)
+    elif util is not None:
+        if not _is_number(util) or not 0 < util <= 1:
+            c.add("memory", f"gpu_memory_utilization must be a fraction in (0, 1], got {util!r}", service=name)
         else:
-            mem = gpu.memory_gib if gpu else 0
-            if not _is_number(gib) or gib <= 0:
-                c.add("memory", f"gpu_memory_gib must be a number > 0, got {gib!r}", service=name)
-            elif gpu is None:
-                pass  # the gpu-index problem already says the host has no GPUs
-            elif gib > mem:
-                c.add(
-                    "memory",
-                    f"gpu_memory_gib {gib} is more than one GPU's memory ({mem} GiB)",
-                    service=name,
-                )
-            else:
-                fraction = _floor4(float(gib) / mem)
-        if fraction is not None and gpu is not None:
-            amount_gib = round(fraction * gpu.memory_gib, 2)
-        if tp is not None and (not _is_int(tp) or tp != len(gpus)):
-            c.add(
-                "tensor-parallel",
-                f"tensor_parallel_size {tp!r} must equal the number of GPUs on the host ({len(gpus)}: {gpus})",
-                service=name,
-            )
+            fraction = float(util)
+    elif not _is_number(gib) or gib <= 0:
+        c.add("memory", f"gpu_memory_gib must be a number > 0, got {gib!r}", service=name)
+    elif gpu is None:
+        pass  # the gpu-index problem already says the host has no GPUs
+    elif gib > gpu.memory_gib:
+        c.add("memory", f"gpu_memory_gib {gib} is more than one GPU's memory ({gpu.memory_gib} GiB)", service=name)
+    else:
+        fraction = _floor4(float(gib) / gpu.memory_gib)
+    amount = round(fraction * gpu.memory_gib, 2) if fraction is not None and gpu is not None else None
+    return fraction, amount
 
+
+def _check_tensor_parallel(name: str, raw: Mapping[str, Any], gpus: list[int], c: _Collector) -> None:
+    tp = raw.get("tensor_parallel_size")
+    if gpus and tp is not None and (not _is_int(tp) or tp != len(gpus)):
+        c.add(
+            "tensor-parallel",
+            f"tensor_parallel_size {tp!r} must equal the number of GPUs on the host ({len(gpus)}: {gpus})",
+            service=name,
+        )
+
+
+def _parse_nodes(name: str, raw: Mapping[str, Any], gpus: list[int], c: _Collector) -> int:
     nodes = raw.get("nodes", 1)
     if not _is_int(nodes) or nodes < 1:
         c.add("nodes", f"nodes must be a whole number >= 1, got {nodes!r}", service=name)
-        nodes = 1
-    elif nodes > 1 and not gpus:
+        return 1
+    if nodes > 1 and not gpus:
         c.add("nodes", "a service spanning several hosts (nodes > 1) needs GPUs", service=name)
+    return nodes
 
+
+def _parse_max_model_len(name: str, raw: Mapping[str, Any], c: _Collector) -> int | None:
     max_len = raw.get("max_model_len")
     if max_len is not None and (not _is_int(max_len) or max_len < 1):
         c.add("max-model-len", f"max_model_len must be a whole number >= 1, got {max_len!r}", service=name)
-        max_len = None
+        return None
+    return max_len
 
+
+def _parse_extra_args(name: str, kind: str | None, raw: Mapping[str, Any], c: _Collector) -> list[str]:
     extra = raw.get("extra_args", [])
     if extra is None:
-        extra = []
+        return []
     if not isinstance(extra, list) or not all(isinstance(a, (str, int, float)) for a in extra):
         c.add("extra-args", f"extra_args must be a list of strings, got {extra!r}", service=name)
-        extra = []
-    elif kind == "app" and extra:
+        return []
+    if kind == "app" and extra:
         c.add("extra-args", "extra_args is for engine services; put an app's arguments in command", service=name)
+        return []
+    return [str(a) for a in extra]
 
+
+def _parse_env(name: str, raw: Mapping[str, Any], c: _Collector) -> dict[str, str]:
     env_raw = raw.get("env", {})
-    env: dict[str, str] = {}
     if env_raw is None:
-        env_raw = {}
+        return {}
     if not isinstance(env_raw, Mapping):
         c.add("env", f"env must be a mapping of NAME: value, got {env_raw!r}", service=name)
-    else:
-        for k, v in env_raw.items():
-            if not isinstance(k, str) or not ENV_NAME_RE.match(k):
-                c.add("env", f"env name {k!r} is not a valid environment variable name", service=name)
-            elif isinstance(v, (Mapping, list)) or v is None:
-                c.add("env", f"env {k} must be a single value (string or number), got {v!r}", service=name)
-            elif isinstance(v, bool):
-                env[k] = "1" if v else "0"
-            else:
-                env[k] = str(v)
+        return {}
+    env: dict[str, str] = {}
+    for k, v in env_raw.items():
+        if not isinstance(k, str) or not ENV_NAME_RE.match(k):
+            c.add("env", f"env name {k!r} is not a valid environment variable name", service=name)
+        elif isinstance(v, (Mapping, list)) or v is None:
+            c.add("env", f"env {k} must be a single value (string or number), got {v!r}", service=name)
+        elif isinstance(v, bool):
+            env[k] = "1" if v else "0"
+        else:
+            env[k] = str(v)
+    return env
 
+
+def _parse_service(name: str, raw: Any, gpu: GpuSpec | None, c: _Collector) -> ServicePlan | None:
+    """One service of ``airgap_llm_services``: each field by its own parser, every problem collected."""
+    _check_name(name, c)
+    if not isinstance(raw, Mapping):
+        c.add("service-spec", f"must be a mapping of settings, got {type(raw).__name__}", service=name)
+        return None
+    _check_unknown_keys(name, raw, c)
+    kind = _parse_kind(name, raw, c)
+    port = _parse_port(name, raw, c)
+    gpus = _parse_gpus(name, raw, gpu, c)
+    model, revision = _parse_model(name, kind, raw, c)
+    command = _parse_command(name, kind, raw, gpus, c)
+    health_path = _parse_health_path(name, raw, c)
+    fraction, amount_gib = _parse_memory(name, raw, gpus, gpu, c)
+    _check_tensor_parallel(name, raw, gpus, c)
+    nodes = _parse_nodes(name, raw, gpus, c)
+    max_len = _parse_max_model_len(name, raw, c)
+    extra = _parse_extra_args(name, kind, raw, c)
+    env = _parse_env(name, raw, c)
     if kind is None or port is None:
         return None
     # Other problems keep a partial plan, so later checks (ports, GPU sums) still run where they can.
     return ServicePlan(
         name=name,
         kind=kind,
-        model=model if kind in ENGINE_KINDS else None,
-        revision=revision if kind in ENGINE_KINDS else None,
+        model=model,
+        revision=revision,
         port=port,
         gpus=tuple(gpus),
         memory_fraction=fraction,
@@ -490,55 +603,31 @@ def _parse_service(  # noqa: C901 - one rule after another reads best as one fun
         tensor_parallel_size=max(len(gpus), 1),
         nodes=nodes,
         max_model_len=max_len,
-        extra_args=tuple(str(a) for a in extra),
+        extra_args=tuple(extra),
         env=env,
         command=tuple(command),
         health_path=health_path,
     )
 
 
-def engine_args(svc: ServicePlan) -> list[str]:
-    """The engine's command-line arguments for a service, after the model path and bind address.
-
-    ``--model`` and ``--host`` are added by the unit, which knows where the model lives on the host.
-    """
-    if not svc.uses_engine:
-        return []
-    args = ["--served-model-name", svc.name, "--port", str(svc.port)]
-    if svc.gpus:
-        args += ["--tensor-parallel-size", str(svc.tensor_parallel_size)]
-        if svc.memory_fraction is not None:
-            args += ["--gpu-memory-utilization", f"{svc.memory_fraction:g}"]
-    if svc.nodes > 1:
-        args += ["--pipeline-parallel-size", str(svc.nodes), "--distributed-executor-backend", "ray"]
-    if svc.max_model_len is not None:
-        args += ["--max-model-len", str(svc.max_model_len)]
-    # The unit's readiness wait and monitoring poll these; keep them out of the journal.
-    args += ["--disable-access-log-for-endpoints", "/health,/metrics"]
-    if svc.kind == "embedding":
-        args += ["--runner", "pooling"]
-    elif svc.kind == "ocr":
-        args += ["--trust-remote-code"]
-    args += list(svc.extra_args)
-    return args
+# The inventory's word for the address the services bind to, in order of precedence.
+BIND_ADDRESS_VAR = "airgap_llm_inference_service_bind_address"
 
 
-def _start_order(services: list[ServicePlan]) -> None:
-    """Services that share a GPU start one after another, in the inventory's order.
-
-    vLLM instances initialising at once on one GPU collide when profiling memory. CPU engine services
-    of a host share its cores and memory the same way, so they are chained too.
-    """
-    for i, svc in enumerate(services):
-        if not svc.uses_engine:
-            continue
-        for earlier in services[:i]:
-            if not earlier.uses_engine:
-                continue
-            shares_gpu = bool(set(svc.gpus) & set(earlier.gpus))
-            both_cpu = not svc.gpus and not earlier.gpus
-            if shares_gpu or both_cpu:
-                svc.after.append(earlier.unit)
+def _address(hostvars: Mapping[str, Any]) -> tuple[str | None, str]:
+    """(the services' address, where it comes from); None when only the host's facts can tell."""
+    explicit = hostvars.get(BIND_ADDRESS_VAR)
+    if isinstance(explicit, str) and explicit and "{" not in explicit:
+        return explicit, f"the inventory ({BIND_ADDRESS_VAR})"
+    host = hostvars.get("ansible_host")
+    if isinstance(host, str):
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            pass
+        else:
+            return host, "the inventory (ansible_host)"
+    return None, "the host's default IPv4 address (facts, at install time): ansible_host is not an IP address"
 
 
 def plan_host(host: str, hostvars: Mapping[str, Any]) -> HostPlan:
@@ -589,6 +678,15 @@ def plan_host(host: str, hostvars: Mapping[str, Any]) -> HostPlan:
                 others = ", ".join(n for n in names if n != name)
                 c.add("port-unique", f"port {port} is also used by {others}", service=name)
 
+    paths, path_problems = parse_paths(hostvars.get("airgap_llm_paths"))
+    for text in path_problems:
+        c.add("paths", text)
+    address, address_source = _address(hostvars)
+    min_seqs = hostvars.get("airgap_llm_min_concurrent_seqs", DEFAULT_MIN_CONCURRENT_SEQS)
+    if not _is_int(min_seqs) or min_seqs < 1:
+        c.add("min-concurrent-seqs", f"airgap_llm_min_concurrent_seqs must be a whole number >= 1, got {min_seqs!r}")
+        min_seqs = DEFAULT_MIN_CONCURRENT_SEQS
+
     plan = HostPlan(
         host=host,
         gpu=gpu,
@@ -600,6 +698,10 @@ def plan_host(host: str, hostvars: Mapping[str, Any]) -> HostPlan:
         vllm_version=str(hostvars.get("airgap_llm_vllm_version", DEFAULT_VLLM_VERSION)),
         target=target,
         python=python,
+        paths=paths,
+        address=address,
+        address_source=address_source,
+        min_concurrent_seqs=min_seqs,
     )
 
     # The memory fractions on each GPU must fit under the ceiling.
@@ -614,6 +716,10 @@ def plan_host(host: str, hostvars: Mapping[str, Any]) -> HostPlan:
                 gpu=usage.index,
             )
 
+    from airgap_llm.failed_gpus import failed_gpu_problems  # here: that module reads this one's types
+
+    plan.problems.extend(failed_gpu_problems(plan))
+
     engine = hostvars.get("airgap_llm_engine")
     if engine is None:
         engine = "vllm" if any(s.gpus for s in services) else "vllm-cpu"
@@ -623,9 +729,6 @@ def plan_host(host: str, hostvars: Mapping[str, Any]) -> HostPlan:
         c.add("engine", "airgap_llm_engine is vllm-cpu but services use GPUs")
     plan.engine = str(engine)
 
-    for svc in services:
-        svc.engine_args = engine_args(svc)
-    _start_order(services)
     return plan
 
 

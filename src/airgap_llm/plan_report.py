@@ -27,6 +27,11 @@ def _gib(x: float | None) -> str:
     return "" if x is None else f"{x:.1f}"
 
 
+def _fraction(x: float) -> str:
+    """Two decimals, or three where the inventory gives three (0.175)."""
+    return f"{x:.2f}" if round(x, 2) == x else f"{x:.3f}"
+
+
 def host_table(plan: HostPlan) -> Table:
     """One host: GPU -> services -> memory, with the headroom left under the ceiling."""
     if plan.gpu is not None and plan.gpu.count:
@@ -59,7 +64,7 @@ def host_table(plan: HostPlan) -> Table:
                 svc.kind,
                 str(svc.port),
                 _gib(fraction * usage.memory_gib),
-                f"{fraction:.2f}",
+                _fraction(fraction),
                 f"{svc.model}@{svc.revision}" if svc.model else "",
             )
         if usage.services:
@@ -86,7 +91,8 @@ def host_table(plan: HostPlan) -> Table:
     return table
 
 
-def render_plans(plans: list[HostPlan]) -> RenderableType:
+def render_plans(plans: list[HostPlan], more: list[RenderableType] | None = None) -> RenderableType:
+    """Every host's table, warnings and problems, then ``more`` (such as the memory fit), then the verdict."""
     parts: list[RenderableType] = []
     for plan in plans:
         parts.append(host_table(plan))
@@ -95,6 +101,7 @@ def render_plans(plans: list[HostPlan]) -> RenderableType:
         for p in plan.problems:
             parts.append(Text(f"error: {p}", style="bold red"))
         parts.append(Text(""))
+    parts.extend(more or [])
     bad = sum(len(p.problems) for p in plans)
     if bad:
         parts.append(Text(f"{bad} problem(s) in the GPU map: nothing was changed on any host.", style="bold red"))

@@ -4,8 +4,13 @@ missing model refused before any host changes."""
 
 from __future__ import annotations
 
+import base64
 import ipaddress
+import os
 import shutil
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -108,6 +113,82 @@ def test_second_install_changes_nothing_and_restarts_nothing(
     assert result["changed"] == 0, {h: r["changed_tasks"] for h, r in result["hosts"].items()}
     after = {u: unit_props(target_set, target, u) for u in before}
     assert after == before
+
+
+def test_render_matches_what_install_wrote(
+    installed: dict[str, Any], inventory: Path, target_set: Any, target: Any, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`airgap-llm render` (inventory only) and `install` (on the host) give the same bytes."""
+    rc, result = cli(capsys, "render", "-i", str(inventory), "-o", str(tmp_path), "--json")
+    assert rc == 0, result
+    ((host, data),) = result["hosts"].items()
+    compared = []
+    for path in data["files"]:
+        if path.endswith("/api-key.env"):  # the secret: a placeholder in render
+            continue
+        rendered = (tmp_path / host / path.lstrip("/")).read_bytes()
+        on_host = base64.b64decode(ssh(target_set, target, f"base64 -w0 {path}"))
+        assert on_host == rendered, f"{path} differs between render and the host"
+        compared.append(path)
+    assert len(compared) == 5, compared  # common.env, 2 service envs, 2 units, the target
+
+
+UNITS = ("airgap-llm-embed", "airgap-llm-chat")
+VENV_LINK = "/opt/airgap-llm/venv"
+
+
+def playbook_killed_at(inventory: Path, bundle: Path, play: str) -> str:
+    """Run plain ansible-playbook site.yml and kill it (and every process it started) when ``play`` begins."""
+    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory), "playbooks/site.yml",
+         "-e", f"airgap_llm_bundle_dir={bundle}"],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )
+    seen = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        seen.append(line)
+        if line.startswith(f"PLAY [{play}"):
+            os.killpg(proc.pid, signal.SIGKILL)
+            break
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, "".join(seen[-30:])
+    return "".join(seen)
+
+
+def test_rerun_after_a_run_killed_after_the_venv_switch_restarts_the_services(
+    installed: dict[str, Any], bundle: Path, inventory: Path, target_set: Any, target: Any,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Restarts are decided from the host: a run that dies right after switching the venv leaves the
+    services on the old one; the rerun restarts them, and a third run changes and restarts nothing."""
+    live = ssh(target_set, target, f"readlink {VENV_LINK}")
+    previous = live + "-previous"
+    # The services run from another venv (a hard-linked copy of the live one, made live, then restarted).
+    ssh(target_set, target, f"rm -rf {previous} && cp -al {live} {previous} && ln -sfn {previous} {VENV_LINK}.new "
+        f"&& mv -T {VENV_LINK}.new {VENV_LINK} && systemctl restart {' '.join(UNITS)}")
+    on_previous = {u: unit_props(target_set, target, u) for u in UNITS}
+    assert all(p["ActiveState"] == "active" for p in on_previous.values()), on_previous
+
+    out = playbook_killed_at(inventory, bundle, "Models")
+    assert "Switch the live venv" in out
+    assert ssh(target_set, target, f"readlink {VENV_LINK}") == live  # the run switched the venv back ...
+    assert {u: unit_props(target_set, target, u) for u in UNITS} == on_previous  # ... and died before restarting
+
+    rc, result = cli(capsys, "install", "-i", str(inventory), "--bundle", str(bundle), "--json")
+    assert rc == 0, result
+    restarted = {u: unit_props(target_set, target, u) for u in UNITS}
+    for unit in UNITS:
+        assert restarted[unit]["ActiveState"] == "active"
+        assert restarted[unit]["MainPID"] != on_previous[unit]["MainPID"], f"{unit} still runs the old venv"
+
+    rc, result = cli(capsys, "install", "-i", str(inventory), "--bundle", str(bundle), "--json")
+    assert rc == 0, result
+    assert result["changed"] == 0, {h: r["changed_tasks"] for h, r in result["hosts"].items()}
+    assert {u: unit_props(target_set, target, u) for u in UNITS} == restarted
 
 
 def test_systemctl_restart_brings_the_service_back(installed: dict[str, Any], target_set: Any, target: Any) -> None:

@@ -281,6 +281,16 @@ MAP_CASES = [
     MapCase("gpu-over-the-ceiling-in-gib", gpu_host(embed={"gpu_memory_utilization": None, "gpu_memory_gib": 40}),
             ["host box-1, GPU 0: over-committed: embed 0.5 + chat 0.6 = 1.1 of its memory, more than the ceiling "
              "0.95 (airgap_llm_gpu_memory_ceiling); 88.0 GiB of 80 GiB [gpu-memory]"]),
+    MapCase("service-on-a-failed-gpu",
+            gpu_host(airgap_llm_gpu={"model": "A100-80GB", "count": 2, "memory_gib": 80, "failed": [1]}),
+            ["host box-1, service chat, GPU 1: is placed on GPU 1, which airgap_llm_gpu.failed marks as out of "
+             "service; move it to a working GPU ('airgap-llm plan --suggest' proposes a map without the failed GPUs) "
+             "[gpu-failed]"]),
+    MapCase("failed-gpu-out-of-range",
+            gpu_host(airgap_llm_gpu={"model": "A100-80GB", "count": 2, "memory_gib": 80, "failed": [2]}),
+            ["host box-1: airgap_llm_gpu.failed must be a list of GPU indexes in 0..1, got [2] [gpu-spec]"]),
+    MapCase("min-concurrent-seqs-zero", gpu_host(airgap_llm_min_concurrent_seqs=0),
+            ["host box-1: airgap_llm_min_concurrent_seqs must be a whole number >= 1, got 0 [min-concurrent-seqs]"]),
     MapCase("ceiling-not-a-fraction", gpu_host(airgap_llm_gpu_memory_ceiling=95),
             ["host box-1: airgap_llm_gpu_memory_ceiling must be a fraction in (0, 1], got 95 [ceiling]"]),
     MapCase("gpu-memory-gib-over-the-card", gpu_host(embed={"gpu_memory_utilization": None, "gpu_memory_gib": 100}),
@@ -707,7 +717,7 @@ def test_control_valid_input_does_contact_the_host(tmp_path: Path, listener: Lis
     assert "unreachable" in json.dumps(result).lower(), result
 
 
-# --- plain ansible-playbook: the preflight role is the only guard ---------------------------------
+# --- plain ansible-playbook: the plan play and the preflight role guard it ---------------------------------
 
 
 def ansible_playbook(inv: Path, bundle: Path) -> subprocess.CompletedProcess[str]:
@@ -720,36 +730,48 @@ def ansible_playbook(inv: Path, bundle: Path) -> subprocess.CompletedProcess[str
 
 
 CONTROLLER_FAIL = "preflight : Fail with every inventory and bundle problem before contacting the host"
+PLAN_TASKS = ("Plan every host of the inventory once", "Refuse a GPU map with problems (no host was contacted)",
+              "Take this host's part of the plan")
+PLAN_FAIL = "Refuse a GPU map with problems (no host was contacted)"
 
 
 def tasks_run(output: str) -> list[str]:
     return [line.split("TASK [", 1)[1].split("]", 1)[0] for line in output.splitlines() if line.startswith("TASK [")]
 
 
-PLAYBOOK_CASES: list[tuple[str, Callable[[Path], tuple[dict[str, Any], Path]], str]] = [
-    ("gpu-map", lambda t: (gpu_host(chat={"gpus": [0, 2]}), write_bundle(t)),
+# (id, make, where it stops: the plan play (the GPU map, every host together) or preflight (the bundle), words)
+PLAYBOOK_CASES: list[tuple[str, Callable[[Path], tuple[dict[str, Any], Path]], str, str]] = [
+    ("gpu-map", lambda t: (gpu_host(chat={"gpus": [0, 2]}), write_bundle(t)), "plan",
      "host box-1, service chat, GPU 2: GPU index 2 is out of range: the host has 2 GPU(s), indexes 0..1 [gpu-index]"),
-    ("missing-model", lambda t: (CPU_HOST, write_bundle(t, models=(MINILM,))),
+    ("nodes-2-on-one-host", lambda t: (gpu_host(chat={"nodes": 2}), write_bundle(t)), "plan",
+     "host box-1, service chat: spans 2 hosts but only 1 host(s) of the inventory define it (box-1) [nodes]"),
+    ("missing-model", lambda t: (CPU_HOST, write_bundle(t, models=(MINILM,))), "preflight",
      f"host box-1, service chat: model {SMOLLM}@main is not in the bundle"),
     ("wrong-python-tag", lambda t: ({**CPU_HOST, "airgap_llm_target_os": "ubuntu-24.04"}, write_bundle(t)),
-     WRONG_TAG),
+     "preflight", WRONG_TAG),
 ]
 
 
-@pytest.mark.parametrize(("what", "make", "words"), PLAYBOOK_CASES, ids=[c[0] for c in PLAYBOOK_CASES])
-def test_plain_ansible_playbook_stops_in_preflight(
-    what: str, make: Callable[[Path], tuple[dict[str, Any], Path]], words: str, tmp_path: Path, listener: Listener
+@pytest.mark.parametrize(("what", "make", "where", "words"), PLAYBOOK_CASES, ids=[c[0] for c in PLAYBOOK_CASES])
+def test_plain_ansible_playbook_stops_before_contacting_any_host(
+    what: str, make: Callable[[Path], tuple[dict[str, Any], Path]], where: str, words: str, tmp_path: Path,
+    listener: Listener,
 ) -> None:
     hv, bundle = make(tmp_path)
     inv = write_inventory(tmp_path, listener.port, hv)
     proc = ansible_playbook(inv, bundle)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 2, out
-    assert "preflight failed on box-1 (1 problem, found on the controller; the host was not contacted):" in flat(out)
     assert flat(words) in flat(out)
     ran = tasks_run(proc.stdout)
-    assert ran and all(t.startswith("preflight : ") for t in ran), ran
-    assert ran[-1] == CONTROLLER_FAIL, ran
+    if where == "plan":
+        assert "found before contacting any host; nothing was changed" in flat(out)
+        assert ran[-1] == PLAN_FAIL and all(t in PLAN_TASKS for t in ran), ran
+    else:
+        said = "preflight failed on box-1 (1 problem, found on the controller; the host was not contacted):"
+        assert said in flat(out)
+        assert ran and all(t in PLAN_TASKS or t.startswith("preflight : ") for t in ran), ran
+        assert ran[-1] == CONTROLLER_FAIL, ran
     assert listener.connections == 0
 
 
@@ -761,5 +783,45 @@ def test_control_plain_ansible_playbook_contacts_the_host(tmp_path: Path, listen
     assert listener.connections > 0
     assert "UNREACHABLE!" in out
     ran = tasks_run(proc.stdout)
-    assert CONTROLLER_FAIL in ran and all(t.startswith("preflight : ") for t in ran), ran
+    assert CONTROLLER_FAIL in ran and all(t in PLAN_TASKS or t.startswith("preflight : ") for t in ran), ran
     assert ran[-1] != CONTROLLER_FAIL  # it went past the controller-side checks to a task on the host
+
+
+# --- the memory fit from the bundle's model files: install and plain ansible-playbook ----------------
+
+LLAMA70 = "meta-llama/Llama-3.3-70B-Instruct"
+
+
+def memory_case(tmp_path: Path, port: int) -> tuple[Path, Path]:
+    """Llama-3.3-70B at TP=2 on two 40 GiB GPUs (its weights alone are 65.7 GiB per GPU), with the
+    model's real config.json and safetensors headers (over sparse holes) in the bundle."""
+    sys.path.insert(0, str(REPO / "tests" / "fixtures"))
+    import model_shapes
+
+    hv = gpu_host(airgap_llm_gpu={"model": "A100-40GB", "count": 2, "memory_gib": 40},
+                  embed={"gpus": [0], "gpu_memory_utilization": 0.05},
+                  chat={"model": LLAMA70, "gpu_memory_utilization": 0.85, "max_model_len": 8192})
+    bundle = write_bundle(tmp_path, models=(MINILM, LLAMA70))
+    model_shapes.write_models(bundle / "models" / "hub", [LLAMA70])
+    return write_inventory(tmp_path, port, hv), bundle
+
+
+def test_memory_fit_refused_by_install_before_any_host(
+    tmp_path: Path, listener: Listener, capsys: pytest.CaptureFixture[str]
+) -> None:
+    inv, bundle = memory_case(tmp_path, listener.port)
+    code, out, err = run_cli(capsys, "install", "-i", str(inv), "--bundle", str(bundle))
+    assert code == 1, out + err
+    assert "host box-1, service chat: " in flat(err) and "per GPU on GPUs 0, 1" in flat(err), err
+    assert "[memory-fit]" in err and "gpu_memory_utilization 1.74" not in err, err
+    assert listener.connections == 0
+
+
+def test_memory_fit_refused_by_plain_ansible_playbook_in_the_plan_play(tmp_path: Path, listener: Listener) -> None:
+    inv, bundle = memory_case(tmp_path, listener.port)
+    proc = ansible_playbook(inv, bundle)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2, out
+    assert "[memory-fit]" in out and "host box-1, service chat" in flat(out), out
+    assert tasks_run(proc.stdout)[-1] == PLAN_FAIL
+    assert listener.connections == 0

@@ -49,6 +49,25 @@ def test_matching_bundle_has_no_problems_and_counts_bytes() -> None:
     assert needs["runtime_bytes"] == int(1010 * 5.0) + 200
 
 
+def test_model_files_the_host_already_verified_need_no_space() -> None:
+    m = manifest()
+    for a in m["artifacts"]:
+        a["sha256"] = "ab" * 32
+    hub_path = MINILM.removeprefix("models/hub/") + "/blobs/abc"
+    verified = {hub_path: {"size": 500, "mtime_ns": 1, "sha256": "ab" * 32}}
+    needs = host_needs(m, plan(), verified)
+    assert needs["models_bytes"] == 40 and needs["models_present_bytes"] == 500
+    # another sha256 (a new revision of the file) or size: it must be copied again
+    assert host_needs(m, plan(), {hub_path: {"size": 500, "sha256": "cd" * 32}})["models_bytes"] == 540
+    assert host_needs(m, plan(), {hub_path: {"size": 499, "sha256": "ab" * 32}})["models_bytes"] == 540
+
+
+def test_two_services_of_one_model_count_its_files_once() -> None:
+    svc = {"kind": "embedding", "model": "sentence-transformers/all-MiniLM-L6-v2", "revision": "main", "gpus": []}
+    needs = host_needs(manifest(), plan(a={**svc, "port": 1}, b={**svc, "port": 2}))
+    assert needs["models_bytes"] == 540
+
+
 def test_missing_model_names_host_service_model_and_the_bundles_inventory() -> None:
     p = plan(chat={"kind": "chat", "model": "HuggingFaceTB/SmolLM2-135M-Instruct", "revision": "v1", "port": 8003,
                    "gpus": []})

@@ -45,9 +45,9 @@ def test_seed_allocations(capsys: pytest.CaptureFixture[str]) -> None:
 
     (box,) = gpus("a100-1x40g").values()
     assert [(s["name"], s["gib"]) for s in box["gpus"][0]["services"]] == [
-        ("ocr", 12.0),
-        ("whisper", 6.0),
-        ("embedding", 6.0),
+        ("ocr", 10.0),
+        ("whisper", 7.0),
+        ("embedding", 7.0),
         ("llm", 14.0),
     ]
     (hgx,) = gpus("a100-8x80g").values()

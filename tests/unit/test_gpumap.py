@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from airgap_llm.gpumap import plan_host, plan_hosts
+from airgap_llm.units import engine_args, start_order
 
 TEST_BOX: dict[str, Any] = {
     "airgap_llm_target_os": "ubuntu-22.04",
@@ -127,7 +128,7 @@ def test_tensor_parallel_defaults_to_gpu_count() -> None:
     }
     svc = plan_host("h1", hv).services[0]
     assert svc.tensor_parallel_size == 4
-    assert svc.engine_args[:8] == [
+    assert engine_args(svc)[:8] == [
         "--served-model-name", "llm", "--port", "1", "--tensor-parallel-size", "4",
         "--gpu-memory-utilization", "0.9",
     ]
@@ -251,26 +252,26 @@ def test_missing_revision_defaults_to_main_with_a_warning() -> None:
 
 def test_engine_args_per_kind() -> None:
     plan = plan_host("h1", TEST_BOX)
-    args = {s.name: s.engine_args for s in plan.services}
+    args = {s.name: engine_args(s) for s in plan.services}
     assert "--runner" in args["embedding"] and args["embedding"][args["embedding"].index("--runner") + 1] == "pooling"
     assert "--trust-remote-code" in args["ocr"]
     assert "--trust-remote-code" not in args["llm"] and "--runner" not in args["llm"]
     for svc in plan.services:
-        assert svc.engine_args[:2] == ["--served-model-name", svc.name]
-        assert "--gpu-memory-utilization" in svc.engine_args
+        assert engine_args(svc)[:2] == ["--served-model-name", svc.name]
+        assert "--gpu-memory-utilization" in engine_args(svc)
         assert svc.cuda_visible_devices == "0"
 
 
 def test_extra_args_are_passed_verbatim_last() -> None:
     plan = plan_host("h1", box(llm={"extra_args": ["--quantization", "awq"], "max_model_len": 8192}))
     llm = next(s for s in plan.services if s.name == "llm")
-    assert llm.engine_args[-2:] == ["--quantization", "awq"]
-    assert llm.engine_args[llm.engine_args.index("--max-model-len") + 1] == "8192"
+    assert engine_args(llm)[-2:] == ["--quantization", "awq"]
+    assert engine_args(llm)[engine_args(llm).index("--max-model-len") + 1] == "8192"
 
 
 def test_colocated_gpu_services_start_one_after_another() -> None:
     plan = plan_host("h1", TEST_BOX)
-    after = {s.name: s.after for s in plan.services}
+    after = start_order(plan.services)
     assert after["ocr"] == []
     assert after["whisper"] == ["airgap-llm-ocr.service"]
     assert after["llm"] == ["airgap-llm-ocr.service", "airgap-llm-whisper.service", "airgap-llm-embedding.service"]
@@ -287,7 +288,7 @@ def test_services_on_separate_gpus_start_independently() -> None:
     }
     plan = plan_host("h1", hv)
     assert plan.ok, plan.problems
-    assert {s.name: s.after for s in plan.services} == {"a": [], "b": [], "c": ["airgap-llm-a.service"]}
+    assert start_order(plan.services) == {"a": [], "b": [], "c": ["airgap-llm-a.service"]}
 
 
 def test_cpu_host_uses_vllm_cpu_and_chains_engine_services() -> None:
@@ -304,9 +305,10 @@ def test_cpu_host_uses_vllm_cpu_and_chains_engine_services() -> None:
     assert plan.engine == "vllm-cpu"
     assert plan.gpu_usage() == []
     by = {s.name: s for s in plan.services}
-    assert by["chat"].after == ["airgap-llm-embed.service"]
-    assert by["web"].engine_args == [] and by["web"].after == []
-    assert "--gpu-memory-utilization" not in by["chat"].engine_args
+    after = start_order(plan.services)
+    assert after["chat"] == ["airgap-llm-embed.service"]
+    assert engine_args(by["web"]) == [] and after["web"] == []
+    assert "--gpu-memory-utilization" not in engine_args(by["chat"])
     assert by["chat"].cuda_visible_devices == ""
 
 
@@ -349,7 +351,7 @@ def test_multi_node_service_needs_enough_hosts() -> None:
     }
     plans = plan_hosts({"n1": one, "n2": one})
     assert all(p.ok for p in plans)
-    args = plans[0].services[0].engine_args
+    args = engine_args(plans[0].services[0])
     assert args[args.index("--pipeline-parallel-size") + 1] == "2"
     assert args[args.index("--distributed-executor-backend") + 1] == "ray"
     (bad,) = plan_hosts({"n1": one})
@@ -397,7 +399,9 @@ def test_multi_node_hosts_must_define_the_service_the_same_way(change: dict[str,
 def test_as_dict_is_json_serialisable() -> None:
     import json
 
-    data = plan_host("h1", TEST_BOX).as_dict()
+    plan = plan_host("h1", TEST_BOX)
+    data = plan.as_dict()
+    assert type(plan).from_dict(json.loads(json.dumps(data))) == plan
     assert json.loads(json.dumps(data))["gpus"][0]["headroom_fraction"] == 0.0
 
 
@@ -427,3 +431,17 @@ def test_role_variables_are_not_taken_for_typos() -> None:
         airgap_llm_inference_service_user="airgap-llm",
     )
     assert plan_host("h1", hv).ok
+
+
+def test_the_plan_the_roles_see_is_the_json_form_of_the_same_objects() -> None:
+    import json
+
+    from airgap_llm.gpumap import HostPlan
+
+    hv = box(airgap_llm_gpu={"model": "A100-40GB", "count": 2, "memory_gib": 40, "failed": [1]},
+             airgap_llm_min_concurrent_seqs=2, airgap_llm_paths={"state_dir": "/data/agl"})
+    hv["ansible_host"] = "10.1.2.3"
+    plan = plan_host("h1", hv)
+    again = HostPlan.from_dict(json.loads(json.dumps(plan.as_dict())))
+    assert again == plan
+    assert again.paths.models_dir == "/data/agl/models" and again.address == "10.1.2.3"

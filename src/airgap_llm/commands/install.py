@@ -14,6 +14,7 @@ from airgap_llm.console import console, err_console
 from airgap_llm.errors import AirgapLlmError, InputError
 from airgap_llm.gpumap import plan_inventory
 from airgap_llm.inventory import load_inventory
+from airgap_llm.memory.apply import check_memory_fit_from_bundle
 from airgap_llm.progress import RunProgress
 from airgap_llm.run_report import failures_text, progress_table, run_result, summary_table
 from airgap_llm.runner import run_playbook
@@ -36,12 +37,15 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def preflight(inventory: str, bundle: Path) -> None:
-    """What can be checked on the controller before any host is touched: the GPU map, then the bundle.
+    """What can be checked on the controller before any host is touched: the GPU map, the memory fit of
+    every GPU service from the bundle's model files, then the bundle.
 
     Every problem is reported at once. A bundle that cannot be read at all (no such directory, not a
     bundle) keeps its own exit code when the GPU map is fine, and joins the list otherwise.
     """
     plans = plan_inventory(load_inventory(inventory))
+    if all(plan.ok for plan in plans):
+        check_memory_fit_from_bundle(plans, bundle)  # rule memory-fit, from the bundle's model files
     problems = [str(p) for plan in plans for p in plan.problems]
     try:
         problems += check_bundle_for_plans(bundle, [plan.as_dict() for plan in plans])

@@ -5,8 +5,8 @@
     targets.py check-route --network NET IP...
     targets.py net-up --network NET --subnet CIDR  # network + bridge only
     targets.py net-down --network NET
-    targets.py cgroups-up --scenario roles/ROLE/molecule/default/molecule.yml   # before `molecule create`
-    targets.py cgroups-down --scenario roles/ROLE/molecule/default/molecule.yml # after `molecule destroy`
+    targets.py cgroups-up --scenario SCENARIO/molecule.yml --base .config/molecule/config.yml
+    targets.py cgroups-down --scenario SCENARIO/molecule.yml --base .config/molecule/config.yml
 """
 
 from __future__ import annotations
@@ -27,20 +27,25 @@ from airgap_llm.localtarget.targetset import TargetSet
 DESCRIPTION = "Local targets: systemd containers on an internal podman network, no route out."
 
 
-def scenario_platforms(scenario: Path) -> list[str]:
-    """The platform names of a Molecule scenario file."""
-    try:
-        data = yaml.safe_load(scenario.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise TargetError(f"cannot read the Molecule scenario {scenario}: {exc}") from exc
-    return [str(platform["name"]) for platform in data.get("platforms", []) if "name" in platform]
+def scenario_platforms(scenario: Path, base: Path | None = None) -> list[str]:
+    """The platform names of a Molecule scenario file, or of its base config when it has none."""
+    for path in (scenario, base):
+        if path is None:
+            continue
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise TargetError(f"cannot read the Molecule configuration {path}: {exc}") from exc
+        if data.get("platforms"):
+            return [str(platform["name"]) for platform in data["platforms"] if "name" in platform]
+    return []
 
 
-def scenario_cgroups(scenario: Path, up: bool) -> None:
+def scenario_cgroups(scenario: Path, base: Path | None, up: bool) -> None:
     """Create (``up``) or remove each platform's own cgroup (see airgap_llm.localtarget.cgroups)."""
     if not cgroups.host_has_named_systemd_hierarchy():
         return
-    for name in scenario_platforms(scenario):
+    for name in scenario_platforms(scenario, base):
         if up:
             cgroups.prepare(name)
         else:
@@ -70,6 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for verb, what in (("cgroups-up", "create"), ("cgroups-down", "remove")):
         cg = sub.add_parser(verb, help=f"{what} the own name=systemd cgroup of each platform of a Molecule scenario")
         cg.add_argument("--scenario", type=Path, required=True, help="the scenario's molecule.yml")
+        cg.add_argument("--base", type=Path, help="the base config (its platforms serve a scenario without any)")
     args = parser.parse_args(argv)
 
     try:
@@ -90,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "net-down":
             remove_network(args.network)
         elif args.command in ("cgroups-up", "cgroups-down"):
-            scenario_cgroups(args.scenario, up=args.command == "cgroups-up")
+            scenario_cgroups(args.scenario, args.base, up=args.command == "cgroups-up")
     except TargetError as err:
         print(f"targets.py: error: {err}", file=sys.stderr)
         return 1

@@ -29,7 +29,7 @@ def main(out: Path) -> int:
     minilm_cache(hub)
     inventory = out / "inventory"
     (inventory / "group_vars").mkdir(parents=True, exist_ok=True)
-    (inventory / "hosts.yml").write_text("airgap_llm:\n  hosts:\n    model-store-1:\n")
+    (inventory / "hosts.yml").write_text("airgap_llm:\n  hosts:\n    target-1:\n")
     scenario = yaml.safe_load((HERE / "molecule.yml").read_text())
     group_vars = scenario["provisioner"]["inventory"]["group_vars"]["all"]
     (inventory / "group_vars" / "airgap_llm.yml").write_text(yaml.safe_dump(group_vars, sort_keys=False))

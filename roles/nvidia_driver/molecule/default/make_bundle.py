@@ -46,7 +46,7 @@ def fake_fabricmanager(out: Path, version: str) -> Path:
 
 def main(out: Path) -> int:
     driver = driver_packages("debian-12", headers=())
-    os_set = OsSetSpec(TARGET, TARGET.runtime_packages + driver.install, ("nvidia-driver-1",))
+    os_set = OsSetSpec(TARGET, TARGET.runtime_packages + driver.install, ("target-1",))
     repo = out / os_set.dir
     valid = {f"{os_set.dir}/{p.name}" for p in repo.glob("*.deb")} if (repo / "InRelease").is_file() else set()
     result = build_os_repo(out, os_set, valid)

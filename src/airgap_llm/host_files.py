@@ -1,0 +1,178 @@
+"""The files a host's services get (units, the target, environment files), laid out from ``units``.
+
+Pure: ``service_files`` returns each file's path on the host, content, owner, group and mode. The
+inference_service role writes exactly these (``airgap_llm_service_files`` filter); ``airgap-llm
+render`` writes the same content under ``DIR/<host>/<path>``, so the two agree byte for byte.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from dataclasses import asdict, dataclass
+
+from airgap_llm.gpumap import HostPlan, ServicePlan
+from airgap_llm.units import HARDENING, UnitSettings, UnitSpec, command_line, start_order, unit_spec
+
+TARGET_UNIT = "airgap-llm.target"
+API_KEY_ENV = "api-key.env"
+API_KEY_VAR = "VLLM_API_KEY"
+
+
+@dataclass(frozen=True)
+class HostFile:
+    path: str
+    content: str
+    owner: str
+    group: str
+    mode: str
+    service: str | None = None  # the one service this file belongs to; None: every service of the host
+    secret: bool = False
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def _header(managed: str) -> str:
+    return f"# {managed}\n"
+
+
+def common_env(plan: HostPlan, settings: UnitSettings, address: str, managed: str) -> str:
+    paths = plan.paths
+    lines = [
+        "# Environment shared by every airgap-llm service on this host.",
+        f"HF_HOME={paths.hf_home}",
+        f"HF_MODULES_CACHE={paths.cache_dir}/hf-modules",
+        f"VLLM_CACHE_ROOT={paths.cache_dir}/vllm",
+        f"TRITON_CACHE_DIR={paths.cache_dir}/triton",
+        f"TORCHINDUCTOR_CACHE_DIR={paths.cache_dir}/torchinductor",
+        f"XDG_CACHE_HOME={paths.cache_dir}/xdg",
+        f"VLLM_HOST_IP={address}",
+        f"VLLM_ENGINE_READY_TIMEOUT_S={settings.ready_timeout_s}",
+        f"AIRGAP_LLM_OPEN_PATHS={' '.join(settings.open_paths)}",
+    ]
+    lines += [f"{name}={value}" for name, value in settings.common_env]
+    return _header(managed) + "\n".join(lines) + "\n"
+
+
+def service_env(svc: ServicePlan, managed: str) -> str:
+    what = f": {svc.model}@{svc.revision}" if svc.model else ""
+    lines = [f"# airgap-llm service {svc.name} ({svc.kind}{what})"]
+    if svc.gpus:
+        lines += ["CUDA_DEVICE_ORDER=PCI_BUS_ID", f"CUDA_VISIBLE_DEVICES={svc.cuda_visible_devices}"]
+    else:
+        lines.append("CUDA_VISIBLE_DEVICES=")
+    lines += [f"{name}={value}" for name, value in sorted(svc.env.items())]
+    return _header(managed) + "\n".join(lines) + "\n"
+
+
+def unit_text(spec: UnitSpec, plan: HostPlan, settings: UnitSettings, managed: str) -> str:
+    svc, paths = spec.service, plan.paths
+    out = [
+        "[Unit]",
+        f"Description={spec.description}",
+        f"Documentation=file://{paths.config_dir}/{svc.name}.env",
+        f"After={' '.join(spec.after)}",
+        f"Wants={' '.join(spec.wants)}",
+        f"PartOf={TARGET_UNIT}",
+        f"StartLimitIntervalSec={settings.start_limit_interval_s}",
+        f"StartLimitBurst={settings.start_limit_burst}",
+        "",
+        "[Service]",
+        "Type=exec",
+        f"User={settings.user}",
+        f"Group={settings.group}",
+        f"EnvironmentFile={paths.config_dir}/common.env",
+        f"EnvironmentFile={paths.config_dir}/{svc.name}.env",
+        f"EnvironmentFile=-{paths.config_dir}/{API_KEY_ENV}",
+        f"WorkingDirectory={paths.cache_dir}",
+    ]
+    for name, value in spec.environment:
+        if name in spec.comments:
+            out += [f"# {line}" for line in textwrap.wrap(spec.comments[name], 98)]
+        out.append(f"Environment={name}={value}")
+    out += [
+        f"ExecStart={command_line(spec.exec_start)}",
+        f"ExecStartPost={command_line(spec.exec_start_post)}",
+        f"TimeoutStartSec={settings.ready_timeout_s + 60}",
+        f"TimeoutStopSec={settings.stop_timeout_s}",
+        "KillMode=mixed",
+        "Restart=on-failure",
+        f"RestartSec={settings.restart_sec}",
+        f"LimitNOFILE={settings.limit_nofile}",
+        f"SyslogIdentifier=airgap-llm-{svc.name}",
+        "",
+        "# Hardening (scored with systemd-analyze security). Left out on purpose: MemoryDenyWriteExecute",
+        "# (PyTorch, Triton and the CUDA driver JIT compile code at run time), PrivateUsers and",
+        "# ProcSubset=pid (the engine reads /proc/cpuinfo, /proc/meminfo and the GPU driver's /proc entries).",
+    ]
+    out += [f"{k}={v}" for k, v in HARDENING]
+    out.append(f"ReadWritePaths={paths.cache_dir}")
+    if spec.devices:
+        out.append("# The GPUs of this service only (plus the control and UVM devices every CUDA process needs).")
+        out.append("DevicePolicy=closed")
+        out += [f"DeviceAllow={d}" for d in spec.devices]
+    else:
+        out.append("PrivateDevices=true")
+    out += ["", "[Install]", f"WantedBy={TARGET_UNIT}"]
+    return _header(managed) + "\n".join(out) + "\n"
+
+
+def target_text(plan: HostPlan, managed: str) -> str:
+    out = [
+        "[Unit]",
+        "Description=airgap-llm model-serving services",
+        f"Wants={' '.join(s.unit for s in plan.services)}",
+        "After=network-online.target",
+        "",
+        "[Install]",
+        "WantedBy=multi-user.target",
+    ]
+    return _header(managed) + "\n".join(out) + "\n"
+
+
+def service_files(plan: HostPlan, settings: UnitSettings, managed: str, address: str) -> list[HostFile]:
+    """Every file of the services on ``plan.host`` but the API key, in a stable order."""
+    paths = plan.paths
+    group = settings.group
+    after = start_order(plan.services)
+    files = [HostFile(f"{paths.config_dir}/common.env", common_env(plan, settings, address, managed), "root", group,
+                      "0640")]
+    for svc in plan.services:
+        files.append(HostFile(f"{paths.config_dir}/{svc.name}.env", service_env(svc, managed), "root", group, "0640",
+                              service=svc.name))
+    for svc in plan.services:
+        spec = unit_spec(plan, svc, settings, address, after[svc.name])
+        files.append(HostFile(f"{paths.unit_dir}/{svc.unit}", unit_text(spec, plan, settings, managed), "root",
+                              "root", "0644", service=svc.name))
+    files.append(HostFile(f"{paths.unit_dir}/{TARGET_UNIT}", target_text(plan, managed), "root", "root", "0644"))
+    return files
+
+
+def api_key_file(plan: HostPlan, key: str) -> HostFile:
+    """The API key's environment file: 0600, read by systemd before it drops privileges."""
+    return HostFile(f"{plan.paths.config_dir}/{API_KEY_ENV}", f"{API_KEY_VAR}={key}\n", "root", "root", "0600",
+                    secret=True)
+
+
+def restart_inputs(plan: HostPlan) -> dict[str, list[str]]:
+    """For each unit, the paths on the host whose change means the running service is stale.
+
+    Its unit and environment files, the API key file, the helpers the unit runs, the live venv link
+    (the venv it runs) and its model link (the snapshot it serves). See the role's services-to-restart.
+    """
+    paths = plan.paths
+    inputs: dict[str, list[str]] = {}
+    for svc in plan.services:
+        files = [
+            f"{paths.unit_dir}/{svc.unit}",
+            f"{paths.config_dir}/common.env",
+            f"{paths.config_dir}/{svc.name}.env",
+            f"{paths.config_dir}/{API_KEY_ENV}",
+            f"{paths.libexec_dir}/wait-healthy",
+        ]
+        if svc.uses_engine:
+            files += [f"{paths.libexec_dir}/python/airgap_llm_guard.py", paths.venv, f"{paths.models_dir}/{svc.name}"]
+        elif not svc.command[0].startswith("/"):
+            files.append(paths.venv)
+        inputs[svc.unit] = files
+    return inputs

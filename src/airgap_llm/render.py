@@ -1,0 +1,78 @@
+"""What ``install`` would write onto each host, computed on the controller alone (``airgap-llm render``).
+
+The files come from the same functions the inference_service role calls (``host_files``), with the
+role's settings read the way Ansible resolves them: the role's ``defaults/main.yml`` first, then the
+inventory's values for the host. Secrets are replaced by a placeholder; facts only the host knows
+(its address when ``ansible_host`` is a name) get a placeholder and a note saying so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from airgap_llm.gpumap import HostPlan
+from airgap_llm.host_files import HostFile, api_key_file, service_files
+from airgap_llm.units import ROLE_PREFIX, UnitSettings
+
+SECRET_PLACEHOLDER = "<secret: generated on the controller at install, kept 0600>"
+
+
+@dataclass
+class RenderedHost:
+    host: str
+    files: list[HostFile]
+    notes: list[str] = field(default_factory=list)
+
+
+def role_defaults(project: Path) -> dict[str, Any]:
+    """The inference_service role's defaults, the home of the settings that shape the files."""
+    path = project / "roles" / "inference_service" / "defaults" / "main.yml"
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    return {str(k): v for k, v in data.items()}
+
+
+def managed_string() -> str:
+    """Ansible's ``ansible_managed`` as the project's ansible.cfg sets it (the units' first line)."""
+    from ansible import constants as C
+
+    return str(C.config.get_config_value("DEFAULT_MANAGED_STR"))
+
+
+def render_host(plan: HostPlan, hostvars: Mapping[str, Any], defaults: Mapping[str, Any], managed: str) -> RenderedHost:
+    settings_vars = dict(defaults)
+    settings_vars.update({k: v for k, v in hostvars.items() if k.startswith(ROLE_PREFIX)})
+    settings = UnitSettings.from_vars(settings_vars)
+    notes: list[str] = []
+    address = settings.bind_address or plan.address
+    if address:
+        source = f"the inventory ({ROLE_PREFIX}bind_address)" if settings.bind_address else plan.address_source
+        notes.append(f"service address {address}: from {source}")
+    else:
+        address = f"<address of {plan.host}>"
+        notes.append(f"service address: a placeholder; at install it is {plan.address_source}")
+    files = service_files(plan, settings, managed, address)
+    key_file = str(settings_vars.get(f"{ROLE_PREFIX}api_key_file", ""))
+    if key_file:
+        files.append(api_key_file(plan, SECRET_PLACEHOLDER))
+        notes.append("API key: replaced by a placeholder")
+    if plan.gpu is not None and any(s.gpus for s in plan.services):
+        notes.append("GPU device nodes: /dev/nvidia<N> taken as the CUDA index N")
+    return RenderedHost(plan.host, files, notes)
+
+
+def write_rendered(out: Path, rendered: Sequence[RenderedHost]) -> list[Path]:
+    """Write each file at ``out/<host>/<absolute path on the host>``; returns the paths written."""
+    written = []
+    for host in rendered:
+        for f in host.files:
+            target = out / host.host / f.path.lstrip("/")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(f.content, encoding="utf-8")
+            target.chmod(0o600 if f.secret else int(f.mode, 8) & 0o644)
+            written.append(target)
+    return written

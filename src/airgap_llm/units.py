@@ -1,0 +1,218 @@
+"""Service -> systemd unit, in one home: the engine's command line, the environment, the start order,
+the device list and the hardening of every service's unit are decided here.
+
+Pure logic: ``unit_spec`` turns one planned service (``gpumap.ServicePlan``) into a ``UnitSpec``;
+``airgap_llm.host_files`` lays the specs out as the files a host gets. The inference_service role and
+``airgap-llm render`` both go through these functions, so what a sysadmin reviews is what is installed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from airgap_llm.gpumap import HostPlan, ServicePlan
+
+ROLE_PREFIX = "airgap_llm_inference_service_"
+
+# Kept out of the journal: the unit's readiness wait and monitoring poll them all the time.
+QUIET_ENDPOINTS = "/health,/metrics"
+ENGINE_MODULE = "vllm.entrypoints.openai.api_server"
+GUARD_MIDDLEWARE = "airgap_llm_guard.RequireApiKey"
+
+# Hardening every unit gets. Left out on purpose: MemoryDenyWriteExecute (PyTorch, Triton and the CUDA
+# driver JIT compile code at run time), PrivateUsers and ProcSubset=pid (the engine reads
+# /proc/cpuinfo, /proc/meminfo and the GPU driver's /proc entries).
+HARDENING: tuple[tuple[str, str], ...] = (
+    ("NoNewPrivileges", "true"),
+    ("CapabilityBoundingSet", ""),
+    ("AmbientCapabilities", ""),
+    ("ProtectSystem", "strict"),
+    ("ProtectHome", "true"),
+    ("PrivateTmp", "true"),
+    ("ProtectKernelTunables", "true"),
+    ("ProtectKernelModules", "true"),
+    ("ProtectKernelLogs", "true"),
+    ("ProtectControlGroups", "true"),
+    ("ProtectClock", "true"),
+    ("ProtectHostname", "true"),
+    ("ProtectProc", "invisible"),
+    ("RestrictNamespaces", "true"),
+    ("RestrictRealtime", "true"),
+    ("RestrictSUIDSGID", "true"),
+    ("LockPersonality", "true"),
+    ("RemoveIPC", "true"),
+    ("UMask", "0027"),
+    ("SystemCallArchitectures", "native"),
+    ("SystemCallFilter", "@system-service"),
+    ("SystemCallFilter", "~@privileged @mount @swap @reboot @raw-io @module @obsolete @clock @debug @cpu-emulation"),
+    ("SystemCallErrorNumber", "EPERM"),
+    ("RestrictAddressFamilies", "AF_UNIX AF_INET AF_INET6 AF_NETLINK"),
+)
+# Device nodes every CUDA process needs besides its own GPUs.
+NVIDIA_SHARED_DEVICES = ("/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools", "/dev/nvidia-modeset")
+
+
+@dataclass(frozen=True)
+class UnitSettings:
+    """The inference_service role's settings that shape the files (its defaults/main.yml is their home)."""
+
+    user: str = "airgap-llm"
+    group: str = "airgap-llm"
+    bind_address: str = ""
+    ready_timeout_s: int = 1800
+    stop_timeout_s: int = 30
+    restart_sec: int = 10
+    start_limit_burst: int = 3
+    start_limit_interval_s: int = 1800
+    limit_nofile: int = 65536
+    open_paths: tuple[str, ...] = ("/health", "/ping", "/metrics", "/version")
+    common_env: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def from_vars(cls, variables: Mapping[str, Any]) -> UnitSettings:
+        """From role variables (``airgap_llm_inference_service_<field>``); missing ones keep the default.
+
+        Values still holding a Jinja expression (a default that only Ansible can resolve) are ignored.
+        """
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            value = variables.get(ROLE_PREFIX + f.name)
+            if value is None or (isinstance(value, str) and "{{" in value):
+                continue
+            if f.name == "open_paths":
+                value = tuple(str(p) for p in value)
+            elif f.name == "common_env":
+                value = tuple(sorted((str(k), _env_value(v)) for k, v in dict(value).items()))
+            elif f.name in ("user", "group", "bind_address"):
+                value = str(value)
+            else:
+                value = int(value)
+            values[f.name] = value
+        return cls(**values)
+
+
+def _env_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    return str(value)
+
+
+@dataclass
+class UnitSpec:
+    """What one service's unit says, ready to be laid out."""
+
+    service: ServicePlan
+    description: str
+    after: list[str] = field(default_factory=list)
+    wants: list[str] = field(default_factory=list)
+    environment: list[tuple[str, str]] = field(default_factory=list)  # Environment= lines
+    exec_start: list[str] = field(default_factory=list)
+    exec_start_post: list[str] = field(default_factory=list)
+    devices: list[str] = field(default_factory=list)  # DeviceAllow= values; empty: PrivateDevices
+    comments: dict[str, str] = field(default_factory=dict)
+
+
+def engine_args(svc: ServicePlan) -> list[str]:
+    """The engine's arguments after the model path, bind address and middleware."""
+    if not svc.uses_engine:
+        return []
+    args = ["--served-model-name", svc.name, "--port", str(svc.port)]
+    if svc.gpus:
+        args += ["--tensor-parallel-size", str(svc.tensor_parallel_size)]
+        if svc.memory_fraction is not None:
+            args += ["--gpu-memory-utilization", f"{svc.memory_fraction:g}"]
+    if svc.nodes > 1:
+        args += ["--pipeline-parallel-size", str(svc.nodes), "--distributed-executor-backend", "ray"]
+    if svc.max_model_len is not None:
+        args += ["--max-model-len", str(svc.max_model_len)]
+    args += ["--disable-access-log-for-endpoints", QUIET_ENDPOINTS]
+    if svc.kind == "embedding":
+        args += ["--runner", "pooling"]
+    elif svc.kind == "ocr":
+        args += ["--trust-remote-code"]
+    args += list(svc.extra_args)
+    return args
+
+
+def start_order(services: Sequence[ServicePlan]) -> dict[str, list[str]]:
+    """For each service, the units it starts after: services sharing a GPU start one after another.
+
+    vLLM instances initialising at once on one GPU collide when profiling memory. CPU engine services
+    of a host share its cores and memory the same way, so they are chained too. Inventory order.
+    """
+    after: dict[str, list[str]] = {s.name: [] for s in services}
+    for i, svc in enumerate(services):
+        if not svc.uses_engine:
+            continue
+        for earlier in services[:i]:
+            if not earlier.uses_engine:
+                continue
+            if set(svc.gpus) & set(earlier.gpus) or (not svc.gpus and not earlier.gpus):
+                after[svc.name].append(earlier.unit)
+    return after
+
+
+def probe_url(address: str, svc: ServicePlan) -> str:
+    """The URL the readiness wait polls: the bind address (loopback for a wildcard bind)."""
+    host = "127.0.0.1" if address in ("0.0.0.0", "::") else address
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{svc.port}{svc.health_path}"
+
+
+def unit_spec(plan: HostPlan, svc: ServicePlan, settings: UnitSettings, address: str,
+              after: Sequence[str] = ()) -> UnitSpec:
+    """Everything ``svc``'s unit on ``plan.host`` says."""
+    paths = plan.paths
+    model = f": {svc.model}" if svc.model else ""
+    spec = UnitSpec(service=svc, description=f"airgap-llm {svc.name} ({svc.kind}{model})")
+    spec.after = ["network-online.target", *after]
+    spec.wants = ["network-online.target"]
+    if svc.uses_engine:
+        spec.environment.append(("PYTHONPATH", f"{paths.libexec_dir}/python"))
+        spec.comments["PYTHONPATH"] = (
+            "The API key guards every path but AIRGAP_LLM_OPEN_PATHS (vLLM's own check covers only /v1 and a few)."
+        )
+        if svc.nodes == 1:
+            spec.environment.append(("GLOO_SOCKET_IFNAME", "lo"))
+            spec.comments["GLOO_SOCKET_IFNAME"] = (
+                "The engine's own process groups (gloo) listen on loopback: by default they bind to the address "
+                "of the host name, whatever the bind address; a service on one host needs no peer outside it."
+            )
+        spec.exec_start = [
+            f"{paths.venv}/bin/python", "-m", ENGINE_MODULE,
+            "--model", f"{paths.models_dir}/{svc.name}",
+            "--host", address,
+            "--middleware", GUARD_MIDDLEWARE,
+            *engine_args(svc),
+        ]
+    else:
+        program = svc.command[0] if svc.command[0].startswith("/") else f"{paths.venv}/bin/{svc.command[0]}"
+        spec.exec_start = [program, *svc.command[1:]]
+    spec.exec_start_post = [f"{paths.libexec_dir}/wait-healthy", probe_url(address, svc), str(settings.ready_timeout_s)]
+    if svc.gpus:
+        spec.devices = [f"/dev/nvidia{g} rw" for g in svc.gpus]
+        spec.devices += [f"{d} rw" for d in NVIDIA_SHARED_DEVICES] + ["char-nvidia-caps r"]
+    return spec
+
+
+_PLAIN_ARG = re.compile(r"^[A-Za-z0-9_@%+=:,./-]+$")
+
+
+def systemd_quote(arg: str) -> str:
+    """One argument as systemd's command-line parser reads it back unchanged.
+
+    '%' and '$' are doubled (specifiers and variable expansion); an argument with anything else
+    outside a safe set is double-quoted with backslash escapes.
+    """
+    escaped = arg.replace("%", "%%").replace("$", "$$")
+    if escaped and _PLAIN_ARG.match(escaped):
+        return escaped
+    return '"' + escaped.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def command_line(argv: Sequence[str]) -> str:
+    return " ".join(systemd_quote(a) for a in argv)
