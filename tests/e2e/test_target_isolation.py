@@ -8,12 +8,13 @@ host's whole name=systemd tree, and a target going down removed the other contai
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Iterator
 
 import pytest
 
 from airgap_llm.localtarget import TargetSet, podman_env
-from airgap_llm.localtarget.cgroups import TARGETS_CGROUP, host_has_named_systemd_hierarchy
+from airgap_llm.localtarget.cgroups import NAMED_SYSTEMD, TARGETS_CGROUP, host_has_named_systemd_hierarchy
 
 
 @pytest.fixture(scope="module")
@@ -54,3 +55,7 @@ def test_each_target_has_a_cgroup_tree_of_its_own(two_sets: tuple[TargetSet, Tar
     line = next(entry for entry in cgroup.splitlines() if ":name=systemd:" in entry)
     assert line.endswith(f"/airgap-llm-targets/{target.name}/init.scope"), line
     assert (TARGETS_CGROUP / target.name / "init.scope").is_dir()
+    own = subprocess.run(["podman", "inspect", "--format", "{{.State.CgroupPath}}", target.name],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    procs = (NAMED_SYSTEMD / own.lstrip("/") / "cgroup.procs").read_text().split()
+    assert procs, f"nothing holds the container's own cgroup {own}: a trim elsewhere could remove it"

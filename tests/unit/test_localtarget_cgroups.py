@@ -43,6 +43,10 @@ def test_v2_targets_keep_podman_systemd_mode() -> None:
     assert not any(opt.startswith("--volume=") for opt in opts)
 
 
+def test_the_keeper_is_a_podman_exec_in_the_container() -> None:
+    assert cgroups.keeper_command("demo-1") == ["podman", "exec", "-d", "demo-1", "/bin/sleep", "infinity"]
+
+
 def test_release_removes_empty_trees_deepest_first_and_leaves_busy_ones(tmp_path: Path) -> None:
     root = tmp_path / "targets"
     (root / "t-1" / "system.slice" / "ssh.service").mkdir(parents=True)

@@ -13,6 +13,11 @@ So targets run without podman's systemd mode and with a cgroup of their own bind
 ``/sys/fs/cgroup/systemd`` (``<host>/sys/fs/cgroup/systemd/airgap-llm-targets/<container>``), plus the
 tmpfs mounts the systemd mode would have added; systemd inside manages that subtree only. On a cgroup
 v2 host podman mounts a namespaced cgroup2 for ``--cgroupns=private``, and the systemd mode is kept.
+
+A container that another program started in podman's systemd mode can still trim the host's tree when
+it goes down, and the target's own ``libpod-<id>`` cgroup is empty (its systemd lives in the subtree
+above). So each target also gets a keeper: one ``sleep`` started with ``podman exec``, which runc puts
+in ``libpod-<id>``; a cgroup holding a process cannot be removed, and ``podman exec`` keeps working.
 """
 
 from __future__ import annotations
@@ -60,6 +65,14 @@ def run_options(container: str, named_systemd: bool, root: Path = TARGETS_CGROUP
         f"--volume={target_cgroup(container, root)}:{NAMED_SYSTEMD}",
         *COMMON_OPTIONS,
     ]
+
+
+KEEPER = ("/bin/sleep", "infinity")
+
+
+def keeper_command(container: str) -> list[str]:
+    """``podman exec -d CONTAINER sleep infinity``: a process that holds the container's own cgroup."""
+    return ["podman", "exec", "-d", container, *KEEPER]
 
 
 def prepare(container: str, root: Path = TARGETS_CGROUP) -> None:

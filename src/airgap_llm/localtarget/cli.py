@@ -7,6 +7,7 @@
     targets.py net-down --network NET
     targets.py cgroups-up --scenario SCENARIO/molecule.yml --base .config/molecule/config.yml
     targets.py cgroups-down --scenario SCENARIO/molecule.yml --base .config/molecule/config.yml
+    targets.py cgroups-hold CONTAINER...   # after the containers started
 """
 
 from __future__ import annotations
@@ -21,7 +22,14 @@ import yaml
 
 from airgap_llm.localtarget import cgroups
 from airgap_llm.localtarget.addresses import TargetError
-from airgap_llm.localtarget.podman import DEFAULT_IMAGE, check_network, check_route, create_network, remove_network
+from airgap_llm.localtarget.podman import (
+    DEFAULT_IMAGE,
+    check_network,
+    check_route,
+    create_network,
+    remove_network,
+    run,
+)
 from airgap_llm.localtarget.targetset import TargetSet
 
 DESCRIPTION = "Local targets: systemd containers on an internal podman network, no route out."
@@ -76,6 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         cg = sub.add_parser(verb, help=f"{what} the own name=systemd cgroup of each platform of a Molecule scenario")
         cg.add_argument("--scenario", type=Path, required=True, help="the scenario's molecule.yml")
         cg.add_argument("--base", type=Path, help="the base config (its platforms serve a scenario without any)")
+    hold = sub.add_parser("cgroups-hold", help="start the keeper process that holds each container's own cgroup")
+    hold.add_argument("containers", nargs="+")
     args = parser.parse_args(argv)
 
     try:
@@ -95,6 +105,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(create_network(args.network, args.subnet))
         elif args.command == "net-down":
             remove_network(args.network)
+        elif args.command == "cgroups-hold":
+            if cgroups.host_has_named_systemd_hierarchy():
+                for container in args.containers:
+                    run(cgroups.keeper_command(container))
         elif args.command in ("cgroups-up", "cgroups-down"):
             scenario_cgroups(args.scenario, args.base, up=args.command == "cgroups-up")
     except TargetError as err:

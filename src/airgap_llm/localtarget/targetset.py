@@ -126,6 +126,8 @@ class TargetSet:
                 run(["podman", "run", "-d", "--name", target.name, "--hostname", target.name,
                      "--label", f"{LABEL}={self.name}", "--network", self.network, "--ip", str(target.ip),
                      *cgroups.run_options(target.name, named_systemd), self.image])
+                if named_systemd:
+                    run(cgroups.keeper_command(target.name))
             self.install_key(target)
         for target in self.targets:
             self.wait_for_ssh(target)
@@ -173,6 +175,8 @@ class TargetSet:
     def restart(self, target: Target) -> None:
         """Restart the container (a reboot of the host) and wait for SSH again."""
         run(["podman", "restart", target.name])
+        if cgroups.host_has_named_systemd_hierarchy():
+            run(cgroups.keeper_command(target.name))
         ensure_bridge(bridge_of(self.network), host_address(self.subnet))
         self.wait_for_ssh(target)
 
