@@ -46,6 +46,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def os_error_line(exc: OSError) -> str:
+    """``permission denied: /root/.cache/airgap-llm/runs`` rather than a traceback."""
+    what = (exc.strerror or str(exc) or type(exc).__name__).lower()
+    paths = [str(p) for p in (exc.filename, exc.filename2) if p is not None]
+    return " ".join(f"{what}: {' -> '.join(paths)}".split()) if paths else " ".join(what.split())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -54,6 +61,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AirgapLlmError as exc:
         err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return exc.exit_code
+    except OSError as exc:  # PermissionError, a full disk, a vanished path: the environment, not the input
+        err_console.print(f"[bold red]error:[/] {escape(os_error_line(exc))}", highlight=False, soft_wrap=True)
+        return 2
     except KeyboardInterrupt:
         err_console.print("interrupted")
         return 130

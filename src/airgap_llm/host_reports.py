@@ -42,10 +42,10 @@ def print_result(
     footer: str | None = None,
 ) -> int:
     if args.json:
-        print(json.dumps(result, indent=2))
+        print(json.dumps({**result, "artifacts": progress.artifacts}, indent=2))
     else:
         console.print(table(result))
-        if progress.failures:
+        if progress.failures or progress.artifacts:
             err_console.print(failures_text(progress))
         if footer:
             console.print(footer)

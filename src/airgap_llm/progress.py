@@ -57,6 +57,7 @@ class RunProgress:
     stats: dict[str, HostStats] = field(default_factory=dict)
     facts: dict[str, dict[str, Any]] = field(default_factory=dict)  # host -> values of watched vars
     changes: dict[str, list[str]] = field(default_factory=dict)  # host -> "step: task" of each changed task
+    artifacts: str | None = None  # where a failed run's ansible-runner artifacts were kept
 
     def _host(self, host: str) -> None:
         if host and host not in self.hosts:

@@ -86,7 +86,17 @@ def failures_text(progress: RunProgress) -> RenderableType:
         what = "unreachable" if f.unreachable else "failed"
         parts.append(Text(f"{f.host} {what} in {f.step}, task '{f.task}':", style="bold red"))
         parts.append(Text("  " + f.message.replace("\n", "\n  ")))
+    line = evidence_line(progress)
+    if line:
+        parts.append(Text(line))
     return Group(*parts)
+
+
+def evidence_line(progress: RunProgress) -> str | None:
+    """Where the failed run's ansible-runner artifacts (events, stdout) were kept, if they were."""
+    if not progress.artifacts:
+        return None
+    return f"the run's events and output (ansible-runner artifacts) are kept in {progress.artifacts}"
 
 
 def run_result(progress: RunProgress) -> dict[str, Any]:
@@ -106,4 +116,5 @@ def run_result(progress: RunProgress) -> dict[str, Any]:
             for h in progress.hosts
         },
         "failures": [vars(f) for f in progress.failures],
+        "artifacts": progress.artifacts,
     }

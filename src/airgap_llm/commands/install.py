@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(run_result(progress), indent=2))
     else:
         console.print(summary_table(progress))
-        if progress.failures:
+        if progress.failures or progress.artifacts:
             console.print(failures_text(progress))
         verdict = "installed" if not args.check else "check finished"
         if progress.ok:

@@ -1,19 +1,25 @@
-"""Pure helpers of tests/hosts/targets.py: addresses, subnet choice, route checks, inventory."""
+"""Pure helpers of airgap_llm.localtarget (addresses, subnet choice, route checks, inventory), and
+tests/hosts/targets.py as a thin front over the package."""
 
 from __future__ import annotations
 
 import importlib.util
 import ipaddress
+import re
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
+import airgap_llm.localtarget.addresses as targets
+from airgap_llm.localtarget import TargetSet
+
 TARGETS_PY = Path(__file__).resolve().parents[1] / "hosts" / "targets.py"
 
 
-def _load() -> ModuleType:
+def _load_script() -> ModuleType:
     spec = importlib.util.spec_from_file_location("hosts_targets", TARGETS_PY)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -22,7 +28,28 @@ def _load() -> ModuleType:
     return module
 
 
-targets = _load()
+def test_tests_hosts_targets_is_the_package() -> None:
+    script = _load_script()
+    assert script.TargetSet is TargetSet
+    assert script.route_problem is targets.route_problem
+    assert script.TargetError is targets.TargetError
+
+
+def test_tests_hosts_targets_command_line_runs() -> None:
+    proc = subprocess.run([sys.executable, str(TARGETS_PY), "--help"], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    for command in ("up", "down", "check-route", "net-up", "net-down"):
+        assert command in proc.stdout
+
+
+def test_package_imports_nothing_from_tests() -> None:
+    """Product code must not reach into tests/ (no sys.path games, no test-helper modules)."""
+    src = Path(__file__).resolve().parents[2] / "src" / "airgap_llm"
+    pattern = re.compile(r"sys\.path|^\s*(import|from)\s+(targets|tiny_models|hf_cache|deployments)\b", re.M)
+    offenders = [str(path.relative_to(src)) for path in src.rglob("*.py") if pattern.search(path.read_text())]
+    assert offenders == []
+
+
 NET = ipaddress.IPv4Network("10.213.9.0/24")
 
 
