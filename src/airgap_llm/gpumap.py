@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeGuard
 
+from airgap_llm import gpu_devices
 from airgap_llm.bundle.layout import model_folder
 from airgap_llm.host_layout import PATH_KEYS, HostPaths, parse_paths
 from airgap_llm.targets import TARGETS, TargetOS
@@ -27,7 +28,8 @@ DEFAULT_CEILING = 0.95
 DEFAULT_VLLM_VERSION = "0.32.0"
 DEFAULT_TARGET_OS = "debian-12"
 
-GPU_KEYS = ("model", "count", "memory_gib")
+GPU_KEYS = ("model", "count", "memory_gib", "nvswitch", "minors")
+GPU_REQUIRED_KEYS = GPU_KEYS[:3]  # nvswitch, minors: optional (gpu_devices checks them)
 # The host variables the GPU map reads. Other airgap_llm_* variables belong to the roles; only a near
 # miss of one of these (a typo such as airgap_llm_service) is an error, since it would be ignored.
 HOST_VARS = (
@@ -325,7 +327,8 @@ def _parse_gpu(raw: Any, c: _Collector) -> GpuSpec | None:
     if raw is None:
         return None
     if not isinstance(raw, Mapping):
-        c.add("gpu-spec", f"airgap_llm_gpu must be a mapping with {', '.join(GPU_KEYS)}, got {type(raw).__name__}")
+        required = ", ".join(GPU_REQUIRED_KEYS)
+        c.add("gpu-spec", f"airgap_llm_gpu must be a mapping with {required}, got {type(raw).__name__}")
         return None
     for key, close in _unknown_keys(raw, GPU_KEYS):
         hint = f" (did you mean '{close}'?)" if close else ""
@@ -341,6 +344,8 @@ def _parse_gpu(raw: Any, c: _Collector) -> GpuSpec | None:
     if not _is_number(mem) or mem <= 0:
         c.add("gpu-spec", f"airgap_llm_gpu.memory_gib must be a number > 0, got {mem!r}")
         return None
+    for message in gpu_devices.inventory_problems(raw, count):
+        c.add("gpu-spec", message)
     return GpuSpec(str(model or ""), count, float(mem))
 
 
