@@ -163,11 +163,11 @@ def from_inventory(gpu: Mapping[str, Any] | None, fabricmanager: Any = "auto") -
         minors_t, minors_source = (), INDEX_SOURCE
     nvswitch = gpu.get("nvswitch")
     if isinstance(nvswitch, bool):
-        source = f"the inventory (airgap_llm_gpu.nvswitch: {str(nvswitch).lower()})"
+        source = f"from the inventory (airgap_llm_gpu.nvswitch: {str(nvswitch).lower()})"
         return GpuDevices(minors_t, minors_source, nvswitch, source)
     forced = _setting_bool(fabricmanager)
     if forced is not None:
-        source = f"the inventory (airgap_llm_nvidia_driver_fabricmanager: {str(forced).lower()})"
+        source = f"from the inventory (airgap_llm_nvidia_driver_fabricmanager: {str(forced).lower()})"
         return GpuDevices(minors_t, minors_source, forced, source)
     return GpuDevices(
         minors_t,
@@ -196,7 +196,7 @@ def from_host(smi_q: str, gpu: Mapping[str, Any] | None, fabric: Mapping[str, An
         minors,
         minors_source,
         bool(fabric.get("needed", False)),
-        f"the host: {fabric.get('reason', 'no detection ran')}",
+        f"from the host: {fabric.get('reason', 'no detection ran')}",
     )
 
 

@@ -72,7 +72,7 @@ def render_host(plan: HostPlan, hostvars: Mapping[str, Any], defaults: Mapping[s
         )
         notes.append(
             f"NVSwitch ({gpu_devices.FABRICMANAGER_UNIT} required): {'yes' if devices.nvswitch else 'no'}, "
-            f"from {devices.nvswitch_source}"
+            f"{devices.nvswitch_source}"
         )
     return RenderedHost(plan.host, files, notes)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -182,11 +183,16 @@ def test_render_without_minors_says_the_index_is_taken(tmp_path: Path, capsys: p
     assert main(["render", "-i", str(write_inventory(tmp_path, H100_8X)), "-o", str(tmp_path / "out"), "--json"]) == 0
     notes = json.loads(capsys.readouterr().out)["hosts"]["gpu-1"]["notes"]
     assert any("minors from the CUDA index" in n and "nvidia-smi -q" in n for n in notes), notes
-    assert any("NVSwitch (nvidia-fabricmanager.service required): no, from not known" in n for n in notes), notes
+    expected = "NVSwitch (nvidia-fabricmanager.service required): no, not known from the inventory"
+    assert any(expected in n for n in notes), notes
 
 
-@pytest.mark.parametrize("inventory", ["a100-8x80g", "h100-8x80g", "a100-1x40g", "h100nvl-2node"])
-def test_every_shipped_gpu_inventory_orders_after_the_nvidia_daemons(inventory: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("inventory", "nvswitch"),
+    [("a100-8x80g", True), ("h100-8x80g", True), ("a100-1x40g", False), ("h100nvl-2node", False)],
+)
+def test_every_shipped_gpu_inventory_orders_after_the_nvidia_daemons(inventory: str, nvswitch: bool,
+                                                                     tmp_path: Path) -> None:
     assert main(["render", "-i", str(REPO / "inventories" / inventory), "-o", str(tmp_path)]) == 0
     units = [p for p in tmp_path.glob("*/etc/systemd/system/airgap-llm-*.service")]
     assert units
@@ -195,3 +201,34 @@ def test_every_shipped_gpu_inventory_orders_after_the_nvidia_daemons(inventory: 
         if "DevicePolicy=closed" in text:
             assert "After=network-online.target nvidia-persistenced.service airgap-llm.nvidia-devices.service" in text
             assert "Requires=airgap-llm.nvidia-devices.service" in text
+            assert ("After=network-online.target nvidia-persistenced.service airgap-llm.nvidia-devices.service "
+                    "nvidia-fabricmanager.service" in text) is nvswitch
+            assert ("nvidia-fabricmanager.service\n" in text) is nvswitch
+
+
+HELPER = REPO / "roles" / "inference_service" / "files" / "nvidia-devices"
+
+
+def run_helper(tmp_path: Path, stubs: dict[str, str], *minors: str) -> subprocess.CompletedProcess[str]:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, body in stubs.items():
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "LOG": str(tmp_path / "calls")}
+    return subprocess.run([str(HELPER), *minors], capture_output=True, text=True, env=env, check=False)
+
+
+def test_helper_asks_nvidia_modprobe_for_every_minor_and_uvm(tmp_path: Path) -> None:
+    result = run_helper(tmp_path, {"nvidia-modprobe": 'echo "$*" >> "$LOG"'}, "3", "1")
+    assert (tmp_path / "calls").read_text() == "-c=3\n-c=1\n-u -c=0\n"
+    # the stub made no node: the helper says which are missing and fails, so no GPU unit starts
+    assert result.returncode == 1
+    assert "still missing: /dev/nvidiactl /dev/nvidia-uvm /dev/nvidia-uvm-tools" in result.stdout
+    assert "/dev/nvidia3" in result.stdout
+
+
+def test_helper_without_nvidia_modprobe_fails_naming_the_module(tmp_path: Path) -> None:
+    result = run_helper(tmp_path, {"modprobe": 'echo "modprobe: FATAL: Module $1 not found" >&2; exit 1'}, "0")
+    assert result.returncode == 1
+    assert "cannot load the nvidia module (is the driver installed?)" in result.stdout
