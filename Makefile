@@ -15,7 +15,7 @@ help:
 	@echo "make setup     create .venv, install the package and test tools, host packages for the tests"
 	@echo "make test      unit + integration tests, lint, playbook syntax, Molecule scenarios, e2e"
 	@echo "make demo      local systemd target with no route out, tiny CPU bundle, install, validate"
-	@echo "make molecule [ROLE=name]   Molecule scenarios (all roles, or one)"
+	@echo "make molecule [ROLE=name]   Molecule scenarios (every roles/*/molecule/*; or one role, or ROLE=role/scenario)"
 	@echo "make lint      ansible-lint (production profile), yamllint, ruff, mypy"
 	@echo "make proof     fault, security and bad-input tests against systemd targets, then the benchmarks"
 	@echo "make bench     the benchmarks only (they print ratios for bench/RESULTS.md)"

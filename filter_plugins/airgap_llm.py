@@ -5,9 +5,14 @@
         memory fit of every GPU service from its model files, rule memory-fit): the same dict as
         `airgap-llm plan --json` (ok, failures, warnings, hosts: {host: plan}); playbooks/plan.yml sets
         it once per run as airgap_llm_plan, and each host's part as airgap_llm_host_plan
-    {{ airgap_llm_host_plan | airgap_llm_service_files(role_vars, address) }}
+    {{ airgap_llm_host_plan | airgap_llm_service_files(role_vars, address, gpu_devices) }}
         the files of the host's services (units, target, environment files): path, content, owner,
-        group, mode (see airgap_llm.host_files); `airgap-llm render` writes the same
+        group, mode (see airgap_llm.host_files); `airgap-llm render` writes the same; gpu_devices
+        (optional) is what airgap_llm_gpu_devices read on the host
+    {{ smi_q | airgap_llm_gpu_devices(airgap_llm_gpu, fabric) }}
+        the host's GPU minors by CUDA index (nvidia-smi -q) and whether the GPU units need the fabric
+        manager (the inventory's airgap_llm_gpu.nvswitch, else the detection `fabric`; see
+        airgap_llm.gpu_devices)
     {{ airgap_llm_host_plan | airgap_llm_restart_inputs }}
         per unit, the paths on the host whose change makes the running service stale
     {{ repo_dir | airgap_llm_apt_source(keyring) }}  {{ none | airgap_llm_nouveau_blacklist }}
@@ -53,7 +58,7 @@ except ImportError:  # running from a checkout without `pip install -e .`
 
 from ansible.errors import AnsibleFilterError
 
-from airgap_llm import nvidia
+from airgap_llm import gpu_devices, nvidia
 from airgap_llm.bundle_check import host_needs
 from airgap_llm.gpumap import plan_hosts
 from airgap_llm.host_files import apt_source, nouveau_blacklist, restart_inputs, service_files
@@ -90,7 +95,7 @@ def _managed() -> str:
 
 
 def airgap_llm_service_files(host_plan: Mapping[str, Any], role_vars: Mapping[str, Any],
-                             address: Any = None) -> list[dict[str, Any]]:
+                             address: Any = None, devices: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
     plan = HostPlan.from_dict(to_plain(host_plan))
     settings = UnitSettings.from_vars(to_plain(role_vars))
     chosen = settings.bind_address or plan.address or (str(address) if address else "")
@@ -99,7 +104,16 @@ def airgap_llm_service_files(host_plan: Mapping[str, Any], role_vars: Mapping[st
             f"host {plan.host}: no address for the services: set ansible_host to an IP address or "
             "airgap_llm_inference_service_bind_address (the host has no default IPv4 address either)"
         )
-    return [f.as_dict() for f in service_files(plan, settings, _managed(), chosen)]
+    gpus = gpu_devices.GpuDevices.from_dict(to_plain(devices)) if devices else None
+    return [f.as_dict() for f in service_files(plan, settings, _managed(), chosen, gpus)]
+
+
+def airgap_llm_gpu_devices(smi_q: Any, gpu: Mapping[str, Any] | None = None,
+                           fabric: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    try:
+        return gpu_devices.from_host(str(smi_q or ""), to_plain(gpu), to_plain(fabric)).as_dict()
+    except ValueError as exc:
+        raise AnsibleFilterError(f"cannot read the GPUs' device minors: {exc}") from exc
 
 
 def airgap_llm_restart_inputs(host_plan: Mapping[str, Any]) -> dict[str, list[str]]:
@@ -209,6 +223,7 @@ class FilterModule:
         return {
             "airgap_llm_plan": airgap_llm_plan,
             "airgap_llm_service_files": airgap_llm_service_files,
+            "airgap_llm_gpu_devices": airgap_llm_gpu_devices,
             "airgap_llm_unit_names": airgap_llm_unit_names,
             "airgap_llm_restart_inputs": airgap_llm_restart_inputs,
             "airgap_llm_apt_source": airgap_llm_apt_source,

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeGuard
 
+from airgap_llm import gpu_devices
 from airgap_llm.bundle.layout import model_folder, wheel_dir
 from airgap_llm.engine_python import accepts, engine_python_for, requires_python
 from airgap_llm.host_layout import PATH_KEYS, HostPaths, parse_paths
@@ -29,7 +30,7 @@ DEFAULT_VLLM_VERSION = "0.32.0"
 DEFAULT_TARGET_OS = "debian-12"
 
 GPU_REQUIRED_KEYS = ("model", "count", "memory_gib")
-GPU_KEYS = (*GPU_REQUIRED_KEYS, "failed")
+GPU_KEYS = (*GPU_REQUIRED_KEYS, "failed", "nvswitch", "minors")  # the last three optional
 DEFAULT_MIN_CONCURRENT_SEQS = 4
 # The host variables the GPU map reads. Other airgap_llm_* variables belong to the roles; only a near
 # miss of one of these (a typo such as airgap_llm_service) is an error, since it would be ignored.
@@ -352,10 +353,8 @@ def _parse_gpu(raw: Any, c: _Collector) -> GpuSpec | None:
     if raw is None:
         return None
     if not isinstance(raw, Mapping):
-        c.add(
-            "gpu-spec",
-            f"airgap_llm_gpu must be a mapping with {', '.join(GPU_REQUIRED_KEYS)}, got {type(raw).__name__}",
-        )
+        required = ", ".join(GPU_REQUIRED_KEYS)
+        c.add("gpu-spec", f"airgap_llm_gpu must be a mapping with {required}, got {type(raw).__name__}")
         return None
     for key, close in _unknown_keys(raw, GPU_KEYS):
         hint = f" (did you mean '{close}'?)" if close else ""
@@ -375,6 +374,8 @@ def _parse_gpu(raw: Any, c: _Collector) -> GpuSpec | None:
     if not isinstance(failed, list) or not all(_is_int(g) and 0 <= g < count for g in failed):
         c.add("gpu-spec", f"airgap_llm_gpu.failed must be a list of GPU indexes in 0..{count - 1}, got {failed!r}")
         failed = []
+    for message in gpu_devices.inventory_problems(raw, count):
+        c.add("gpu-spec", message)
     return GpuSpec(str(model or ""), count, float(mem), tuple(sorted(set(failed))))
 
 

@@ -11,9 +11,10 @@ import textwrap
 from dataclasses import asdict, dataclass
 
 from airgap_llm.bundle.layout import KEYRING_NAME
+from airgap_llm.gpu_devices import DEVICES_HELPER, DEVICES_UNIT, PERSISTENCED_UNIT, GpuDevices
 from airgap_llm.gpumap import HostPlan, ServicePlan
 from airgap_llm.host_layout import APT_KEYRING_DIR, APT_SOURCE_LIST, NOUVEAU_BLACKLIST
-from airgap_llm.units import HARDENING, UnitSettings, UnitSpec, command_line, start_order, unit_spec
+from airgap_llm.units import HARDENING, UnitSettings, UnitSpec, command_line, gpu_minors, start_order, unit_spec
 
 TARGET_UNIT = "airgap-llm.target"
 API_KEY_ENV = "api-key.env"
@@ -75,6 +76,7 @@ def unit_text(spec: UnitSpec, plan: HostPlan, settings: UnitSettings, managed: s
         f"Documentation=file://{paths.config_dir}/{svc.name}.env",
         f"After={' '.join(spec.after)}",
         f"Wants={' '.join(spec.wants)}",
+        *([f"Requires={' '.join(spec.requires)}"] if spec.requires else []),
         f"PartOf={TARGET_UNIT}",
         f"StartLimitIntervalSec={settings.start_limit_interval_s}",
         f"StartLimitBurst={settings.start_limit_burst}",
@@ -111,11 +113,33 @@ def unit_text(spec: UnitSpec, plan: HostPlan, settings: UnitSettings, managed: s
     out.append(f"ReadWritePaths={paths.cache_dir}")
     if spec.devices:
         out.append("# The GPUs of this service only (plus the control and UVM devices every CUDA process needs).")
+        if "DeviceAllow" in spec.comments:
+            for paragraph in spec.comments["DeviceAllow"].splitlines():
+                out += [f"# {line}" for line in textwrap.wrap(paragraph, 98)]
         out.append("DevicePolicy=closed")
         out += [f"DeviceAllow={d}" for d in spec.devices]
     else:
         out.append("PrivateDevices=true")
     out += ["", "[Install]", f"WantedBy={TARGET_UNIT}"]
+    return _header(managed) + "\n".join(out) + "\n"
+
+
+def devices_unit_text(plan: HostPlan, devices: GpuDevices | None, managed: str) -> str:
+    """The oneshot every GPU unit requires: nvidia-uvm loaded and the nodes of the host's GPUs made."""
+    minors = gpu_minors(plan, devices)
+    out = [
+        "[Unit]",
+        "Description=airgap-llm: load nvidia-uvm and make the NVIDIA device nodes of the GPU services",
+        f"After={PERSISTENCED_UNIT} systemd-modules-load.service",
+        "",
+        "[Service]",
+        "# Runs as root before every start of a GPU unit (they Require= it), so a node exists when systemd",
+        "# sets up that unit's device policy: DeviceAllow= paths are resolved then, and the units themselves",
+        "# can neither load modules (ProtectKernelModules=) nor run the setuid nvidia-modprobe (NoNewPrivileges=).",
+        "Type=oneshot",
+        f"ExecStart={command_line([f'{plan.paths.libexec_dir}/{DEVICES_HELPER}', *(str(m) for m in minors)])}",
+        f"SyslogIdentifier={DEVICES_UNIT.removesuffix('.service')}",
+    ]
     return _header(managed) + "\n".join(out) + "\n"
 
 
@@ -132,8 +156,13 @@ def target_text(plan: HostPlan, managed: str) -> str:
     return _header(managed) + "\n".join(out) + "\n"
 
 
-def service_files(plan: HostPlan, settings: UnitSettings, managed: str, address: str) -> list[HostFile]:
-    """Every file of the services on ``plan.host`` but the API key, in a stable order."""
+def service_files(plan: HostPlan, settings: UnitSettings, managed: str, address: str,
+                  devices: GpuDevices | None = None) -> list[HostFile]:
+    """Every file of the services on ``plan.host`` but the API key, in a stable order.
+
+    ``devices``: the host's GPU minors and NVSwitch decision (``gpu_devices``); None: minors are the
+    CUDA index and there is no fabric manager.
+    """
     paths = plan.paths
     group = settings.group
     after = start_order(plan.services)
@@ -143,9 +172,12 @@ def service_files(plan: HostPlan, settings: UnitSettings, managed: str, address:
         files.append(HostFile(f"{paths.config_dir}/{svc.name}.env", service_env(svc, managed), "root", group, "0640",
                               service=svc.name))
     for svc in plan.services:
-        spec = unit_spec(plan, svc, settings, address, after[svc.name])
+        spec = unit_spec(plan, svc, settings, address, after[svc.name], devices)
         files.append(HostFile(f"{paths.unit_dir}/{svc.unit}", unit_text(spec, plan, settings, managed), "root",
                               "root", "0644", service=svc.name))
+    if any(s.gpus for s in plan.services):
+        files.append(HostFile(f"{paths.unit_dir}/{DEVICES_UNIT}", devices_unit_text(plan, devices, managed), "root",
+                              "root", "0644"))
     files.append(HostFile(f"{paths.unit_dir}/{TARGET_UNIT}", target_text(plan, managed), "root", "root", "0644"))
     return files
 

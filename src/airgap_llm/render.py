@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from airgap_llm import gpu_devices
 from airgap_llm.gpumap import HostPlan
 from airgap_llm.host_files import HostFile, api_key_file, os_files, service_files
 from airgap_llm.units import ROLE_PREFIX, UnitSettings
@@ -55,13 +56,24 @@ def render_host(plan: HostPlan, hostvars: Mapping[str, Any], defaults: Mapping[s
     else:
         address = f"<address of {plan.host}>"
         notes.append(f"service address: a placeholder; at install it is {plan.address_source}")
-    files = os_files(plan, managed) + service_files(plan, settings, managed, address)
+    devices = gpu_devices.from_inventory(
+        hostvars.get("airgap_llm_gpu") if isinstance(hostvars.get("airgap_llm_gpu"), Mapping) else None,
+        hostvars.get("airgap_llm_nvidia_driver_fabricmanager", "auto"),
+    )
+    files = os_files(plan, managed) + service_files(plan, settings, managed, address, devices)
     key_file = str(settings_vars.get(f"{ROLE_PREFIX}api_key_file", ""))
     if key_file:
         files.append(api_key_file(plan, SECRET_PLACEHOLDER))
         notes.append("API key: replaced by a placeholder")
     if plan.gpu is not None and any(s.gpus for s in plan.services):
-        notes.append("GPU device nodes: /dev/nvidia<N> taken as the CUDA index N")
+        notes.append(
+            f"GPU device nodes: minors from {devices.minors_source}; at install the role reads them on the host "
+            "(nvidia-smi -q)"
+        )
+        notes.append(
+            f"NVSwitch ({gpu_devices.FABRICMANAGER_UNIT} required): {'yes' if devices.nvswitch else 'no'}, "
+            f"{devices.nvswitch_source}"
+        )
     return RenderedHost(plan.host, files, notes)
 
 

@@ -13,6 +13,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from airgap_llm.gpu_devices import (
+    DEVICES_UNIT,
+    FABRICMANAGER_UNIT,
+    PERSISTENCED_UNIT,
+    GpuDevices,
+    nodes_for,
+)
 from airgap_llm.gpumap import HostPlan, ServicePlan
 
 ROLE_PREFIX = "airgap_llm_inference_service_"
@@ -25,6 +32,19 @@ GUARD_MIDDLEWARE = "airgap_llm_guard.RequireApiKey"
 # Hardening every unit gets. Left out on purpose: MemoryDenyWriteExecute (PyTorch, Triton and the CUDA
 # driver JIT compile code at run time), PrivateUsers and ProcSubset=pid (the engine reads
 # /proc/cpuinfo, /proc/meminfo and the GPU driver's /proc entries).
+#
+# Checked against the systemd of each target OS (Ubuntu 22.04: 249, Debian 12 and RHEL 9: 252,
+# Ubuntu 24.04: 255). ProtectClock= implies DeviceAllow=char-rtc r. systemd before the fix of issue
+# 18142 (PR 25075, merged October 2022) adds that entry even when the unit sets no device policy, and
+# any DeviceAllow= entry turns the default DevicePolicy=auto into an allow-list: there ProtectClock=yes
+# alone hides /dev/nvidia* (Ubuntu 22.04's 249 predates the fix). Debian 12's 252.39 has it: a unit with
+# ProtectClock=yes and no DeviceAllow= opens /dev/nvidia0 (shown on the GPU-shaped test target). GPU
+# units here are immune on every version: they set DevicePolicy=closed and list every NVIDIA node
+# themselves (the implied char-rtc entry only joins that list); CPU units use PrivateDevices=true.
+# ProtectKernelModules= (no CAP_SYS_MODULE, no module syscalls) and NoNewPrivileges= (the setuid
+# nvidia-modprobe that libcuda forks to make a missing node cannot gain root) are why nvidia-uvm and
+# the nodes are made before the units start, by the nvidia-devices oneshot. Every setting below
+# exists in 249 (ProtectProc= since 247, ProtectClock= since 245).
 HARDENING: tuple[tuple[str, str], ...] = (
     ("NoNewPrivileges", "true"),
     ("CapabilityBoundingSet", ""),
@@ -108,6 +128,7 @@ class UnitSpec:
     description: str
     after: list[str] = field(default_factory=list)
     wants: list[str] = field(default_factory=list)
+    requires: list[str] = field(default_factory=list)
     environment: list[tuple[str, str]] = field(default_factory=list)  # Environment= lines
     exec_start: list[str] = field(default_factory=list)
     exec_start_post: list[str] = field(default_factory=list)
@@ -164,13 +185,28 @@ def probe_url(address: str, svc: ServicePlan) -> str:
 
 
 def unit_spec(plan: HostPlan, svc: ServicePlan, settings: UnitSettings, address: str,
-              after: Sequence[str] = ()) -> UnitSpec:
-    """Everything ``svc``'s unit on ``plan.host`` says."""
+              after: Sequence[str] = (), devices: GpuDevices | None = None) -> UnitSpec:
+    """Everything ``svc``'s unit on ``plan.host`` says.
+
+    ``devices``: the host's GPU minors and NVSwitch decision (None: minors are the CUDA index, no
+    NVSwitch). A GPU unit starts after the persistence daemon (wanted) and the nvidia-devices oneshot
+    (required), and on NVSwitch hosts after the fabric manager (required: CUDA fails with "system not
+    yet initialized" until it is up).
+    """
     paths = plan.paths
     model = f": {svc.model}" if svc.model else ""
     spec = UnitSpec(service=svc, description=f"airgap-llm {svc.name} ({svc.kind}{model})")
-    spec.after = ["network-online.target", *after]
+    spec.after = ["network-online.target"]
     spec.wants = ["network-online.target"]
+    if svc.gpus:
+        devices = devices or GpuDevices()
+        spec.after += [PERSISTENCED_UNIT, DEVICES_UNIT]
+        spec.wants.append(PERSISTENCED_UNIT)
+        spec.requires.append(DEVICES_UNIT)
+        if devices.nvswitch:
+            spec.after.append(FABRICMANAGER_UNIT)
+            spec.requires.append(FABRICMANAGER_UNIT)
+    spec.after += list(after)
     if svc.uses_engine:
         spec.environment.append(("PYTHONPATH", f"{paths.libexec_dir}/python"))
         spec.comments["PYTHONPATH"] = (
@@ -194,9 +230,18 @@ def unit_spec(plan: HostPlan, svc: ServicePlan, settings: UnitSettings, address:
         spec.exec_start = [program, *svc.command[1:]]
     spec.exec_start_post = [f"{paths.libexec_dir}/wait-healthy", probe_url(address, svc), str(settings.ready_timeout_s)]
     if svc.gpus:
-        spec.devices = [f"/dev/nvidia{g} rw" for g in svc.gpus]
+        devices = devices or GpuDevices()
+        spec.devices = [f"{node} rw" for node in nodes_for(svc.gpus, devices)]
+        mapping = ", ".join(f"{g}->{devices.node(g)}" for g in svc.gpus)
+        spec.comments["DeviceAllow"] = f"GPU (CUDA index)->node: {mapping}\nMinors from {devices.minors_source}."
         spec.devices += [f"{d} rw" for d in NVIDIA_SHARED_DEVICES] + ["char-nvidia-caps r"]
     return spec
+
+
+def gpu_minors(plan: HostPlan, devices: GpuDevices | None) -> list[int]:
+    """The minors of every GPU the host's services use, once each, sorted (the nodes to make)."""
+    devices = devices or GpuDevices()
+    return sorted({devices.minor(g) for s in plan.services for g in s.gpus})
 
 
 _PLAIN_ARG = re.compile(r"^[A-Za-z0-9_@%+=:,./-]+$")

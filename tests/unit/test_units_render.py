@@ -30,8 +30,10 @@ def test_unit_of_a_gpu_service() -> None:
     files = files_of(plan)
     unit = files["/etc/systemd/system/airgap-llm-llm.service"]
     assert unit.startswith("# Ansible managed\n[Unit]\n")
-    assert "After=network-online.target airgap-llm-ocr.service airgap-llm-whisper.service " \
-           "airgap-llm-embedding.service\n" in unit
+    assert "After=network-online.target nvidia-persistenced.service airgap-llm.nvidia-devices.service " \
+           "airgap-llm-ocr.service airgap-llm-whisper.service airgap-llm-embedding.service\n" in unit
+    assert "Wants=network-online.target nvidia-persistenced.service\n" in unit
+    assert "Requires=airgap-llm.nvidia-devices.service\n" in unit
     (exec_start,) = [line for line in unit.splitlines() if line.startswith("ExecStart=")]
     argv = shlex.split(exec_start.removeprefix("ExecStart="))
     assert argv[:3] == ["/opt/airgap-llm/venv/bin/python", "-m", "vllm.entrypoints.openai.api_server"]
