@@ -111,7 +111,13 @@ def airgap_llm_nvidia_driver_packages(
 ) -> dict[str, Any]:
     hdrs = tuple(to_plain(headers)) if headers is not None else None
     return nvidia.driver_packages(
-        str(target_id), branch, flavour, bool(fabricmanager), bool(precompiled), str(kernel_flavour), hdrs
+        str(target_id),
+        branch=branch,
+        flavour=flavour,
+        fabricmanager=bool(fabricmanager),
+        precompiled=bool(precompiled),
+        kernel_flavour=str(kernel_flavour),
+        headers=hdrs,
     ).as_dict()
 
 
