@@ -13,6 +13,8 @@
         one verdict as a line of text
     {{ manifest | airgap_llm_bundle_needs(plan) }}
         a host's missing models and the bytes it needs from the bundle (see airgap_llm.bundle_check)
+    {{ 'ORG/NAME' | airgap_llm_model_folder }}
+        the model's Hugging Face cache folder, models--ORG--NAME (see airgap_llm.bundle.layout)
     {{ plan | airgap_llm_status_report(systemctl_show_stdout, health_results, gpu_json, journal_results) }}
         the status role's per-service report (see airgap_llm.status_report)
     {{ 'debian-12' | airgap_llm_nvidia_driver_packages(branch, flavour, fabricmanager, ...) }}
@@ -40,6 +42,7 @@ except ImportError:  # running from a checkout without `pip install -e .`
     from airgap_llm.gpumap import plan_host
 
 from airgap_llm import nvidia
+from airgap_llm.bundle.layout import model_folder
 from airgap_llm.bundle_check import host_needs
 from airgap_llm.inventory import VAR_PREFIX, to_plain
 from airgap_llm.status_report import report as status_report
@@ -153,6 +156,7 @@ class FilterModule:
             "airgap_llm_validation_line": validation_line,
             "airgap_llm_status_report": airgap_llm_status_report,
             "airgap_llm_bundle_needs": airgap_llm_bundle_needs,
+            "airgap_llm_model_folder": model_folder,
             "airgap_llm_nvidia_driver_packages": airgap_llm_nvidia_driver_packages,
             "airgap_llm_nvidia_gpus": airgap_llm_nvidia_gpus,
             "airgap_llm_nvidia_compare": airgap_llm_nvidia_compare,

@@ -33,6 +33,7 @@ from airgap_llm.bundle.layout import (
     PARTIAL_SUFFIX,
     WHEELS_DIR,
     free_bytes,
+    model_folder,
     no_space_hint,
     scan_tree,
 )
@@ -44,7 +45,6 @@ from airgap_llm.bundle.models import (
     import_model,
     locate_hub,
     prune_models,
-    repo_folder,
     resolve_commit,
 )
 from airgap_llm.bundle.progress import human_bytes
@@ -322,7 +322,7 @@ def _missing_model_bytes(out: Path, hub: Path, models: Sequence[ModelSpec]) -> i
     """Bytes of the blobs the local cache has and the bundle lacks (raises when a model is not cached)."""
     needed = 0
     for model in models:
-        repo = hub / repo_folder(model.repo_id)
+        repo = hub / model_folder(model.repo_id)
         commit = resolve_commit(repo, model)
         snapshot = repo / "snapshots" / commit
         seen: set[str] = set()

@@ -33,9 +33,15 @@ def wheel_dir(python_tag: str, platform: str) -> str:
     return f"{WHEELS_DIR}/{python_tag}-{platform}"
 
 
+def model_folder(repo_id: str) -> str:
+    """``ORG/NAME`` -> ``models--ORG--NAME``: huggingface_hub's folder naming, written here only (the
+    roles get it through the ``airgap_llm_model_folder`` filter)."""
+    return "--".join(["models", *repo_id.split("/")])
+
+
 def model_repo_dir(repo_id: str) -> str:
-    """``models/hub/models--ORG--NAME`` (huggingface_hub's folder naming)."""
-    return f"{MODELS_HUB_DIR}/" + "--".join(["models", *repo_id.split("/")])
+    """``models/hub/models--ORG--NAME``: a model's folder inside the bundle."""
+    return f"{MODELS_HUB_DIR}/{model_folder(repo_id)}"
 
 
 def os_dir(distro: str, version: str) -> str:

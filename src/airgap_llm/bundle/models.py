@@ -20,7 +20,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from airgap_llm.bundle.layout import MODELS_HUB_DIR, PARTIAL_SUFFIX, link_to_blob
+from airgap_llm.bundle.layout import MODELS_HUB_DIR, PARTIAL_SUFFIX, link_to_blob, model_folder
 from airgap_llm.bundle.spec import ModelSpec
 from airgap_llm.errors import InputError, UsageError
 
@@ -34,10 +34,6 @@ class ModelResult:
     copied: int = 0  # blobs fetched or copied
     skipped: int = 0  # blobs already in the bundle
     source: str = ""
-
-
-def repo_folder(repo_id: str) -> str:
-    return "--".join(["models", *repo_id.split("/")])
 
 
 def locate_hub(root: Path) -> Path:
@@ -105,9 +101,9 @@ def cache_blob(snapshot: Path, path: Path) -> tuple[Path, str]:
 
 def import_model(spec: ModelSpec, hub: Path, bundle: Path) -> ModelResult:
     """Copy one model revision from a local cache ``hub`` into the bundle (no network)."""
-    src_repo = hub / repo_folder(spec.repo_id)
+    src_repo = hub / model_folder(spec.repo_id)
     commit = resolve_commit(src_repo, spec)
-    dst_repo = bundle / MODELS_HUB_DIR / repo_folder(spec.repo_id)
+    dst_repo = bundle / MODELS_HUB_DIR / model_folder(spec.repo_id)
     result = ModelResult(spec, commit, source=f"local cache {src_repo}")
     src_snap = src_repo / "snapshots" / commit
     dst_snap = dst_repo / "snapshots" / commit
@@ -172,7 +168,7 @@ def download_model(spec: ModelSpec, bundle: Path, endpoint: str | None = None) -
     )
 
     hub = bundle / MODELS_HUB_DIR
-    repo_dir = hub / repo_folder(spec.repo_id)
+    repo_dir = hub / model_folder(spec.repo_id)
     before = {p.name for p in (repo_dir / "blobs").glob("*")} if (repo_dir / "blobs").is_dir() else set()
     url = hub_endpoint(endpoint)
     used_by = f" (used by {', '.join(spec.used_by)})" if spec.used_by else ""
@@ -242,7 +238,7 @@ def prune_models(bundle: Path, keep: list[tuple[ModelSpec, str]]) -> list[str]:
     removed: list[str] = []
     wanted: dict[str, dict[str, str]] = {}
     for spec, commit in keep:
-        wanted.setdefault(repo_folder(spec.repo_id), {})[spec.revision] = commit
+        wanted.setdefault(model_folder(spec.repo_id), {})[spec.revision] = commit
     for repo in sorted(hub.iterdir()):
         if repo.name not in wanted:
             _remove(repo)
