@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeGuard
 
+from airgap_llm.bundle.model_files import pattern_problems
 from airgap_llm.targets import TARGETS, TargetOS
 
 KINDS = ("chat", "embedding", "transcription", "ocr", "app")
@@ -51,6 +52,8 @@ SERVICE_KEYS = (
     "nodes",
     "command",
     "health_path",
+    "allow_patterns",  # the model files the bundle carries (default: what vLLM loads; bundle.model_files)
+    "ignore_patterns",
 )
 GPU_ONLY_KEYS = ("gpu_memory_utilization", "gpu_memory_gib", "tensor_parallel_size")
 
@@ -120,6 +123,8 @@ class ServicePlan:
     health_path: str
     engine_args: list[str] = field(default_factory=list)
     after: list[str] = field(default_factory=list)
+    allow_patterns: tuple[str, ...] = ()
+    ignore_patterns: tuple[str, ...] = ()
 
     @property
     def uses_engine(self) -> bool:
@@ -475,6 +480,8 @@ def _parse_service(  # noqa: C901 - one rule after another reads best as one fun
             else:
                 env[k] = str(v)
 
+    patterns = {key: _model_patterns(raw, key, name, kind, c) for key in ("allow_patterns", "ignore_patterns")}
+
     if kind is None or port is None:
         return None
     # Other problems keep a partial plan, so later checks (ports, GPU sums) still run where they can.
@@ -494,7 +501,22 @@ def _parse_service(  # noqa: C901 - one rule after another reads best as one fun
         env=env,
         command=tuple(command),
         health_path=health_path,
+        allow_patterns=patterns["allow_patterns"],
+        ignore_patterns=patterns["ignore_patterns"],
     )
+
+
+def _model_patterns(raw: Mapping[str, Any], key: str, name: str, kind: str | None, c: _Collector) -> tuple[str, ...]:
+    """A service's ``allow_patterns`` / ``ignore_patterns``: globs over its model's files."""
+    value = raw.get(key)
+    if value is None:
+        return ()
+    problems = pattern_problems(value, key)
+    if not problems and kind is not None and kind not in ENGINE_KINDS:
+        problems = [f"{key} is for services with a model; a {kind} service has none"]
+    for problem in problems:
+        c.add("model-files", problem, service=name)
+    return () if problems else tuple(str(v) for v in value)
 
 
 def engine_args(svc: ServicePlan) -> list[str]:

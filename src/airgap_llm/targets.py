@@ -22,6 +22,13 @@ class TargetOS:
     python: str  # the distro's python3 minor version, used for the venv and the wheel tags
     glibc: tuple[int, int]
     runtime_packages: tuple[str, ...]  # OS packages the runtime needs that a minimal server lacks
+    # GPU targets also compile at first start (Triton launchers, torch inductor): a C compiler and the
+    # headers of the engine's Python.
+    gpu_packages: tuple[str, ...] = ()
+    # The engine's Python where the release's python3 is too old for it (Ubuntu 22.04: 3.10, and vLLM
+    # 0.32 needs >= 3.11; jammy's universe carries python3.11), carried in the OS part.
+    engine_python_packages: tuple[str, ...] = ()
+    kernel_headers: str = "linux-headers-{release}"  # DKMS builds against the running kernel's headers
 
     @property
     def python_tag(self) -> str:
@@ -35,10 +42,52 @@ _RHEL_RUNTIME = ("python3.11", "ca-certificates", "numactl-libs", "rsync")
 TARGETS: dict[str, TargetOS] = {
     t.id: t
     for t in (
-        TargetOS("debian-12", "debian", "debian", "12", "bookworm", "3.11", (2, 36), _DEBIAN_RUNTIME),
-        TargetOS("ubuntu-22.04", "debian", "ubuntu", "22.04", "jammy", "3.10", (2, 35), _DEBIAN_RUNTIME),
-        TargetOS("ubuntu-24.04", "debian", "ubuntu", "24.04", "noble", "3.12", (2, 39), _DEBIAN_RUNTIME),
-        TargetOS("rhel-9", "redhat", "redhat", "9", "plow", "3.11", (2, 34), _RHEL_RUNTIME),
+        TargetOS(
+            "debian-12",
+            "debian",
+            "debian",
+            "12",
+            "bookworm",
+            "3.11",
+            (2, 36),
+            _DEBIAN_RUNTIME,
+            gpu_packages=("gcc", "libc6-dev", "python3-dev"),
+        ),
+        TargetOS(
+            "ubuntu-22.04",
+            "debian",
+            "ubuntu",
+            "22.04",
+            "jammy",
+            "3.10",
+            (2, 35),
+            _DEBIAN_RUNTIME,
+            gpu_packages=("gcc", "libc6-dev", "python3.11-dev"),
+            engine_python_packages=("python3.11", "python3.11-venv", "python3.11-dev"),
+        ),
+        TargetOS(
+            "ubuntu-24.04",
+            "debian",
+            "ubuntu",
+            "24.04",
+            "noble",
+            "3.12",
+            (2, 39),
+            _DEBIAN_RUNTIME,
+            gpu_packages=("gcc", "libc6-dev", "python3-dev"),
+        ),
+        TargetOS(
+            "rhel-9",
+            "redhat",
+            "redhat",
+            "9",
+            "plow",
+            "3.11",
+            (2, 34),
+            _RHEL_RUNTIME,
+            gpu_packages=("gcc", "python3.11-devel"),
+            kernel_headers="kernel-devel-{release}",
+        ),
     )
 }
 

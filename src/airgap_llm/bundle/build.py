@@ -17,13 +17,14 @@ from __future__ import annotations
 import errno
 import shutil
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
+from airgap_llm.bundle import prereqs
 from airgap_llm.bundle.collections import build_collection, find_installed
 from airgap_llm.bundle.hashing import OnBytes, hash_files
 from airgap_llm.bundle.index import index_paths, list_under
@@ -33,22 +34,20 @@ from airgap_llm.bundle.layout import (
     PARTIAL_SUFFIX,
     WHEELS_DIR,
     free_bytes,
-    model_folder,
     no_space_hint,
     scan_tree,
 )
 from airgap_llm.bundle.manifest import Artifact, Manifest, diff_tree, load_manifest, resolve_link, save_manifest
 from airgap_llm.bundle.models import (
     ModelResult,
-    cache_blob,
     download_model,
     import_model,
     locate_hub,
     prune_models,
-    resolve_commit,
 )
+from airgap_llm.bundle.prereqs import Prerequisites
 from airgap_llm.bundle.progress import human_bytes
-from airgap_llm.bundle.spec import PARTS, BundleSpec, CollectionSpec, ModelSpec, bundle_spec, parse_collections
+from airgap_llm.bundle.spec import PARTS, BundleSpec, CollectionSpec, bundle_spec, parse_collections
 from airgap_llm.bundle.wheels import build_wheel_set
 from airgap_llm.errors import InputError, UsageError
 
@@ -64,6 +63,8 @@ class BuildOptions:
     pip_args: Sequence[str] = ()
     requirements_yml: Path | None = None
     hub_endpoint: str | None = None
+    os_mirrors: Mapping[str, str] = field(default_factory=dict)  # --os-mirror OS=URL
+    os_keyrings: Mapping[str, str] = field(default_factory=dict)  # --os-keyring OS=FILE
 
 
 @dataclass
@@ -117,9 +118,10 @@ def plan_bundle(opts: BuildOptions) -> BundleSpec:
     unknown = sorted(set(opts.only) - set(PARTS))
     if unknown:
         raise UsageError(f"--only {', '.join(unknown)}: not a part; choose from {', '.join(PARTS)}")
-    plans = plan_inventory(load_inventory(opts.inventory))
+    inventory = load_inventory(opts.inventory)
+    plans = plan_inventory(inventory)
     collections = load_collections(opts.requirements_yml or REPO_ROOT / "requirements.yml")
-    return bundle_spec(plans, collections)
+    return bundle_spec(plans, collections, inventory.hosts)
 
 
 def remove_partials(out: Path) -> list[str]:
@@ -202,16 +204,6 @@ def reindex(
                 manifest.add(art)
 
 
-def no_space_error(out: Path, exc: OSError, needed: int | None = None) -> UsageError:
-    """Exit 2 (the environment): which file could not be written, how much is free, how much is missing."""
-    where = exc.filename or out
-    need = f"; this part still needs {human_bytes(needed)}" if needed else ""
-    return UsageError(
-        f"no space left on device writing {where}: {human_bytes(free_bytes(out))} free on the file system of "
-        f"{out}{need}; {no_space_hint(out)}"
-    )
-
-
 def build_bundle(opts: BuildOptions, ui: BuildUI | None = None) -> BuildReport:
     ui = ui or BuildUI()
     started = time.perf_counter()
@@ -221,6 +213,9 @@ def build_bundle(opts: BuildOptions, ui: BuildUI | None = None) -> BuildReport:
     out = opts.out
     if out.exists() and not out.is_dir():
         raise UsageError(f"-o {out}: exists and is not a directory")
+    with ui.busy("checking every part's prerequisites"):
+        pre = check_prerequisites(spec, opts, parts, hub)
+    pre.raise_if_any()  # exit 2 (or 1), every problem listed, nothing downloaded
     try:
         out.mkdir(parents=True, exist_ok=True)
         old, intact, removed = check_existing(out, ui)
@@ -231,16 +226,10 @@ def build_bundle(opts: BuildOptions, ui: BuildUI | None = None) -> BuildReport:
         report = BuildReport(
             out, spec, manifest, kept=sum(1 for a in intact.values() if not a.is_link), removed=removed
         )
-        for part in parts:
+        ctx = BuildContext(out, spec, opts, manifest, intact, ui, hub, pre)
+        for part in parts:  # PARTS: the small parts first, the models last
             report.parts[part] = PartReport()
-            if part == "collections":
-                _collections(out, spec, manifest, intact, report.parts[part], ui)
-            elif part == "models":
-                _models(out, spec, hub, opts, manifest, intact, report.parts[part], ui)
-            elif part == "wheels":
-                _wheels(out, spec, opts, manifest, intact, report.parts[part], ui)
-            elif part == "os":
-                _os(out, spec, manifest, intact, report.parts[part], ui)
+            PART_BUILDERS[part](ctx, report.parts[part])
             manifest.inventory = str(opts.inventory)
             save_manifest(out, manifest)
     except OSError as exc:
@@ -251,62 +240,108 @@ def build_bundle(opts: BuildOptions, ui: BuildUI | None = None) -> BuildReport:
     return report
 
 
-def _collections(
-    out: Path, spec: BundleSpec, manifest: Manifest, intact: dict[str, Artifact], part: PartReport, ui: BuildUI
-) -> None:
+def check_prerequisites(spec: BundleSpec, opts: BuildOptions, parts: Sequence[str], hub: Path | None) -> Prerequisites:
+    """Every part's prerequisites, before anything is downloaded (see ``bundle.prereqs``)."""
+    pre = Prerequisites()
+    probe = prereqs.url_problem
+    if "collections" in parts:
+        for coll in spec.collections:
+            try:
+                find_installed(coll)
+            except UsageError as exc:
+                pre.add("collections", str(exc))
+            except InputError as exc:
+                pre.add("collections", str(exc), environment=False)
+    if "os" in parts:
+        prereqs.check_os(pre, spec.os_sets, opts.os_mirrors, opts.os_keyrings, probe)
+    if "wheels" in parts:
+        prereqs.check_wheels(pre, spec.wheel_sets, opts.pip_args, lambda d: _dir_bytes(opts.out / d), probe)
+    if "models" in parts:
+        prereqs.check_models(pre, spec, hub, opts.hub_endpoint, opts.out)
+    prereqs.check_space(pre, opts.out)
+    return pre
+
+
+def _dir_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.glob("*") if p.is_file()) if path.is_dir() else 0
+
+
+@dataclass
+class BuildContext:
+    """What every part's builder works with: the bundle directory, what it must hold, the manifest being
+    rewritten, the files found intact, the user interface, and the prerequisites found."""
+
+    out: Path
+    spec: BundleSpec
+    opts: BuildOptions
+    manifest: Manifest
+    intact: dict[str, Artifact]
+    ui: BuildUI
+    hub: Path | None
+    pre: Prerequisites
+
+    def reindex(self, prefix: str, kind: str, source: Callable[[str], str]) -> None:
+        reindex(self.out, self.manifest, prefix, kind, source, self.intact, self.ui)
+
+
+def no_space_error(out: Path, exc: OSError, needed: int | None = None) -> UsageError:
+    """Exit 2 (the environment): which file could not be written, how much is free, how much is missing."""
+    where = exc.filename or out
+    need = f"; this part still needs {human_bytes(needed)}" if needed else ""
+    return UsageError(
+        f"no space left on device writing {where}: {human_bytes(free_bytes(out))} free on the file system of "
+        f"{out}{need}; {no_space_hint(out)}"
+    )
+
+
+def _collections(ctx: BuildContext, part: PartReport) -> None:
     sources: dict[str, str] = {}
     wanted = set()
-    for coll in spec.collections:
+    for coll in ctx.spec.collections:
         src = find_installed(coll)
         sources[coll.path] = f"installed collection {coll.fqcn} {coll.version}"
         wanted.add(coll.path)
-        if coll.path in intact:
+        if coll.path in ctx.intact:
             part.skipped.append(coll.path)
             continue
-        build_collection(out, coll, src)
+        build_collection(ctx.out, coll, src)
         part.fetched.append(coll.path)
-    for rel in list_under(out, COLLECTIONS_DIR):
+    for rel in list_under(ctx.out, COLLECTIONS_DIR):
         if rel not in wanted:
-            (out / rel).unlink()
+            (ctx.out / rel).unlink()
             part.notes.append(f"removed {rel} (not in requirements.yml)")
-    reindex(out, manifest, COLLECTIONS_DIR, "collection", lambda p: sources.get(p, "collection"), intact, ui)
+    ctx.reindex(COLLECTIONS_DIR, "collection", lambda p: sources.get(p, "collection"))
 
 
-def _models(
-    out: Path,
-    spec: BundleSpec,
-    hub: Path | None,
-    opts: BuildOptions,
-    manifest: Manifest,
-    intact: dict[str, Artifact],
-    part: PartReport,
-    ui: BuildUI,
-) -> None:
-    if hub is not None:
-        needed = _missing_model_bytes(out, hub, spec.models)  # also checks every model is there first
-        free = free_bytes(out)
-        if needed > free:
-            raise UsageError(
-                f"no space left for the models: {human_bytes(needed)} to copy from {hub} into "
-                f"{out / MODELS_HUB_DIR}, {human_bytes(free)} free there; {no_space_hint(out)}"
-            )
+def _models(ctx: BuildContext, part: PartReport) -> None:
+    out, hub = ctx.out, ctx.hub
+    part.notes += ctx.pre.notes
     results: list[ModelResult] = []
-    for model in spec.models:
-        with ui.busy(f"model {model.repo_id}@{model.revision}"):
+    saved = 0
+    for model in ctx.spec.models:
+        files = ctx.pre.models.get((model.repo_id, model.revision))
+        chosen = sorted(files.chosen) if files is not None else None
+        saved += files.saved_bytes if files is not None else 0
+        with ctx.ui.busy(f"model {model.repo_id}@{model.revision}"):
             try:
                 if hub is not None:
-                    res = import_model(model, hub, out)
+                    res = import_model(model, hub, out, chosen)
                 else:
-                    res = download_model(model, out, opts.hub_endpoint)
+                    res = download_model(model, out, ctx.opts.hub_endpoint, chosen)
             except OSError as exc:
                 if exc.errno != errno.ENOSPC:
                     raise
-                left = _missing_model_bytes(out, hub, spec.models) if hub is not None else None
+                left = ctx.pre.needed.get("models")
                 raise no_space_error(out, exc, left) from None
         results.append(res)
         label = f"{model.repo_id}@{model.revision} ({res.commit[:12]})"
         (part.fetched if res.copied else part.skipped).append(
             f"{label}: {res.copied} blobs fetched, {res.skipped} kept"
+        )
+    if saved:
+        part.notes.append(
+            f"the file filter left out {human_bytes(saved)} that vLLM does not load (original/ checkpoints, "
+            "duplicate weight formats, ...); a service's allow_patterns / ignore_patterns change what is taken"
         )
     for gone in prune_models(out, [(r.spec, r.commit) for r in results]):
         part.notes.append(f"removed {gone} (no longer in the inventory)")
@@ -315,39 +350,15 @@ def _models(
     def source(rel: str) -> str:
         return next((s for d, s in sources.items() if rel.startswith(d + "/")), "model")
 
-    reindex(out, manifest, MODELS_HUB_DIR, "model", source, intact, ui)
+    ctx.reindex(MODELS_HUB_DIR, "model", source)
 
 
-def _missing_model_bytes(out: Path, hub: Path, models: Sequence[ModelSpec]) -> int:
-    """Bytes of the blobs the local cache has and the bundle lacks (raises when a model is not cached)."""
-    needed = 0
-    for model in models:
-        repo = hub / model_folder(model.repo_id)
-        commit = resolve_commit(repo, model)
-        snapshot = repo / "snapshots" / commit
-        seen: set[str] = set()
-        for p in snapshot.rglob("*"):
-            if p.is_file():
-                blob, name = cache_blob(snapshot, p)
-                if name not in seen and not (out / model.dir / "blobs" / name).is_file():
-                    needed += blob.stat().st_size
-                seen.add(name)
-    return needed
-
-
-def _wheels(
-    out: Path,
-    spec: BundleSpec,
-    opts: BuildOptions,
-    manifest: Manifest,
-    intact: dict[str, Artifact],
-    part: PartReport,
-    ui: BuildUI,
-) -> None:
-    wanted_dirs = {w.dir for w in spec.wheel_sets}
-    for ws in spec.wheel_sets:
-        with ui.busy(f"pip download {' '.join(ws.requirements)} for {ws.dir}"):
-            res = build_wheel_set(out, ws, set(intact), opts.pip_args, log=ui.info)
+def _wheels(ctx: BuildContext, part: PartReport) -> None:
+    out, manifest = ctx.out, ctx.manifest
+    wanted_dirs = {w.dir for w in ctx.spec.wheel_sets}
+    for ws in ctx.spec.wheel_sets:
+        with ctx.ui.busy(f"pip download {' '.join(ws.requirements)} for {ws.dir}"):
+            res = build_wheel_set(out, ws, set(ctx.intact), ctx.opts.pip_args, log=ctx.ui.info)
         if res.skipped_pip:
             part.skipped.append(f"{ws.dir}: {len(res.wheels)} wheels present with the right hash (pip not run)")
         else:
@@ -366,7 +377,7 @@ def _wheels(
                 return f"generated: pins of the wheels downloaded for {reqs}"
             return f"pip download {reqs} ({tag})"
 
-        reindex(out, manifest, ws.dir, "wheel", source, intact, ui)
+        ctx.reindex(ws.dir, "wheel", source)
     wheels_root = out / WHEELS_DIR
     if wheels_root.is_dir():
         for d in sorted(wheels_root.iterdir()):
@@ -376,19 +387,27 @@ def _wheels(
                 part.notes.append(f"removed {WHEELS_DIR}/{d.name} (no host needs it)")
 
 
-def _os(
-    out: Path, spec: BundleSpec, manifest: Manifest, intact: dict[str, Artifact], part: PartReport, ui: BuildUI
-) -> None:
+def _os(ctx: BuildContext, part: PartReport) -> None:
     from airgap_llm.bundle.os_packages import build_os_repo
 
-    for os_set in spec.os_sets:
-        with ui.busy(f"OS packages for {os_set.target.id}"):
-            res = build_os_repo(out, os_set, set(intact), log=ui.info)
+    for os_set in ctx.spec.os_sets:
+        with ctx.ui.busy(f"OS packages for {os_set.target.id}"):
+            res = build_os_repo(
+                ctx.out, os_set, set(ctx.intact), ctx.ui.info, ctx.opts.os_mirrors, ctx.opts.os_keyrings
+            )
         part.fetched += res.fetched
         part.skipped += [f"{os_set.dir}: {n} packages already present" for n in [len(res.kept)] if n]
         part.notes += res.notes
-        reindex(out, manifest, os_set.dir, "os-package", _constant(res.source), intact, ui)
+        ctx.reindex(os_set.dir, "os-package", _constant(res.source))
 
 
 def _constant(text: str) -> Callable[[str], str]:
     return lambda _path: text
+
+
+PART_BUILDERS: dict[str, Callable[[BuildContext, PartReport], None]] = {
+    "collections": _collections,
+    "os": _os,
+    "wheels": _wheels,
+    "models": _models,
+}

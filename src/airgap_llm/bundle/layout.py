@@ -98,6 +98,18 @@ def free_bytes(path: Path) -> int:
     return shutil.disk_usage(probe).free
 
 
+def list_dir_bytes(out: Path) -> dict[str, int]:
+    """Bytes of the blobs already under each ``models/hub/models--ORG--NAME`` of a bundle, by folder."""
+    hub = out / MODELS_HUB_DIR
+    if not hub.is_dir():
+        return {}
+    return {
+        repo.name: sum(b.stat().st_size for b in (repo / "blobs").glob("*") if b.is_file())
+        for repo in hub.iterdir()
+        if repo.is_dir()
+    }
+
+
 def no_space_hint(out: Path) -> str:
     return (
         f"free some space on the file system of {out} or build into another directory (-o DIR); "

@@ -1,51 +1,174 @@
 """OS packages the hosts lack, as a signed local apt repository under ``os/<distro>-<version>/``.
 
-Debian family, done on the connected machine (root, ``mmdebstrap``, ``apt-get``, ``dpkg-dev``,
-``apt-utils``, ``gnupg``):
+Debian family (Debian 12, Ubuntu 22.04 and 24.04), done on the connected machine (root, ``apt-get``,
+``dpkg-dev``, ``apt-utils``, ``gnupg``; ``mmdebstrap`` for Debian):
 
-1. baseline: the dpkg status of a minimal install of the target release (``mmdebstrap
-   --variant=minbase``), made once and cached under ``$AIRGAP_LLM_CACHE/os/<id>/status``;
-2. a private apt directory with the target's sources and that status: ``apt-get install
-   --download-only`` of the runtime packages downloads exactly what a minimal host lacks, at the
-   target release's versions (not the build machine's);
+1. baseline: the dpkg status of a minimal install of the target release, made once and cached under
+   ``$AIRGAP_LLM_CACHE/os/<id>[-<mirror hash>]/status``. Debian: ``mmdebstrap --variant=minbase``.
+   Ubuntu: the same set resolved by apt without a chroot (every ``Priority: required`` package and
+   ``apt``, at the release's versions), so a Debian build machine needs no Ubuntu userland;
+2. a private apt directory with the target's sources (``--os-mirror OS=URL`` or the public archive,
+   checked with the release's archive key: ``debian-archive-keyring`` / ``ubuntu-keyring``, or
+   ``--os-keyring OS=FILE``) and that status: ``apt-get install --download-only`` of the packages
+   downloads exactly what a minimal host lacks, at the target release's versions;
 3. ``Packages``, ``Packages.gz`` and ``Release`` (``dpkg-scanpackages``, ``apt-ftparchive``), with
    ``Release.gpg`` and ``InRelease`` signed by the bundle signing key. The private key stays under
    ``$AIRGAP_LLM_CACHE/signing/``; the public key ships as ``airgap-llm-archive-keyring.gpg``, for
    ``deb [signed-by=...] file:/... ./`` on the hosts, signature checks on.
 
-Ubuntu and RHEL targets need their own archives, which this build machine may not reach; they fail
-with a message saying what the connected machine needs.
+RHEL 9 (and Rocky/Alma 9) needs ``dnf download --resolve`` on a subscribed machine of that release;
+it is refused with a message saying so.
 """
 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
+import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from airgap_llm.bundle.layout import KEYRING_NAME, PARTIAL_SUFFIX
 from airgap_llm.bundle.spec import OsSetSpec
 from airgap_llm.errors import InputError, UsageError
+from airgap_llm.targets import TargetOS
 
-_KEYRING = "[signed-by=/usr/share/keyrings/debian-archive-keyring.gpg]"
-# contrib, non-free and non-free-firmware hold the NVIDIA driver (nvidia-driver, nvidia-kernel-dkms,
-# nvidia-persistenced, firmware-misc-nonfree); main's packages resolve the same with them listed.
-_COMPONENTS = "main contrib non-free non-free-firmware"
-DEBIAN_SOURCES = {
-    "bookworm": [
-        f"deb {_KEYRING} http://deb.debian.org/debian bookworm {_COMPONENTS}",
-        f"deb {_KEYRING} http://deb.debian.org/debian bookworm-updates {_COMPONENTS}",
-        f"deb {_KEYRING} http://deb.debian.org/debian-security bookworm-security {_COMPONENTS}",
-    ]
-}
 METADATA = ("Packages", "Packages.gz", "Release", "Release.gpg", "InRelease", KEYRING_NAME)
 KEY_UID = "airgap-llm bundle signing key"
-TOOLS = ("mmdebstrap", "apt-get", "dpkg-scanpackages", "apt-ftparchive", "gpg")
+APT_TOOLS = ("apt-get", "dpkg-scanpackages", "apt-ftparchive", "gpg")
+
+
+@dataclass(frozen=True)
+class Archive:
+    """A distribution's archive: where it lives, how it is signed, what it is split into."""
+
+    mirror: str
+    security_mirror: str
+    keyring: str
+    keyring_package: str
+    components: tuple[str, ...]
+
+
+# Debian: contrib, non-free and non-free-firmware hold the NVIDIA driver (nvidia-driver,
+# nvidia-kernel-dkms, nvidia-persistenced, firmware-misc-nonfree). Ubuntu: restricted holds the
+# NVIDIA server drivers and precompiled modules, universe python3.11 (jammy), multiverse the fabric
+# manager of some branches.
+ARCHIVES = {
+    "debian": Archive(
+        "http://deb.debian.org/debian",
+        "http://deb.debian.org/debian-security",
+        "/usr/share/keyrings/debian-archive-keyring.gpg",
+        "debian-archive-keyring",
+        ("main", "contrib", "non-free", "non-free-firmware"),
+    ),
+    "ubuntu": Archive(
+        "http://archive.ubuntu.com/ubuntu",
+        "http://security.ubuntu.com/ubuntu",
+        "/usr/share/keyrings/ubuntu-archive-keyring.gpg",
+        "ubuntu-keyring",
+        ("main", "restricted", "universe", "multiverse"),
+    ),
+}
+
+
+@dataclass(frozen=True)
+class RepoPlan:
+    """How the OS part of one target is resolved: sources, key, tools (pure data; no I/O)."""
+
+    target: TargetOS
+    mirror: str
+    security_mirror: str
+    keyring: Path
+    keyring_package: str
+    components: tuple[str, ...]
+    driver: bool
+
+    @property
+    def suites(self) -> tuple[str, str, str]:
+        c = self.target.codename
+        return (c, f"{c}-updates", f"{c}-security")
+
+    @property
+    def sources(self) -> list[str]:
+        comps = " ".join(self.components)
+        release, updates, security = self.suites
+        return [
+            f"deb [signed-by={self.keyring}] {self.mirror} {release} {comps}",
+            f"deb [signed-by={self.keyring}] {self.mirror} {updates} {comps}",
+            f"deb [signed-by={self.keyring}] {self.security_mirror} {security} {comps}",
+        ]
+
+    @property
+    def probe_urls(self) -> list[str]:
+        release, updates, security = self.suites
+        return [
+            f"{self.mirror}/dists/{release}/InRelease",
+            f"{self.mirror}/dists/{updates}/InRelease",
+            f"{self.security_mirror}/dists/{security}/InRelease",
+        ]
+
+    @property
+    def tools(self) -> tuple[str, ...]:
+        return ("mmdebstrap", *APT_TOOLS) if self.target.distro == "debian" else APT_TOOLS
+
+    @property
+    def install_hint(self) -> str:
+        base = "dpkg-dev apt-utils gnupg"
+        return f"mmdebstrap {base}" if self.target.distro == "debian" else base
+
+    @property
+    def keyring_hint(self) -> str:
+        return (
+            f"apt-get install {self.keyring_package}, or give the mirror's key with --os-keyring {self.target.id}=FILE"
+        )
+
+    @property
+    def cache_key(self) -> str:
+        """The baseline cache's name: the target, and a hash of the sources when not the public archive."""
+        if self.mirror == ARCHIVES[self.target.distro].mirror:
+            return self.target.id
+        return f"{self.target.id}-{hashlib.sha256(chr(10).join(self.sources).encode()).hexdigest()[:12]}"
+
+
+def repo_plan(os_set: OsSetSpec, mirrors: Mapping[str, str], keyrings: Mapping[str, str] | None = None) -> RepoPlan:
+    """The sources and key for one target: ``--os-mirror`` (every suite from it) or the public archive."""
+    target = os_set.target
+    if target.family != "debian":
+        raise UsageError(unsupported_message(os_set))
+    archive = ARCHIVES[target.distro]
+    mirror = mirrors.get(target.id, "").rstrip("/")
+    keyring = (keyrings or {}).get(target.id) or archive.keyring
+    return RepoPlan(
+        target,
+        mirror or archive.mirror,
+        mirror or archive.security_mirror,
+        Path(keyring),
+        archive.keyring_package,
+        archive.components,
+        os_set.driver,
+    )
+
+
+def parse_os_options(values: list[str], option: str) -> dict[str, str]:
+    """``--os-mirror ubuntu-22.04=URL`` (repeatable) -> {"ubuntu-22.04": "URL"}; bad input: ``InputError``."""
+    from airgap_llm.targets import TARGETS
+
+    out: dict[str, str] = {}
+    for value in values:
+        target, sep, rest = value.partition("=")
+        if not sep or not rest:
+            raise InputError(f"{option} {value!r}: expected OS=VALUE, e.g. {option} ubuntu-22.04=...")
+        if target not in TARGETS:
+            raise InputError(f"{option} {value!r}: unknown OS {target!r}; use one of {', '.join(sorted(TARGETS))}")
+        if option == "--os-mirror" and not re.match(r"^(https?|file)://", rest):
+            raise InputError(f"{option} {value!r}: the mirror must be an http://, https:// or file:// URL")
+        out[target] = rest
+    return out
 
 
 @dataclass
@@ -71,37 +194,29 @@ def _run(cmd: list[str], what: str, env: dict[str, str] | None = None) -> str:
 
 def unsupported_message(os_set: OsSetSpec) -> str:
     t = os_set.target
-    if t.distro == "ubuntu":
-        need = (
-            f"an Ubuntu {t.version} ({t.codename}) archive or mirror reachable from the connected machine and "
-            "its archive keyring, to resolve against a minimal Ubuntu install"
-        )
-    else:
-        need = (
-            f"a RHEL {t.version} machine with an active subscription, using 'dnf download --resolve "
-            "--alldeps' against a minimal install and 'createrepo_c' for the repodata"
-        )
     return (
-        f"OS packages for {t.id} ({' '.join(os_set.packages)}): this builder only resolves Debian targets here; "
-        f"it needs {need}. Build the other parts with --only models --only wheels --only collections, "
-        "and bring the OS packages from a machine that has that access"
+        f"OS packages for {t.id} ({' '.join(os_set.packages)}): RHEL-family parts are not built here; they need "
+        f"a RHEL {t.version} (or Rocky/Alma {t.version}) machine with its repositories (BaseOS, AppStream, EPEL "
+        "for dkms, NVIDIA's CUDA repository for the driver), using 'dnf download --resolve --alldeps' against "
+        "a minimal install and 'createrepo_c' for the repodata. Build the other parts with --only models "
+        "--only wheels --only collections, and bring the OS packages from a machine that has that access"
     )
 
 
 def build_os_repo(
-    bundle: Path, os_set: OsSetSpec, valid: set[str], log: Callable[[str], None] = lambda _: None
+    bundle: Path,
+    os_set: OsSetSpec,
+    valid: set[str],
+    log: Callable[[str], None] = lambda _: None,
+    mirrors: Mapping[str, str] | None = None,
+    keyrings: Mapping[str, str] | None = None,
 ) -> OsResult:
-    if os_set.target.distro != "debian" or os_set.target.codename not in DEBIAN_SOURCES:
-        raise UsageError(unsupported_message(os_set))
-    missing = [t for t in TOOLS if shutil.which(t) is None]
-    if missing:
-        raise UsageError(
-            f"OS packages for {os_set.target.id} need {', '.join(missing)} on this machine "
-            "(apt-get install mmdebstrap dpkg-dev apt-utils gnupg)"
-        )
+    plan = repo_plan(os_set, mirrors or {}, keyrings)
     codename = os_set.target.codename
-    result = OsResult(source=f"Debian {codename} archive (deb.debian.org), resolved against a minbase install")
-    status = baseline_status(os_set, log)
+    result = OsResult(
+        source=f"{os_set.target.distro} {codename} archive ({plan.mirror}), resolved against a minimal install"
+    )
+    status = baseline_status(plan, log)
     final = bundle / os_set.dir
     stage = final.with_name(final.name + PARTIAL_SUFFIX)
     shutil.rmtree(stage, ignore_errors=True)
@@ -111,7 +226,7 @@ def build_os_repo(
     for name in present:  # apt reuses what is in its archive cache
         os.link(final / name, stage / "archives" / name)
     with tempfile.TemporaryDirectory(prefix="airgap-llm-apt-") as tmp:
-        opts = private_apt(Path(tmp), codename, status, stage / "archives")
+        opts = private_apt(Path(tmp), plan, status, stage / "archives")
         _run(["apt-get", *opts, "update"], f"apt-get update for {codename}")
         _run(
             ["apt-get", *opts, "install", "--download-only", "--no-install-recommends", "-y", *os_set.packages],
@@ -131,40 +246,115 @@ def build_os_repo(
     return result
 
 
-def baseline_status(os_set: OsSetSpec, log: Callable[[str], None]) -> Path:
-    """The dpkg status file of a minimal install of the target release (cached)."""
-    cached = cache_root() / "os" / os_set.target.id / "status"
+def baseline_status(plan: RepoPlan, log: Callable[[str], None]) -> Path:
+    """The dpkg status file of a minimal install of the target release (cached per target and sources)."""
+    cached = cache_root() / "os" / plan.cache_key / "status"
     if cached.is_file():
         return cached
     cached.parent.mkdir(parents=True, exist_ok=True)
+    tmp_status = cached.with_name("status" + PARTIAL_SUFFIX)
     with tempfile.TemporaryDirectory(prefix="airgap-llm-minbase-") as tmp:
-        root = Path(tmp) / "root"
-        log(f"making the {os_set.target.id} minbase baseline with mmdebstrap (once; cached in {cached.parent})")
-        _run(
-            [
-                "mmdebstrap",
-                "--variant=minbase",
-                "--quiet",
-                os_set.target.codename,
-                str(root),
-                *DEBIAN_SOURCES[os_set.target.codename],
-            ],
-            f"mmdebstrap of {os_set.target.codename}",
-        )
-        tmp_status = cached.with_name("status" + PARTIAL_SUFFIX)
-        shutil.copyfile(root / "var/lib/dpkg/status", tmp_status)
-        os.replace(tmp_status, cached)
+        log(f"making the {plan.target.id} minimal baseline (once; cached in {cached.parent})")
+        if plan.target.distro == "debian":
+            root = Path(tmp) / "root"
+            _run(
+                ["mmdebstrap", "--variant=minbase", "--quiet", plan.target.codename, str(root), *plan.sources],
+                f"mmdebstrap of {plan.target.codename}",
+            )
+            shutil.copyfile(root / "var/lib/dpkg/status", tmp_status)
+        else:
+            tmp_status.write_text(resolved_baseline(Path(tmp), plan), encoding="utf-8")
+    os.replace(tmp_status, cached)
     return cached
 
 
-def private_apt(tmp: Path, codename: str, status: Path, archives: Path) -> list[str]:
+def parse_stanzas(text: str) -> list[dict[str, str]]:
+    """deb822 paragraphs (``Packages`` files, dpkg status) as dicts; continuation lines kept."""
+    stanzas: list[dict[str, str]] = []
+    for block in re.split(r"\n\s*\n", text):
+        fields: dict[str, str] = {}
+        key = ""
+        for line in block.splitlines():
+            if line[:1] in (" ", "\t") and key:
+                fields[key] += "\n" + line
+            elif ":" in line:
+                key, _, value = line.partition(":")
+                fields[key] = value.strip()
+        if "Package" in fields:
+            stanzas.append(fields)
+    return stanzas
+
+
+def minbase_names(stanzas: list[dict[str, str]]) -> list[str]:
+    """What ``--variant=minbase`` installs: every ``Essential: yes`` or ``Priority: required`` package, and apt."""
+    names = {s["Package"] for s in stanzas if s.get("Essential") == "yes" or s.get("Priority") == "required"}
+    return sorted(names | {"apt"})
+
+
+_INST = re.compile(r"^Inst (?P<name>\S+) (?:\[\S+\] )?\((?P<version>\S+) ", re.MULTILINE)
+_STATUS_FIELDS = (
+    "Package",
+    "Essential",
+    "Priority",
+    "Section",
+    "Architecture",
+    "Multi-Arch",
+    "Source",
+    "Version",
+    "Replaces",
+    "Provides",
+    "Depends",
+    "Pre-Depends",
+    "Breaks",
+    "Conflicts",
+)
+
+
+def status_text(stanzas: list[dict[str, str]], installed: Mapping[str, str]) -> str:
+    """A dpkg status file saying ``installed`` (name -> version) are installed, from their stanzas."""
+    out = []
+    for s in stanzas:
+        if installed.get(s["Package"]) != s.get("Version"):
+            continue
+        lines = [f"Package: {s['Package']}", "Status: install ok installed"]
+        lines += [f"{k}: {s[k]}" for k in _STATUS_FIELDS[1:] if k in s]
+        out.append("\n".join(lines))
+        installed = {k: v for k, v in installed.items() if k != s["Package"]}  # one stanza per package
+    return "\n\n".join(out) + "\n"
+
+
+def resolved_baseline(tmp: Path, plan: RepoPlan) -> str:
+    """The minbase set, resolved by apt against an empty system (no chroot, no maintainer scripts)."""
+    empty = tmp / "empty-status"
+    empty.write_text("")
+    archives = tmp / "archives"
+    (archives / "partial").mkdir(parents=True)
+    apt = tmp / "apt"
+    opts = private_apt(apt, plan, empty, archives)
+    _run(["apt-get", *opts, "update"], f"apt-get update for {plan.target.codename}")
+    stanzas = parse_stanzas(_run(["apt-cache", *opts, "dumpavail"], f"listing the {plan.target.codename} archive"))
+    names = minbase_names(stanzas)
+    simulated = _run(
+        ["apt-get", *opts, "install", "-s", "--no-install-recommends", "-y", *names],
+        f"resolving the minimal {plan.target.id} install",
+    )
+    installed = {m.group("name"): m.group("version") for m in _INST.finditer(simulated)}
+    if not installed:
+        raise UsageError(
+            f"{plan.target.id}: apt resolved no minimal install from {plan.mirror}; "
+            f"is it an archive of {plan.target.codename}?"
+        )
+    return status_text(stanzas, installed)
+
+
+def private_apt(tmp: Path, plan: RepoPlan, status: Path, archives: Path) -> list[str]:
     """apt options for a private apt state: target sources, baseline status, own caches."""
     (tmp / "lists" / "partial").mkdir(parents=True)
     (tmp / "cache").mkdir()
     (tmp / "etc" / "preferences.d").mkdir(parents=True)
     (tmp / "etc" / "apt.conf.d").mkdir()
     sources = tmp / "etc" / "sources.list"
-    sources.write_text("\n".join(DEBIAN_SOURCES[codename]) + "\n")
+    sources.write_text("\n".join(plan.sources) + "\n")
     return [
         "-o",
         f"Dir::Etc={tmp / 'etc'}",
@@ -186,6 +376,8 @@ def private_apt(tmp: Path, codename: str, status: Path, archives: Path) -> list[
         "Debug::NoLocking=1",
         "-o",
         "APT::Sandbox::User=root",
+        "-o",
+        "Acquire::Languages=none",
     ]
 
 

@@ -90,8 +90,8 @@ def driver_packages(
     if target.distro == "debian":
         return _debian(target, branch, flavour, fabricmanager, headers)
     if target.distro == "ubuntu":
-        return _ubuntu(target, branch, flavour, fabricmanager, precompiled, kernel_flavour)
-    return _rhel(target, branch, flavour, fabricmanager)
+        return _ubuntu(target, branch, flavour, fabricmanager, precompiled, kernel_flavour, headers)
+    return _rhel(target, branch, flavour, fabricmanager, headers)
 
 
 def _debian(
@@ -133,7 +133,13 @@ def _debian(
 
 
 def _ubuntu(
-    target: TargetOS, branch: str, flavour: str, fabricmanager: bool, precompiled: bool, kernel_flavour: str
+    target: TargetOS,
+    branch: str,
+    flavour: str,
+    fabricmanager: bool,
+    precompiled: bool,
+    kernel_flavour: str,
+    headers: Sequence[str] | None,
 ) -> DriverPackages:
     open_ = "-open" if flavour == "open" else ""
     module = (
@@ -148,7 +154,10 @@ def _ubuntu(
         f"nvidia-compute-utils-{branch}-server",
     )
     fm = (f"nvidia-fabricmanager-{branch}", f"libnvidia-nscq-{branch}") if fabricmanager else ()
-    install = (*versioned, module, *fm)
+    dkms_headers = (
+        () if precompiled else tuple(headers if headers is not None else (f"linux-headers-{kernel_flavour}",))
+    )
+    install = (*versioned, module, *fm, *dkms_headers)
     return DriverPackages(
         target=target.id,
         branch=branch,
@@ -165,11 +174,16 @@ def _ubuntu(
     )
 
 
-def _rhel(target: TargetOS, branch: str, flavour: str, fabricmanager: bool) -> DriverPackages:
+def _rhel(
+    target: TargetOS, branch: str, flavour: str, fabricmanager: bool, headers: Sequence[str] | None
+) -> DriverPackages:
     module = "kmod-nvidia-open-dkms" if flavour == "open" else "kmod-nvidia-latest-dkms"
     versioned = ("nvidia-driver", "nvidia-driver-cuda", "nvidia-driver-libs", "nvidia-persistenced", module)
     fm = ("nvidia-fabric-manager",) if fabricmanager else ()
-    install = (*versioned, *fm, "kernel-devel", "kernel-headers")
+    # dkms comes from EPEL; dnf's versionlock plugin (which community.general.dnf_versionlock drives) is
+    # python3-dnf-plugin-versionlock on RHEL 9.
+    kernel = headers if headers is not None else ("kernel-devel",)
+    install = (*versioned, *fm, *kernel, "kernel-headers", "dkms", "python3-dnf-plugin-versionlock")
     return DriverPackages(
         target=target.id,
         branch=branch,
@@ -222,6 +236,10 @@ def host_driver_packages(target_id: str, hostvars: Mapping[str, Any]) -> DriverP
     count = int((hostvars.get("airgap_llm_gpu") or {}).get("count", 0) or 0)
     fabric = fm is True or str(fm).lower() in ("true", "yes") or (str(fm).lower() == "auto" and count > 2)
     headers = hostvars.get(HOST_SETTINGS["headers"])
+    release = hostvars.get("airgap_llm_kernel_release")
+    target = TARGETS.get(str(target_id))
+    if headers is None and release and target is not None:  # DKMS builds for the kernel the host runs
+        headers = [target.kernel_headers.format(release=str(release).strip())]
     return driver_packages(
         target_id,
         branch=hostvars.get(HOST_SETTINGS["branch"]),
@@ -251,11 +269,16 @@ def os_packages_for_hosts(target_id: str, hosts: Mapping[str, Mapping[str, Any]]
     return tuple(packages)
 
 
-def os_packages_for_plans(target_id: str, plans: Iterable[Any]) -> tuple[str, ...]:
+def os_packages_for_plans(
+    target_id: str, plans: Iterable[Any], hostvars: Mapping[str, Mapping[str, Any]] | None = None
+) -> tuple[str, ...]:
     """``os_packages_for_hosts`` from ``gpumap.HostPlan`` objects (the bundle spec's input): the GPU
-    map decides which hosts need the driver; branch and flavour are the target's defaults."""
+    map decides which hosts need the driver; the role's settings (branch, flavour, ...) and
+    ``airgap_llm_kernel_release`` come from each host's variables when given, else the target's defaults."""
+    settings = (*HOST_SETTINGS.values(), "airgap_llm_nvidia_driver_install", "airgap_llm_kernel_release")
     hosts = {
         plan.host: {
+            **{k: v for k, v in (hostvars or {}).get(plan.host, {}).items() if k in settings},
             "airgap_llm_gpu": {"count": plan.gpu.count if plan.gpu else 0},
             "airgap_llm_services": {s.name: {"gpus": list(s.gpus)} for s in plan.services},
         }

