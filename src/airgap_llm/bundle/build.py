@@ -34,6 +34,7 @@ from airgap_llm.bundle.layout import (
     PARTIAL_SUFFIX,
     WHEELS_DIR,
     free_bytes,
+    list_dir_bytes,
     no_space_hint,
     scan_tree,
 )
@@ -331,7 +332,8 @@ def _models(ctx: BuildContext, part: PartReport) -> None:
             except OSError as exc:
                 if exc.errno != errno.ENOSPC:
                     raise
-                left = ctx.pre.needed.get("models")
+                wanted = sum(f.chosen_bytes for f in ctx.pre.models.values())
+                left = max(wanted - sum(list_dir_bytes(out).values()), 0) if wanted else None
                 raise no_space_error(out, exc, left) from None
         results.append(res)
         label = f"{model.repo_id}@{model.revision} ({res.commit[:12]})"

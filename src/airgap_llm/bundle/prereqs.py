@@ -9,10 +9,10 @@ at most) and each unreachable service is asked once.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
-import subprocess
 import sys
 import urllib.error
 import urllib.request
@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from airgap_llm.bundle.layout import free_bytes, list_dir_bytes, model_folder
+from airgap_llm.bundle.layout import MODELS_HUB_DIR, free_bytes, list_dir_bytes, model_folder
 from airgap_llm.bundle.model_files import FileFilter, choose, code_repos
 from airgap_llm.bundle.progress import human_bytes
 from airgap_llm.bundle.spec import BundleSpec, ModelSpec, OsSetSpec, WheelSetSpec
@@ -170,8 +170,7 @@ def check_wheels(
 ) -> None:
     if not wheel_sets:
         return
-    pip = subprocess.run([sys.executable, "-m", "pip", "--version"], capture_output=True, text=True)
-    if pip.returncode != 0:
+    if importlib.util.find_spec("pip") is None:  # the wheels part runs `python -m pip` of this interpreter
         pre.add("wheels", f"pip is not available to {sys.executable} (python -m ensurepip, or install python3-pip)")
     for url in index_urls(pip_args, os.environ):
         why = probe(url)
@@ -250,26 +249,39 @@ def model_from_hub(spec: ModelSpec, endpoint: str | None) -> ModelFiles:
 
 def check_models(pre: Prerequisites, spec: BundleSpec, hub: Path | None, endpoint: str | None, out: Path) -> None:
     """Resolve every model's files (adding the code repositories ``auto_map`` names), or say why not."""
-    from airgap_llm.bundle.models import hub_endpoint, hub_offline
+    from airgap_llm.bundle.models import hub_offline
 
-    if hub is None and hub_offline() and spec.models:
-        pre.add(
-            "models",
-            f"HF_HUB_OFFLINE is set, so the Hub at {hub_endpoint(endpoint)} cannot be asked for "
-            f"{len(spec.models)} model(s); unset it, or import from a local cache with --models-from HF_CACHE_ROOT",
-        )
-        return
+    offline = hub is None and hub_offline()
+    bundled = out / MODELS_HUB_DIR
     queue = list(spec.models)
     seen = {(m.repo_id, m.revision) for m in queue}
+    hub_down: str | None = None  # why the Hub did not answer: asked once, the bundle's copies used after
+    not_bundled: list[str] = []
     while queue:
         model = queue.pop(0)
         try:
-            files = model_from_cache(model, hub) if hub is not None else model_from_hub(model, endpoint)
-        except UsageError as exc:  # the Hub unreachable: the same for every other model; say it once
-            others = f" (and {len(queue)} other model(s) of the inventory)" if queue else ""
-            pre.add("models", f"{exc}{others}")
-            return
+            if offline:  # a rebuild without the Hub: what the bundle already holds is its own source
+                files = _bundled_or_offline(model, bundled, endpoint)
+            elif hub is not None:
+                files = model_from_cache(model, hub)
+            elif hub_down is None:
+                try:
+                    files = model_from_hub(model, endpoint)
+                except UsageError as exc:
+                    hub_down = str(exc)
+                    files = model_from_cache(model, bundled)  # complete already: rebuilds without the Hub
+                    pre.notes.append(
+                        f"{model.repo_id}@{model.revision}: the Hub did not answer; the bundle's copy is kept"
+                    )
+            else:
+                files = model_from_cache(model, bundled)
+        except UsageError as exc:
+            pre.add("models", str(exc))
+            continue
         except InputError as exc:
+            if hub_down is not None and hub is None:
+                not_bundled.append(f"{model.repo_id}@{model.revision}")
+                continue
             pre.add("models", str(exc), environment=False)
             continue
         pre.models[(model.repo_id, model.revision)] = files
@@ -284,10 +296,27 @@ def check_models(pre: Prerequisites, spec: BundleSpec, hub: Path | None, endpoin
                 pre.notes.append(
                     f"{repo}@main: bundled too, since {model.repo_id}'s config.json auto_map takes code from it"
                 )
+    if hub_down is not None and not_bundled:
+        others = f" (not in the bundle either: {', '.join(not_bundled)})" if len(not_bundled) > 1 else ""
+        pre.add("models", f"{hub_down}{others}")
     have = list_dir_bytes(out)
     pre.needed["models"] = sum(
         max(f.chosen_bytes - have.get(model_folder(f.spec.repo_id), 0), 0) for f in pre.models.values()
     )
+
+
+def _bundled_or_offline(model: ModelSpec, bundled: Path, endpoint: str | None) -> ModelFiles:
+    from airgap_llm.bundle.models import hub_endpoint
+
+    try:
+        return model_from_cache(model, bundled)
+    except InputError:
+        used_by = f" (used by {', '.join(model.used_by)})" if model.used_by else ""
+        raise UsageError(
+            f"model {model.repo_id} revision {model.revision}{used_by}: not in the bundle yet, and HF_HUB_OFFLINE "
+            f"is set, so the Hub at {hub_endpoint(endpoint)} cannot be asked for it; unset HF_HUB_OFFLINE to "
+            "download, or import from a local cache with --models-from HF_CACHE_ROOT"
+        ) from None
 
 
 def check_space(pre: Prerequisites, out: Path) -> None:
