@@ -3,11 +3,15 @@
 Order of work:
 
 1. load the inventory and plan it; refuse (exit 1, every problem listed) before touching anything;
-2. check what the directory already holds against its manifest (parallel sha256): files with the
+2. check every part's prerequisites (``bundle.prereqs``: tools, mirrors, package index, the Hub or the
+   ``--models-from`` cache, free space for the whole bundle); refuse (exit 2, every problem listed)
+   before anything is written or downloaded;
+3. check what the directory already holds against its manifest (parallel sha256): files with the
    right hash are kept and not fetched again, damaged ones and leftover ``*.partial`` files removed;
-3. per part (collections, models, wheels, os; ``--only`` picks some): fetch what is missing, then
-   re-index that part's directory and rewrite ``manifest.json`` + ``SHA256SUMS`` atomically, so an
-   interrupted build (even ``kill -9``) loses at most the part in progress and resumes from there.
+4. per part, the small ones first (collections, os, wheels, then models; ``--only`` picks some): fetch
+   what is missing, then re-index that part's directory and rewrite ``manifest.json`` + ``SHA256SUMS``
+   atomically, so an interrupted build (even ``kill -9``) loses at most the part in progress and
+   resumes from there. Each part's builder takes one ``BuildContext``.
 
 Every file reaches its final name by a rename from a temporary name (``*.partial``).
 """
@@ -210,12 +214,11 @@ def build_bundle(opts: BuildOptions, ui: BuildUI | None = None) -> BuildReport:
     started = time.perf_counter()
     spec = plan_bundle(opts)  # refuses before anything is written or downloaded
     parts = [p for p in PARTS if not opts.only or p in opts.only]
-    hub = locate_hub(opts.models_from) if opts.models_from is not None and "models" in parts else None
     out = opts.out
     if out.exists() and not out.is_dir():
         raise UsageError(f"-o {out}: exists and is not a directory")
     with ui.busy("checking every part's prerequisites"):
-        pre = check_prerequisites(spec, opts, parts, hub)
+        pre, hub = check_prerequisites(spec, opts, parts)
     pre.raise_if_any()  # exit 2 (or 1), every problem listed, nothing downloaded
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -241,26 +244,29 @@ def build_bundle(opts: BuildOptions, ui: BuildUI | None = None) -> BuildReport:
     return report
 
 
-def check_prerequisites(spec: BundleSpec, opts: BuildOptions, parts: Sequence[str], hub: Path | None) -> Prerequisites:
-    """Every part's prerequisites, before anything is downloaded (see ``bundle.prereqs``)."""
+def check_prerequisites(
+    spec: BundleSpec, opts: BuildOptions, parts: Sequence[str]
+) -> tuple[Prerequisites, Path | None]:
+    """Every part's prerequisites, before anything is downloaded (see ``bundle.prereqs``); and the hub
+    directory of ``--models-from``, when given."""
     pre = Prerequisites()
     probe = prereqs.url_problem
+    hub = None
     if "collections" in parts:
-        for coll in spec.collections:
-            try:
-                find_installed(coll)
-            except UsageError as exc:
-                pre.add("collections", str(exc))
-            except InputError as exc:
-                pre.add("collections", str(exc), environment=False)
+        prereqs.check_collections(pre, spec.collections)
     if "os" in parts:
         prereqs.check_os(pre, spec.os_sets, opts.os_mirrors, opts.os_keyrings, probe)
     if "wheels" in parts:
         prereqs.check_wheels(pre, spec.wheel_sets, opts.pip_args, lambda d: _dir_bytes(opts.out / d), probe)
     if "models" in parts:
-        prereqs.check_models(pre, spec, hub, opts.hub_endpoint, opts.out)
+        try:
+            hub = locate_hub(opts.models_from) if opts.models_from is not None else None
+        except (InputError, UsageError) as exc:
+            pre.add("models", str(exc), environment=isinstance(exc, UsageError))
+        else:
+            prereqs.check_models(pre, spec, hub, opts.hub_endpoint, opts.out)
     prereqs.check_space(pre, opts.out)
-    return pre
+    return pre, hub
 
 
 def _dir_bytes(path: Path) -> int:

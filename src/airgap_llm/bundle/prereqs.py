@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
@@ -23,7 +24,7 @@ from pathlib import Path
 from airgap_llm.bundle.layout import MODELS_HUB_DIR, free_bytes, list_dir_bytes, model_folder
 from airgap_llm.bundle.model_files import FileFilter, choose, code_repos
 from airgap_llm.bundle.progress import human_bytes
-from airgap_llm.bundle.spec import BundleSpec, ModelSpec, OsSetSpec, WheelSetSpec
+from airgap_llm.bundle.spec import BundleSpec, CollectionSpec, ModelSpec, OsSetSpec, WheelSetSpec
 from airgap_llm.errors import InputError, UsageError
 
 PROBE_TIMEOUT_S = 5.0
@@ -103,6 +104,19 @@ def missing_tools(tools: Sequence[str]) -> list[str]:
 
 
 # --- per part ----------------------------------------------------------------------------------------
+
+
+def check_collections(pre: Prerequisites, collections: Sequence[CollectionSpec]) -> None:
+    """Each collection installed at its pinned version (the part packs the installed copy)."""
+    from airgap_llm.bundle.collections import find_installed
+
+    for coll in collections:
+        try:
+            find_installed(coll)
+        except UsageError as exc:
+            pre.add("collections", str(exc))
+        except InputError as exc:
+            pre.add("collections", str(exc), environment=False)
 
 
 def check_os(
@@ -231,17 +245,13 @@ def model_from_hub(spec: ModelSpec, endpoint: str | None) -> ModelFiles:
     config = None
     if "config.json" in sizes and any(f.remote_code for f in spec.filters):
 
-        def read() -> str:
-            with hub_errors(spec, endpoint):
+        def read() -> str:  # a few KB into a scratch directory: the bundle gets it with the rest
+            with tempfile.TemporaryDirectory(prefix="airgap-llm-config-") as tmp, hub_errors(spec, endpoint):
                 path = hf_hub_download(
-                    spec.repo_id,
-                    "config.json",
-                    revision=commit,
-                    endpoint=endpoint,
-                    cache_dir=str(Path(os.environ.get("TMPDIR", "/tmp")) / "airgap-llm-configs"),
+                    spec.repo_id, "config.json", revision=commit, endpoint=endpoint, cache_dir=tmp,
                     etag_timeout=PROBE_TIMEOUT_S,
-                )
-            return Path(path).read_text(encoding="utf-8")
+                )  # fmt: skip
+                return Path(path).read_text(encoding="utf-8")
 
         config = _config(read)
     return ModelFiles(spec, commit, sizes, chosen, config)
