@@ -378,6 +378,12 @@ def _wheels(ctx: BuildContext, part: PartReport) -> None:
             if res.excluded:
                 note += f": {', '.join(res.excluded)}"
             part.notes.append(note)
+        if res.missing_companions:
+            part.notes.append(
+                f"{ws.dir}: {', '.join(res.missing_companions)} not on the package index: FlashInfer would fetch its "
+                "prebuilt kernels from the internet at first use; on the hosts, choose attention and sampling "
+                "backends that need no download (or pass an index that has them with --pip-arg)"
+            )
         reqs = " ".join(ws.requirements)
 
         def source(rel: str, reqs: str = reqs, tag: str = ws.dir.split("/", 1)[1]) -> str:
