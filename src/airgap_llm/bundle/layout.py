@@ -33,10 +33,13 @@ def wheel_dir(python_tag: str, platform: str) -> str:
     return f"{WHEELS_DIR}/{python_tag}-{platform}"
 
 
+MODEL_FOLDER_PREFIX = "models--"
+
+
 def model_folder(repo_id: str) -> str:
     """``ORG/NAME`` -> ``models--ORG--NAME``: huggingface_hub's folder naming, written here only (the
     roles get it through the ``airgap_llm_model_folder`` filter)."""
-    return "--".join(["models", *repo_id.split("/")])
+    return MODEL_FOLDER_PREFIX + "--".join(repo_id.split("/"))
 
 
 def model_repo_dir(repo_id: str) -> str:

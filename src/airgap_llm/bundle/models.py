@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from airgap_llm.bundle.layout import MODELS_HUB_DIR, PARTIAL_SUFFIX, link_to_blob, model_folder
+from airgap_llm.bundle.layout import MODEL_FOLDER_PREFIX, MODELS_HUB_DIR, PARTIAL_SUFFIX, link_to_blob, model_folder
 from airgap_llm.bundle.model_files import as_allow_patterns
 from airgap_llm.bundle.spec import ModelSpec
 from airgap_llm.errors import InputError, UsageError
@@ -45,7 +45,7 @@ def locate_hub(root: Path) -> Path:
         raise UsageError(f"--models-from {root}: no such directory")
     if (root / "hub").is_dir():
         return root / "hub"
-    if any(p.name.startswith("models--") for p in root.iterdir()):
+    if any(p.name.startswith(MODEL_FOLDER_PREFIX) for p in root.iterdir()):
         return root
     raise InputError(
         f"--models-from {root}: not a Hugging Face cache (no hub/ directory and no models--ORG--NAME folders)"
