@@ -162,3 +162,15 @@ def test_cache_files_lists_a_snapshot(tmp_path: Path) -> None:
     (snap / "config.json").write_text("{}")
     (snap / "sub" / "w.safetensors").write_bytes(b"1234")
     assert cache_files(tmp_path, "c0") == {"config.json": 2, "sub/w.safetensors": 4}
+
+
+def test_a_package_the_release_lacks_is_named_with_where_it_came_from() -> None:
+    from airgap_llm.bundle.os_packages import unknown_packages, unknown_packages_message
+
+    output = "Reading package lists...\nE: Unable to locate package linux-headers-6.1.0-99-amd64\nE: Couldn't find"
+    assert unknown_packages(output) == ["linux-headers-6.1.0-99-amd64"]
+    s = OsSetSpec(TARGETS["debian-12"], ("rsync",), ("h",))
+    text = unknown_packages_message(s, "http://deb.debian.org/debian", ["linux-headers-6.1.0-99-amd64", "x"])
+    assert text.startswith("debian-12: the archive at http://deb.debian.org/debian has no package "
+                           "linux-headers-6.1.0-99-amd64, x (bookworm, -updates, -security)")  # fmt: skip
+    assert "comes from airgap_llm_kernel_release: is that a kernel of bookworm?" in text

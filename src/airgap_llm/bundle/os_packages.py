@@ -192,6 +192,29 @@ def _run(cmd: list[str], what: str, env: dict[str, str] | None = None) -> str:
     return proc.stdout
 
 
+_UNKNOWN = re.compile(r"^E: Unable to locate package (\S+)$", re.MULTILINE)
+
+
+def unknown_packages(apt_output: str) -> list[str]:
+    """The packages apt says the archive does not have."""
+    return sorted(set(_UNKNOWN.findall(apt_output)))
+
+
+def unknown_packages_message(os_set: OsSetSpec, mirror: str, missing: list[str]) -> str:
+    """Exit 1: the inventory asks for a package the release does not have; name where it came from."""
+    t = os_set.target
+    hints = []
+    for name in missing:
+        if name.startswith(("linux-headers-", "kernel-devel-")):
+            hints.append(f"{name} comes from airgap_llm_kernel_release: is that a kernel of {t.codename}?")
+        elif name.startswith(("nvidia-", "linux-modules-nvidia-", "libnvidia-")):
+            hints.append(f"{name} comes from the driver settings (airgap_llm_nvidia_driver_branch/_flavour)")
+    return (
+        f"{t.id}: the archive at {mirror} has no package {', '.join(missing)} ({t.codename}, -updates, -security)"
+        + ("; " + "; ".join(hints) if hints else "")
+    )
+
+
 def unsupported_message(os_set: OsSetSpec) -> str:
     t = os_set.target
     return (
@@ -228,10 +251,17 @@ def build_os_repo(
     with tempfile.TemporaryDirectory(prefix="airgap-llm-apt-") as tmp:
         opts = private_apt(Path(tmp), plan, status, stage / "archives")
         _run(["apt-get", *opts, "update"], f"apt-get update for {codename}")
-        _run(
-            ["apt-get", *opts, "install", "--download-only", "--no-install-recommends", "-y", *os_set.packages],
-            f"resolving {' '.join(os_set.packages)} for {os_set.target.id}",
-        )
+        what = f"resolving {' '.join(os_set.packages)} for {os_set.target.id}"
+        try:
+            _run(
+                ["apt-get", *opts, "install", "--download-only", "--no-install-recommends", "-y", *os_set.packages],
+                what,
+            )
+        except UsageError as exc:
+            missing = unknown_packages(str(exc))
+            if missing:
+                raise InputError(unknown_packages_message(os_set, plan.mirror, missing)) from None
+            raise
     debs = sorted(p.name for p in (stage / "archives").glob("*.deb"))
     if not debs:
         raise InputError(f"{os_set.target.id}: apt found nothing to download for {' '.join(os_set.packages)}")
