@@ -138,6 +138,24 @@ def test_index_urls_follow_pip_args_and_environment() -> None:
     args = ["--index-url=http://a/simple", "--extra-index-url", "http://b/whl/cpu"]
     assert index_urls(args, {}) == ["http://a/simple/", "http://b/whl/cpu/"]
     assert index_urls(["--no-index", "--find-links=/w"], {}) == []
+    config = {"index-url": "http://site/simple", "extra-index-url": "http://x/a http://x/b"}
+    assert index_urls([], {}, config) == ["http://site/simple/", "http://x/a/", "http://x/b/"]
+    assert index_urls([], {"PIP_INDEX_URL": "http://env/simple"}, config)[0] == "http://env/simple/"
+    assert index_urls(["--isolated"], {"PIP_INDEX_URL": "http://env/simple"}, config) == ["https://pypi.org/simple/"]
+    assert index_urls([], {"PIP_NO_INDEX": "1"}) == []
+
+
+def test_pip_config_files_are_read_in_pips_order(tmp_path: Path) -> None:
+    from airgap_llm.bundle.prereqs import pip_config
+
+    (tmp_path / ".config" / "pip").mkdir(parents=True)
+    user = tmp_path / ".config" / "pip" / "pip.conf"
+    user.write_text("[global]\nindex-url = http://user/simple\nfind-links = /w\n")
+    extra = tmp_path / "extra.conf"
+    extra.write_text("[download]\nextra-index-url = http://dl/simple\n")
+    got = pip_config({"HOME": str(tmp_path), "PIP_CONFIG_FILE": str(extra)})
+    assert got["index-url"] == "http://user/simple" and got["extra-index-url"] == "http://dl/simple"
+    assert "find-links" not in got
 
 
 def test_every_problem_at_once_exit_2_for_the_environment_else_1() -> None:

@@ -158,10 +158,13 @@ def check_os(
         pre.needed["os"] = pre.needed.get("os", 0) + OS_ESTIMATE["gpu" if plan.driver else "cpu"]
 
 
-def index_urls(pip_args: Sequence[str], env: Mapping[str, str]) -> list[str]:
-    """The package indexes ``pip download`` will read, from ``--pip-arg`` and the environment."""
+def index_urls(pip_args: Sequence[str], env: Mapping[str, str], config: Mapping[str, str] | None = None) -> list[str]:
+    """The package indexes ``pip download`` will read: ``--pip-arg`` first, then pip's environment
+    (``PIP_INDEX_URL``, ...) and its configuration files (``config``: key -> value), then PyPI (pure)."""
     args = list(pip_args)
-    if "--no-index" in args:
+    isolated = "--isolated" in args
+    settings = {} if isolated else {**(config or {}), **_pip_env(env)}
+    if "--no-index" in args or settings.get("no-index", "").lower() in ("1", "true", "yes", "on"):
         return []
     urls: list[str] = []
     extra: list[str] = []
@@ -172,8 +175,40 @@ def index_urls(pip_args: Sequence[str], env: Mapping[str, str]) -> list[str]:
             elif arg.startswith(flag + "="):
                 into.append(arg.split("=", 1)[1])
     if not urls:
-        urls = [env.get("PIP_INDEX_URL") or "https://pypi.org/simple"]
+        urls = [settings.get("index-url") or "https://pypi.org/simple"]
+    extra += settings.get("extra-index-url", "").split()
     return [u.rstrip("/") + "/" for u in urls + extra]
+
+
+def _pip_env(env: Mapping[str, str]) -> dict[str, str]:
+    names = {"PIP_INDEX_URL": "index-url", "PIP_EXTRA_INDEX_URL": "extra-index-url", "PIP_NO_INDEX": "no-index"}
+    return {key: env[name] for name, key in names.items() if env.get(name)}
+
+
+def pip_config(env: Mapping[str, str]) -> dict[str, str]:
+    """``index-url``, ``extra-index-url`` and ``no-index`` from pip's configuration files, in pip's order
+    (site-wide, user, the environment's, ``PIP_CONFIG_FILE``; later wins; [download] over [global])."""
+    import configparser
+
+    home = Path(env.get("HOME", str(Path.home())))
+    xdg = Path(env.get("XDG_CONFIG_HOME", str(home / ".config")))
+    files = [Path("/etc/xdg/pip/pip.conf"), Path("/etc/pip.conf"), home / ".pip/pip.conf", xdg / "pip/pip.conf",
+             Path(sys.prefix) / "pip.conf"]  # fmt: skip
+    if env.get("PIP_CONFIG_FILE"):
+        files.append(Path(env["PIP_CONFIG_FILE"]))
+    out: dict[str, str] = {}
+    for path in files:
+        parser = configparser.ConfigParser(interpolation=None)
+        try:
+            parser.read(path, encoding="utf-8")
+        except (configparser.Error, OSError, UnicodeDecodeError):
+            continue
+        for section in ("global", "download"):
+            if parser.has_section(section):
+                out.update(
+                    {k: v for k, v in parser.items(section) if k in ("index-url", "extra-index-url", "no-index")}
+                )
+    return out
 
 
 def check_wheels(
@@ -187,7 +222,9 @@ def check_wheels(
         return
     if importlib.util.find_spec("pip") is None:  # the wheels part runs `python -m pip` of this interpreter
         pre.add("wheels", f"pip is not available to {sys.executable} (python -m ensurepip, or install python3-pip)")
-    for url in index_urls(pip_args, os.environ):
+    for url in index_urls(pip_args, os.environ, pip_config(os.environ)):
+        if not url.startswith(("http://", "https://")):  # pip only warns about a local index it cannot read
+            continue
         why = probe(url)
         if why is not None:
             pre.add(
