@@ -14,7 +14,8 @@ from airgap_llm.bundle.os_packages import (
     repo_plan,
     status_text,
 )
-from airgap_llm.bundle.prereqs import Prerequisites, index_urls
+from airgap_llm.bundle.pip_index import index_urls
+from airgap_llm.bundle.prereqs import Prerequisites
 from airgap_llm.bundle.spec import OsSetSpec, bundle_spec
 from airgap_llm.errors import InputError, UsageError
 from airgap_llm.gpumap import plan_hosts
@@ -146,7 +147,7 @@ def test_index_urls_follow_pip_args_and_environment() -> None:
 
 
 def test_pip_config_files_are_read_in_pips_order(tmp_path: Path) -> None:
-    from airgap_llm.bundle.prereqs import pip_config
+    from airgap_llm.bundle.pip_index import pip_config
 
     (tmp_path / ".config" / "pip").mkdir(parents=True)
     user = tmp_path / ".config" / "pip" / "pip.conf"
@@ -173,7 +174,7 @@ def test_every_problem_at_once_exit_2_for_the_environment_else_1() -> None:
 
 
 def test_cache_files_lists_a_snapshot(tmp_path: Path) -> None:
-    from airgap_llm.bundle.prereqs import cache_files
+    from airgap_llm.bundle.model_listing import cache_files
 
     snap = tmp_path / "snapshots" / "c0"
     (snap / "sub").mkdir(parents=True)

