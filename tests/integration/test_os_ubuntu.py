@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from airgap_llm.bundle.os_packages import parse_stanzas
+from airgap_llm.bundle.apt_baseline import parse_stanzas
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
 from ubuntu_mirror import build_mirror, make_test_key  # noqa: E402

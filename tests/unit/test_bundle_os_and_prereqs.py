@@ -7,13 +7,8 @@ from typing import Any
 
 import pytest
 
-from airgap_llm.bundle.os_packages import (
-    minbase_names,
-    parse_os_options,
-    parse_stanzas,
-    repo_plan,
-    status_text,
-)
+from airgap_llm.bundle.apt_baseline import minbase_names, parse_stanzas, status_text
+from airgap_llm.bundle.os_archives import parse_os_options, repo_plan
 from airgap_llm.bundle.pip_index import index_urls
 from airgap_llm.bundle.prereqs import Prerequisites
 from airgap_llm.bundle.spec import OsSetSpec, bundle_spec

@@ -107,12 +107,12 @@ def check_os(
     keyrings: Mapping[str, str],
     probe: Callable[[str], str | None],
 ) -> None:
-    from airgap_llm.bundle import os_packages
+    from airgap_llm.bundle.os_archives import repo_plan
 
     for os_set in os_sets:
         target = os_set.target
         try:
-            plan = os_packages.repo_plan(os_set, mirrors, keyrings)
+            plan = repo_plan(os_set, mirrors, keyrings)
         except UsageError as exc:
             pre.add("os", str(exc))
             continue

@@ -13,7 +13,7 @@ from rich.markup import escape
 
 from airgap_llm.bundle.build import BuildOptions, BuildReport, BuildUI, build_bundle
 from airgap_llm.bundle.hashing import OnBytes
-from airgap_llm.bundle.os_packages import parse_os_options
+from airgap_llm.bundle.os_archives import parse_os_options
 from airgap_llm.bundle.progress import byte_progress, human_bytes, stderr_console, thread_safe_advance
 from airgap_llm.bundle.spec import PARTS
 from airgap_llm.bundle.verify import verify_bundle
