@@ -21,62 +21,24 @@ from __future__ import annotations
 import errno
 import shutil
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
 from airgap_llm.bundle import prereqs
-from airgap_llm.bundle.collections import build_collection, find_installed
-from airgap_llm.bundle.hashing import OnBytes, hash_files
-from airgap_llm.bundle.index import index_paths, list_under
-from airgap_llm.bundle.layout import (
-    COLLECTIONS_DIR,
-    MODELS_HUB_DIR,
-    PARTIAL_SUFFIX,
-    WHEELS_DIR,
-    free_bytes,
-    list_dir_bytes,
-    no_space_hint,
-    scan_tree,
-)
+from airgap_llm.bundle.context import BuildContext, BuildOptions, BuildUI, PartReport, no_space_error
+from airgap_llm.bundle.hashing import hash_files
+from airgap_llm.bundle.layout import PARTIAL_SUFFIX, scan_tree
 from airgap_llm.bundle.manifest import Artifact, Manifest, diff_tree, load_manifest, resolve_link, save_manifest
-from airgap_llm.bundle.models import (
-    ModelResult,
-    download_model,
-    import_model,
-    locate_hub,
-    prune_models,
-)
+from airgap_llm.bundle.models import locate_hub
+from airgap_llm.bundle.parts import PART_BUILDERS
 from airgap_llm.bundle.prereqs import Prerequisites
-from airgap_llm.bundle.progress import human_bytes
 from airgap_llm.bundle.spec import PARTS, BundleSpec, CollectionSpec, bundle_spec, parse_collections
-from airgap_llm.bundle.wheels import build_wheel_set
 from airgap_llm.errors import InputError, UsageError
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
-
-
-@dataclass
-class BuildOptions:
-    inventory: Path
-    out: Path
-    models_from: Path | None = None
-    only: Sequence[str] = ()
-    pip_args: Sequence[str] = ()
-    requirements_yml: Path | None = None
-    hub_endpoint: str | None = None
-    os_mirrors: Mapping[str, str] = field(default_factory=dict)  # --os-mirror OS=URL
-    os_keyrings: Mapping[str, str] = field(default_factory=dict)  # --os-keyring OS=FILE
-
-
-@dataclass
-class PartReport:
-    fetched: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -88,21 +50,6 @@ class BuildReport:
     kept: int = 0  # files already present with the right hash
     removed: list[str] = field(default_factory=list)  # damaged or leftover files removed
     seconds: float = 0.0
-
-
-class BuildUI:
-    """What the build tells its user; the command line gives it rich output."""
-
-    def info(self, message: str) -> None:
-        pass
-
-    @contextmanager
-    def hashing(self, description: str, total: int) -> Iterator[OnBytes | None]:
-        yield None
-
-    @contextmanager
-    def busy(self, description: str) -> Iterator[None]:
-        yield
 
 
 def load_collections(path: Path) -> list[CollectionSpec]:
@@ -176,39 +123,6 @@ def check_existing(out: Path, ui: BuildUI) -> tuple[Manifest | None, dict[str, A
     return old, intact, removed
 
 
-def reindex(
-    out: Path,
-    manifest: Manifest,
-    prefix: str,
-    kind: str,
-    source: Callable[[str], str],
-    intact: dict[str, Artifact],
-    ui: BuildUI,
-) -> None:
-    """Replace the manifest's entries under ``prefix`` with what the directory now holds."""
-    manifest.remove_under(prefix)
-    paths = list_under(out, prefix)
-    fresh = []
-    for rel in paths:
-        old = intact.get(rel)
-        full = out / rel
-        if old is not None and old.kind == kind and not old.is_link and not full.is_symlink():
-            if full.stat().st_size == old.size:
-                manifest.add(Artifact(rel, kind, old.size, old.sha256, source(rel)))
-                continue
-        fresh.append(rel)
-    if fresh:
-        total = sum((out / p).stat().st_size for p in fresh if not (out / p).is_symlink())
-        with ui.hashing(f"hashing {len(fresh)} new files under {prefix}", total) as on_bytes:
-            for art in index_paths(out, fresh, kind, source, on_bytes=on_bytes):
-                manifest.add(art)
-    # links whose target was reused need the target's entry: index them too if missing
-    for rel in paths:
-        if rel not in manifest.artifacts:
-            for art in index_paths(out, [rel], kind, source):
-                manifest.add(art)
-
-
 def build_bundle(opts: BuildOptions, ui: BuildUI | None = None) -> BuildReport:
     ui = ui or BuildUI()
     started = time.perf_counter()
@@ -271,157 +185,3 @@ def check_prerequisites(
 
 def _dir_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.glob("*") if p.is_file()) if path.is_dir() else 0
-
-
-@dataclass
-class BuildContext:
-    """What every part's builder works with: the bundle directory, what it must hold, the manifest being
-    rewritten, the files found intact, the user interface, and the prerequisites found."""
-
-    out: Path
-    spec: BundleSpec
-    opts: BuildOptions
-    manifest: Manifest
-    intact: dict[str, Artifact]
-    ui: BuildUI
-    hub: Path | None
-    pre: Prerequisites
-
-    def reindex(self, prefix: str, kind: str, source: Callable[[str], str]) -> None:
-        reindex(self.out, self.manifest, prefix, kind, source, self.intact, self.ui)
-
-
-def no_space_error(out: Path, exc: OSError, needed: int | None = None) -> UsageError:
-    """Exit 2 (the environment): which file could not be written, how much is free, how much is missing."""
-    where = exc.filename or out
-    need = f"; this part still needs {human_bytes(needed)}" if needed else ""
-    return UsageError(
-        f"no space left on device writing {where}: {human_bytes(free_bytes(out))} free on the file system of "
-        f"{out}{need}; {no_space_hint(out)}"
-    )
-
-
-def _collections(ctx: BuildContext, part: PartReport) -> None:
-    sources: dict[str, str] = {}
-    wanted = set()
-    for coll in ctx.spec.collections:
-        src = find_installed(coll)
-        sources[coll.path] = f"installed collection {coll.fqcn} {coll.version}"
-        wanted.add(coll.path)
-        if coll.path in ctx.intact:
-            part.skipped.append(coll.path)
-            continue
-        build_collection(ctx.out, coll, src)
-        part.fetched.append(coll.path)
-    for rel in list_under(ctx.out, COLLECTIONS_DIR):
-        if rel not in wanted:
-            (ctx.out / rel).unlink()
-            part.notes.append(f"removed {rel} (not in requirements.yml)")
-    ctx.reindex(COLLECTIONS_DIR, "collection", lambda p: sources.get(p, "collection"))
-
-
-def _models(ctx: BuildContext, part: PartReport) -> None:
-    out, hub = ctx.out, ctx.hub
-    part.notes += ctx.pre.notes
-    results: list[ModelResult] = []
-    saved = 0
-    for model in ctx.spec.models:
-        files = ctx.pre.models.get((model.repo_id, model.revision))
-        chosen = sorted(files.chosen) if files is not None else None
-        saved += files.saved_bytes if files is not None else 0
-        with ctx.ui.busy(f"model {model.repo_id}@{model.revision}"):
-            try:
-                if hub is not None:
-                    res = import_model(model, hub, out, chosen)
-                else:
-                    res = download_model(model, out, ctx.opts.hub_endpoint, chosen)
-            except OSError as exc:
-                if exc.errno != errno.ENOSPC:
-                    raise
-                wanted = sum(f.chosen_bytes for f in ctx.pre.models.values())
-                left = max(wanted - sum(list_dir_bytes(out).values()), 0) if wanted else None
-                raise no_space_error(out, exc, left) from None
-        results.append(res)
-        label = f"{model.repo_id}@{model.revision} ({res.commit[:12]})"
-        (part.fetched if res.copied else part.skipped).append(
-            f"{label}: {res.copied} blobs fetched, {res.skipped} kept"
-        )
-    if saved:
-        part.notes.append(
-            f"the file filter left out {human_bytes(saved)} that vLLM does not load (original/ checkpoints, "
-            "duplicate weight formats, ...); a service's allow_patterns / ignore_patterns change what is taken"
-        )
-    for gone in prune_models(out, [(r.spec, r.commit) for r in results]):
-        part.notes.append(f"removed {gone} (no longer in the inventory)")
-    sources = {r.spec.dir: r.source for r in results}
-
-    def source(rel: str) -> str:
-        return next((s for d, s in sources.items() if rel.startswith(d + "/")), "model")
-
-    ctx.reindex(MODELS_HUB_DIR, "model", source)
-
-
-def _wheels(ctx: BuildContext, part: PartReport) -> None:
-    out, manifest = ctx.out, ctx.manifest
-    wanted_dirs = {w.dir for w in ctx.spec.wheel_sets}
-    for ws in ctx.spec.wheel_sets:
-        with ctx.ui.busy(f"pip download {' '.join(ws.requirements)} for {ws.dir}"):
-            res = build_wheel_set(out, ws, set(ctx.intact), ctx.opts.pip_args, log=ctx.ui.info)
-        if res.skipped_pip:
-            part.skipped.append(f"{ws.dir}: {len(res.wheels)} wheels present with the right hash (pip not run)")
-        else:
-            part.fetched += [f"{ws.dir}/{n}" for n in res.fetched]
-            kept = len(res.wheels) - len(res.fetched)
-            part.skipped.append(f"{ws.dir}: {kept} wheels already present")
-        if ws.excluded:
-            note = f"{ws.dir}: left out {', '.join(ws.excluded)} (they break imports beside the CPU torch)"
-            if res.excluded:
-                note += f": {', '.join(res.excluded)}"
-            part.notes.append(note)
-        if res.missing_companions:
-            part.notes.append(
-                f"{ws.dir}: {', '.join(res.missing_companions)} not on the package index: FlashInfer would fetch its "
-                "prebuilt kernels from the internet at first use; on the hosts, choose attention and sampling "
-                "backends that need no download (or pass an index that has them with --pip-arg)"
-            )
-        reqs = " ".join(ws.requirements)
-
-        def source(rel: str, reqs: str = reqs, tag: str = ws.dir.split("/", 1)[1]) -> str:
-            if rel.endswith(".txt"):
-                return f"generated: pins of the wheels downloaded for {reqs}"
-            return f"pip download {reqs} ({tag})"
-
-        ctx.reindex(ws.dir, "wheel", source)
-    wheels_root = out / WHEELS_DIR
-    if wheels_root.is_dir():
-        for d in sorted(wheels_root.iterdir()):
-            if f"{WHEELS_DIR}/{d.name}" not in wanted_dirs:
-                shutil.rmtree(d) if d.is_dir() else d.unlink()
-                manifest.remove_under(f"{WHEELS_DIR}/{d.name}")
-                part.notes.append(f"removed {WHEELS_DIR}/{d.name} (no host needs it)")
-
-
-def _os(ctx: BuildContext, part: PartReport) -> None:
-    from airgap_llm.bundle.os_packages import build_os_repo
-
-    for os_set in ctx.spec.os_sets:
-        with ctx.ui.busy(f"OS packages for {os_set.target.id}"):
-            res = build_os_repo(
-                ctx.out, os_set, set(ctx.intact), ctx.ui.info, ctx.opts.os_mirrors, ctx.opts.os_keyrings
-            )
-        part.fetched += res.fetched
-        part.skipped += [f"{os_set.dir}: {n} packages already present" for n in [len(res.kept)] if n]
-        part.notes += res.notes
-        ctx.reindex(os_set.dir, "os-package", _constant(res.source))
-
-
-def _constant(text: str) -> Callable[[str], str]:
-    return lambda _path: text
-
-
-PART_BUILDERS: dict[str, Callable[[BuildContext, PartReport], None]] = {
-    "collections": _collections,
-    "os": _os,
-    "wheels": _wheels,
-    "models": _models,
-}

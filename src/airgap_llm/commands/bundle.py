@@ -11,7 +11,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
-from airgap_llm.bundle.build import BuildOptions, BuildReport, BuildUI, build_bundle
+from airgap_llm.bundle.build import BuildReport, build_bundle
+from airgap_llm.bundle.context import BuildOptions, BuildUI
 from airgap_llm.bundle.hashing import OnBytes
 from airgap_llm.bundle.os_archives import parse_os_options
 from airgap_llm.bundle.progress import byte_progress, human_bytes, stderr_console, thread_safe_advance
