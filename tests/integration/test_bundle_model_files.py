@@ -85,3 +85,13 @@ def test_filters_code_repos_and_bytes_saved(tmp_path: Path) -> None:
     saved = 2 + 8192 + 16384 + 5 + 2048  # generation_config, .bin, original/, README, .onnx
     assert f"the file filter left out {saved / 1024:.1f} KiB that vLLM does not load" in flat, flat
     assert "org/ocr-code@main: bundled too, since org/ocr's config.json auto_map takes code from it" in flat
+
+    # a rebuild after a service leaves out one more file removes it, and what only it used
+    inv.write_text(INVENTORY.replace("[generation_config.json]", "[generation_config.json, tokenizer.json]"))
+    again = subprocess.run(proc.args, capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert files("org/llm") == {"config.json", "model.safetensors"}
+    assert "tokenizer.json (left out by the file filter)" in " ".join(again.stdout.split())
+    verify = subprocess.run([sys.executable, "-m", "airgap_llm.cli", "bundle", "verify", str(out)],
+                            capture_output=True, text=True, env=env, cwd=REPO)  # fmt: skip
+    assert verify.returncode == 0, verify.stdout + verify.stderr

@@ -260,6 +260,21 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
+def prune_snapshot(bundle: Path, spec: ModelSpec, commit: str, keep: set[str]) -> list[str]:
+    """Remove a snapshot's links to files not in ``keep`` (their blobs go with ``prune_models``)."""
+    snap = bundle / spec.dir / "snapshots" / commit
+    removed = []
+    for link in sorted(snap.rglob("*"), reverse=True):
+        rel = link.relative_to(snap).as_posix()
+        if link.is_symlink() or link.is_file():
+            if rel not in keep:
+                link.unlink()
+                removed.append(f"{spec.dir}/snapshots/{commit}/{rel}")
+        elif link.is_dir() and not any(link.iterdir()):
+            link.rmdir()
+    return removed
+
+
 def prune_models(bundle: Path, keep: list[tuple[ModelSpec, str]]) -> list[str]:
     """Remove model folders, snapshots, refs and blobs the inventory no longer uses; return what went."""
     hub = bundle / MODELS_HUB_DIR

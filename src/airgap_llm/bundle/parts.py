@@ -11,7 +11,7 @@ from airgap_llm.bundle.collections import build_collection, find_installed
 from airgap_llm.bundle.context import BuildContext, PartReport, no_space_error
 from airgap_llm.bundle.index import list_under
 from airgap_llm.bundle.layout import COLLECTIONS_DIR, MODELS_HUB_DIR, WHEELS_DIR, list_dir_bytes
-from airgap_llm.bundle.models import ModelResult, download_model, import_model, prune_models
+from airgap_llm.bundle.models import ModelResult, download_model, import_model, prune_models, prune_snapshot
 from airgap_llm.bundle.progress import human_bytes
 from airgap_llm.bundle.wheels import build_wheel_set
 
@@ -57,6 +57,9 @@ def _models(ctx: BuildContext, part: PartReport) -> None:
                 left = max(wanted - sum(list_dir_bytes(out).values()), 0) if wanted else None
                 raise no_space_error(out, exc, left) from None
         results.append(res)
+        if chosen is not None:  # a file an earlier build took and the filter now leaves out
+            for gone in prune_snapshot(out, model, res.commit, set(chosen)):
+                part.notes.append(f"removed {gone} (left out by the file filter)")
         label = f"{model.repo_id}@{model.revision} ({res.commit[:12]})"
         (part.fetched if res.copied else part.skipped).append(
             f"{label}: {res.copied} blobs fetched, {res.skipped} kept"
@@ -67,7 +70,7 @@ def _models(ctx: BuildContext, part: PartReport) -> None:
             "duplicate weight formats, ...); a service's allow_patterns / ignore_patterns change what is taken"
         )
     for gone in prune_models(out, [(r.spec, r.commit) for r in results]):
-        part.notes.append(f"removed {gone} (no longer in the inventory)")
+        part.notes.append(f"removed {gone} (no model of the inventory uses it)")
     sources = {r.spec.dir: r.source for r in results}
 
     def source(rel: str) -> str:
