@@ -41,3 +41,23 @@ def test_h100_build_without_hub_mirror_or_index_lists_every_missing_prerequisite
     assert "(not in the bundle either: Qwen/Qwen3-Embedding-4B@main, " in flat
     assert not out.exists(), "nothing may be written before every prerequisite is there"
     assert seconds < 30, f"took {seconds:.1f} s"
+
+
+def test_rhel_os_part_is_refused_up_front_saying_what_it_needs(tmp_path: Path) -> None:
+    inv = tmp_path / "inv.yml"
+    inv.write_text(
+        "all:\n  hosts:\n    rocky-1:\n      ansible_host: 127.0.0.1\n  vars:\n    airgap_llm_target_os: rhel-9\n"
+        "    airgap_llm_services:\n      emb: {kind: embedding, model: o/m, port: 8001, gpus: []}\n"
+    )
+    out = tmp_path / "bundle"
+    env = loopback_env(tmp_path, "http://127.0.0.1:9", offline=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "airgap_llm.cli", "bundle", "build", "-i", str(inv), "-o", str(out), "--only", "os"],
+        capture_output=True, text=True, env=env, cwd=REPO, timeout=60,
+    )  # fmt: skip
+    flat = " ".join(proc.stderr.split())
+    assert proc.returncode == 2, proc.stderr
+    assert "os: OS packages for rhel-9 (python3.11 ca-certificates numactl-libs rsync): RHEL-family parts are " \
+        "not built here" in flat
+    assert "EPEL for dkms" in flat and "--only models --only wheels --only collections" in flat
+    assert not out.exists()
