@@ -30,6 +30,8 @@
     {{ manifest | airgap_llm_bundle_needs(plan, verified) }}
         a host's missing models and the bytes it needs from the bundle, less the model files the host
         already verified (see airgap_llm.bundle_check)
+    {{ 'ORG/NAME' | airgap_llm_model_folder }}
+        the model's Hugging Face cache folder, models--ORG--NAME (see airgap_llm.bundle.layout)
     {{ plan | airgap_llm_status_report(systemctl_show_stdout, health_results, gpu_json, journal_results) }}
         the status role's per-service report (see airgap_llm.status_report)
     {{ 'debian-12' | airgap_llm_nvidia_driver_packages(branch, flavour, fabricmanager, ...) }}
@@ -59,6 +61,7 @@ except ImportError:  # running from a checkout without `pip install -e .`
 from ansible.errors import AnsibleFilterError
 
 from airgap_llm import gpu_devices, nvidia
+from airgap_llm.bundle.layout import model_folder
 from airgap_llm.bundle_check import host_needs
 from airgap_llm.gpumap import plan_hosts
 from airgap_llm.host_files import apt_source, nouveau_blacklist, restart_inputs, service_files
@@ -192,7 +195,13 @@ def airgap_llm_nvidia_driver_packages(
 ) -> dict[str, Any]:
     hdrs = tuple(to_plain(headers)) if headers is not None else None
     return nvidia.driver_packages(
-        str(target_id), branch, flavour, bool(fabricmanager), bool(precompiled), str(kernel_flavour), hdrs
+        str(target_id),
+        branch=branch,
+        flavour=flavour,
+        fabricmanager=bool(fabricmanager),
+        precompiled=bool(precompiled),
+        kernel_flavour=str(kernel_flavour),
+        headers=hdrs,
     ).as_dict()
 
 
@@ -234,6 +243,7 @@ class FilterModule:
             "airgap_llm_validation_line": validation_line,
             "airgap_llm_status_report": airgap_llm_status_report,
             "airgap_llm_bundle_needs": airgap_llm_bundle_needs,
+            "airgap_llm_model_folder": model_folder,
             "airgap_llm_nvidia_driver_packages": airgap_llm_nvidia_driver_packages,
             "airgap_llm_nvidia_gpus": airgap_llm_nvidia_gpus,
             "airgap_llm_nvidia_compare": airgap_llm_nvidia_compare,

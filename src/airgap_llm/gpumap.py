@@ -18,9 +18,10 @@ from typing import Any, Protocol, TypeGuard
 
 from airgap_llm import gpu_devices
 from airgap_llm.bundle.layout import model_folder, wheel_dir
+from airgap_llm.bundle.model_files import pattern_problems
 from airgap_llm.engine_python import accepts, engine_python_for, requires_python
 from airgap_llm.host_layout import PATH_KEYS, HostPaths, parse_paths
-from airgap_llm.targets import TARGETS, TargetOS, manylinux_platforms
+from airgap_llm.targets import TARGETS, TargetOS, host_os_packages, manylinux_platforms
 
 KINDS = ("chat", "embedding", "transcription", "ocr", "app")
 ENGINE_KINDS = ("chat", "embedding", "transcription", "ocr")
@@ -60,6 +61,8 @@ SERVICE_KEYS = (
     "nodes",
     "command",
     "health_path",
+    "allow_patterns",  # the model files the bundle carries (default: what vLLM loads; bundle.model_files)
+    "ignore_patterns",
 )
 GPU_ONLY_KEYS = ("gpu_memory_utilization", "gpu_memory_gib", "tensor_parallel_size")
 
@@ -128,6 +131,8 @@ class ServicePlan:
     env: dict[str, str]
     command: tuple[str, ...]
     health_path: str
+    allow_patterns: tuple[str, ...] = ()
+    ignore_patterns: tuple[str, ...] = ()
 
     @property
     def uses_engine(self) -> bool:
@@ -162,6 +167,8 @@ class ServicePlan:
             "health_path": self.health_path,
             "uses_engine": self.uses_engine,
             "model_folder": model_folder(self.model) if self.model else None,
+            "allow_patterns": list(self.allow_patterns),
+            "ignore_patterns": list(self.ignore_patterns),
         }
 
     @classmethod
@@ -183,6 +190,8 @@ class ServicePlan:
             env={str(k): str(v) for k, v in dict(data.get("env", {})).items()},
             command=tuple(str(a) for a in data.get("command", [])),
             health_path=str(data.get("health_path", "/health")),
+            allow_patterns=tuple(str(p) for p in data.get("allow_patterns", [])),
+            ignore_patterns=tuple(str(p) for p in data.get("ignore_patterns", [])),
         )
 
 
@@ -247,6 +256,14 @@ class HostPlan:
         return "cp" + self.python.replace(".", "")
 
     @property
+    def os_packages(self) -> tuple[str, ...]:
+        """The OS packages the host's runtime needs (targets.host_os_packages; the driver aside)."""
+        if self.target is None or not self.python:
+            return ()
+        return host_os_packages(self.target, self.python, any(s.uses_engine for s in self.services),
+                                any(s.gpus for s in self.services))
+
+    @property
     def wheel_dir(self) -> str | None:
         """The bundle's wheel set for this host (``wheels/<python tag>-<newest manylinux tag>``)."""
         if self.target is None or not self.python:
@@ -283,6 +300,7 @@ class HostPlan:
             "python": self.python,
             "python_tag": self.python_tag,
             "wheel_dir": self.wheel_dir,
+            "os_packages": list(self.os_packages),
             "ceiling": self.ceiling,
             "gpus": [u.as_dict() for u in self.gpu_usage()],
             "services": [s.as_dict() for s in self.services],
@@ -603,6 +621,7 @@ def _parse_service(name: str, raw: Any, gpu: GpuSpec | None, c: _Collector) -> S
     max_len = _parse_max_model_len(name, raw, c)
     extra = _parse_extra_args(name, kind, raw, c)
     env = _parse_env(name, raw, c)
+    patterns = {key: _model_patterns(raw, key, name, kind, c) for key in ("allow_patterns", "ignore_patterns")}
     if kind is None or port is None:
         return None
     # Other problems keep a partial plan, so later checks (ports, GPU sums) still run where they can.
@@ -622,7 +641,22 @@ def _parse_service(name: str, raw: Any, gpu: GpuSpec | None, c: _Collector) -> S
         env=env,
         command=tuple(command),
         health_path=health_path,
+        allow_patterns=patterns["allow_patterns"],
+        ignore_patterns=patterns["ignore_patterns"],
     )
+
+
+def _model_patterns(raw: Mapping[str, Any], key: str, name: str, kind: str | None, c: _Collector) -> tuple[str, ...]:
+    """A service's ``allow_patterns`` / ``ignore_patterns``: globs over its model's files."""
+    value = raw.get(key)
+    if value is None:
+        return ()
+    problems = pattern_problems(value, key)
+    if not problems and kind is not None and kind not in ENGINE_KINDS:
+        problems = [f"{key} is for services with a model; a {kind} service has none"]
+    for problem in problems:
+        c.add("model-files", problem, service=name)
+    return () if problems else tuple(str(v) for v in value)
 
 
 # The inventory's word for the address the services bind to, in order of precedence.

@@ -22,6 +22,10 @@ class TargetOS:
     python: str  # the distro's python3 minor version, used for the venv and the wheel tags
     glibc: tuple[int, int]
     runtime_packages: tuple[str, ...]  # OS packages the runtime needs that a minimal server lacks
+    # GPU targets also compile at first start (Triton launchers, torch inductor): a C compiler (the
+    # headers of the venv's Python come with it, see host_os_packages).
+    compiler_packages: tuple[str, ...] = ()
+    kernel_headers: str = "linux-headers-{release}"  # DKMS builds against the running kernel's headers
 
     @property
     def python_tag(self) -> str:
@@ -35,12 +39,82 @@ _RHEL_RUNTIME = ("python3.11", "ca-certificates", "numactl-libs", "rsync")
 TARGETS: dict[str, TargetOS] = {
     t.id: t
     for t in (
-        TargetOS("debian-12", "debian", "debian", "12", "bookworm", "3.11", (2, 36), _DEBIAN_RUNTIME),
-        TargetOS("ubuntu-22.04", "debian", "ubuntu", "22.04", "jammy", "3.10", (2, 35), _DEBIAN_RUNTIME),
-        TargetOS("ubuntu-24.04", "debian", "ubuntu", "24.04", "noble", "3.12", (2, 39), _DEBIAN_RUNTIME),
-        TargetOS("rhel-9", "redhat", "redhat", "9", "plow", "3.11", (2, 34), _RHEL_RUNTIME),
+        TargetOS(
+            "debian-12",
+            "debian",
+            "debian",
+            "12",
+            "bookworm",
+            "3.11",
+            (2, 36),
+            _DEBIAN_RUNTIME,
+            compiler_packages=("gcc", "libc6-dev"),
+        ),
+        TargetOS(
+            "ubuntu-22.04",
+            "debian",
+            "ubuntu",
+            "22.04",
+            "jammy",
+            "3.10",
+            (2, 35),
+            _DEBIAN_RUNTIME,
+            compiler_packages=("gcc", "libc6-dev"),
+        ),
+        TargetOS(
+            "ubuntu-24.04",
+            "debian",
+            "ubuntu",
+            "24.04",
+            "noble",
+            "3.12",
+            (2, 39),
+            _DEBIAN_RUNTIME,
+            compiler_packages=("gcc", "libc6-dev"),
+        ),
+        TargetOS(
+            "rhel-9",
+            "redhat",
+            "redhat",
+            "9",
+            "plow",
+            "3.11",
+            (2, 34),
+            _RHEL_RUNTIME,
+            compiler_packages=("gcc",),
+            kernel_headers="kernel-devel-{release}",
+        ),
     )
 }
+
+
+def venv_python_packages(target: TargetOS, python: str) -> tuple[str, ...]:
+    """The venv's Python where it is not the release's python3 (Ubuntu 22.04 for vLLM 0.32: jammy's
+    universe carries python3.11 and python3.11-venv); empty when it is."""
+    if python == target.python:
+        return ()
+    if target.family == "debian":
+        return (f"python{python}", f"python{python}-venv")
+    return (f"python{python}",)
+
+
+def python_headers_package(target: TargetOS, python: str) -> str:
+    """``Python.h`` of the venv's Python (Triton and torch inductor compile against it at first start)."""
+    if target.family == "debian":
+        return "python3-dev" if python == target.python else f"python{python}-dev"
+    return f"python{python}-devel"
+
+
+def host_os_packages(target: TargetOS, python: str, uses_engine: bool, uses_gpu: bool) -> tuple[str, ...]:
+    """Every OS package a host's runtime needs beyond a minimal server (the NVIDIA driver aside): the
+    prerequisites, the venv's Python when it is not python3, and on GPU hosts a compiler and headers.
+    The bundle's OS part carries them and the python_runtime role installs them (one list for both)."""
+    names = [*target.runtime_packages]
+    if uses_engine:
+        names += venv_python_packages(target, python)
+    if uses_gpu:
+        names += [*target.compiler_packages, python_headers_package(target, python)]
+    return tuple(dict.fromkeys(names))
 
 
 def manylinux_platforms(glibc: tuple[int, int], arch: str = "x86_64") -> list[str]:

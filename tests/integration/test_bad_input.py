@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 import yaml
 
+from airgap_llm.bundle.layout import model_folder, model_repo_dir
 from airgap_llm.cli import main
 from airgap_llm.commands.install import preflight as install_preflight
 
@@ -146,9 +147,9 @@ def write_inventory(
 
 def model_artifacts(model: str, revision: str = "main") -> list[dict[str, Any]]:
     """A model's entries as `bundle build` writes them: the ref, the blobs, the snapshot links."""
-    prefix = "models/hub/models--" + model.replace("/", "--")
+    prefix = model_repo_dir(model)
     commit = "cf10d89dc7d1f6e696563956a9591f104ccdb135"
-    src = f"local cache /hf/hub/models--{model.replace('/', '--')}"
+    src = f"local cache /hf/hub/{model_folder(model)}"
     blob = {"kind": "model", "sha256": "ab" * 32, "source": src}
     return [
         {"path": f"{prefix}/blobs/{'5a' * 20}", "size": 818, **blob},
@@ -546,7 +547,7 @@ def test_bundle_built_for_another_inventory(
     assert "error: 4 problem(s) found before contacting any host; nothing was changed:" in flat(err)
     for host in ("box-1", "box-2"):
         for service, model in (("embed", MINILM), ("chat", SMOLLM)):
-            prefix = "models/hub/models--" + model.replace("/", "--")
+            prefix = model_repo_dir(model)
             assert (
                 f"host {host}, service {service}: model {model}@main is not in the bundle (the bundle was built "
                 f"from inventory /srv/inventories/h100-8x80g; no {prefix}/refs/main in its manifest)"
@@ -666,7 +667,7 @@ def test_fake_bundle_has_the_paths_of_a_real_one() -> None:
         assert (shape(a["path"]), a["kind"], "link" in a) in real_shapes, a["path"]
     assert set(real) >= {"format", "created", "inventory", "artifacts"}
     for model in (MINILM, SMOLLM):
-        assert f"models/hub/models--{model.replace('/', '--')}/refs/main" in real_paths
+        assert f"{model_repo_dir(model)}/refs/main" in real_paths
 
 
 # --- the installed console script: real exit codes and stderr -------------------------------------

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
+from airgap_llm.bundle.manifest import load_manifest
 from airgap_llm.bundle_check import (
     check_bundle_for_plans,
     host_needs,
-    load_manifest,
     model_config_problems,
     read_model_configs,
 )
@@ -31,6 +31,8 @@ def manifest(**extra: Any) -> dict[str, Any]:
         {"path": f"{MINILM}/snapshots/0123/config.json", "kind": "model", "size": 500, "link": "../../blobs/abc"},
         {"path": "os/debian-12/Packages", "kind": "os-package", "size": 100},
     ]
+    for art in artifacts:  # what every entry of a real manifest has
+        art.update(sha256="ab" * 32, source="test")
     return {"format": 1, "inventory": "/srv/inventories/site-a", "artifacts": artifacts, **extra}
 
 

@@ -111,7 +111,7 @@ def test_roundtrip_and_atomic_save(tmp_path: Path) -> None:
 
 def test_load_manifest_reports_bad_json_with_path(tmp_path: Path) -> None:
     (tmp_path / "manifest.json").write_text("{not json")
-    with pytest.raises(InputError, match=r"manifest\.json: not valid JSON"):
+    with pytest.raises(InputError, match=r"manifest\.json is unreadable: Expecting property name"):
         load_manifest(tmp_path)
 
 

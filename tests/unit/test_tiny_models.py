@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from airgap_llm.bundle.layout import model_folder
+
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 sys.path.insert(0, str(FIXTURES))
 
@@ -31,7 +33,7 @@ def safetensors_tensor_names(path: Path) -> list[str]:
 
 
 def check_snapshot(hub_root: Path, repo_id: str, snapshot: Path) -> None:
-    repo_dir = hub_root / ("models--" + repo_id.replace("/", "--"))
+    repo_dir = hub_root / model_folder(repo_id)
     commit = (repo_dir / "refs" / "main").read_text().strip()
     assert (repo_dir / "snapshots" / commit).resolve() == snapshot.resolve()
     assert snapshot.is_dir()

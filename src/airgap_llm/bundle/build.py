@@ -3,11 +3,15 @@
 Order of work:
 
 1. load the inventory and plan it; refuse (exit 1, every problem listed) before touching anything;
-2. check what the directory already holds against its manifest (parallel sha256): files with the
+2. check every part's prerequisites (``bundle.prereqs``: tools, mirrors, package index, the Hub or the
+   ``--models-from`` cache, free space for the whole bundle); refuse (exit 2, every problem listed)
+   before anything is written or downloaded;
+3. check what the directory already holds against its manifest (parallel sha256): files with the
    right hash are kept and not fetched again, damaged ones and leftover ``*.partial`` files removed;
-3. per part (collections, models, wheels, os; ``--only`` picks some): fetch what is missing, then
-   re-index that part's directory and rewrite ``manifest.json`` + ``SHA256SUMS`` atomically, so an
-   interrupted build (even ``kill -9``) loses at most the part in progress and resumes from there.
+4. per part, the small ones first (collections, os, wheels, then models; ``--only`` picks some): fetch
+   what is missing, then re-index that part's directory and rewrite ``manifest.json`` + ``SHA256SUMS``
+   atomically, so an interrupted build (even ``kill -9``) loses at most the part in progress and
+   resumes from there. Each part's builder takes one ``BuildContext``.
 
 Every file reaches its final name by a rename from a temporary name (``*.partial``).
 """
@@ -17,60 +21,24 @@ from __future__ import annotations
 import errno
 import shutil
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from airgap_llm.bundle.collections import build_collection, find_installed
-from airgap_llm.bundle.hashing import OnBytes, hash_files
-from airgap_llm.bundle.index import index_paths, list_under
-from airgap_llm.bundle.layout import (
-    COLLECTIONS_DIR,
-    MODELS_HUB_DIR,
-    PARTIAL_SUFFIX,
-    WHEELS_DIR,
-    free_bytes,
-    no_space_hint,
-    scan_tree,
-)
+from airgap_llm.bundle import prereqs
+from airgap_llm.bundle.context import BuildContext, BuildOptions, BuildUI, PartReport, no_space_error
+from airgap_llm.bundle.hashing import hash_files
+from airgap_llm.bundle.layout import PARTIAL_SUFFIX, scan_tree
 from airgap_llm.bundle.manifest import Artifact, Manifest, diff_tree, load_manifest, resolve_link, save_manifest
-from airgap_llm.bundle.models import (
-    ModelResult,
-    cache_blob,
-    download_model,
-    import_model,
-    locate_hub,
-    prune_models,
-    repo_folder,
-    resolve_commit,
-)
-from airgap_llm.bundle.progress import human_bytes
-from airgap_llm.bundle.spec import PARTS, BundleSpec, CollectionSpec, ModelSpec, bundle_spec, parse_collections
-from airgap_llm.bundle.wheels import build_wheel_set
+from airgap_llm.bundle.models import locate_hub
+from airgap_llm.bundle.parts import PART_BUILDERS
+from airgap_llm.bundle.prereqs import Prerequisites
+from airgap_llm.bundle.spec import PARTS, BundleSpec, CollectionSpec, bundle_spec, parse_collections
 from airgap_llm.errors import InputError, UsageError
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
-
-
-@dataclass
-class BuildOptions:
-    inventory: Path
-    out: Path
-    models_from: Path | None = None
-    only: Sequence[str] = ()
-    pip_args: Sequence[str] = ()
-    requirements_yml: Path | None = None
-    hub_endpoint: str | None = None
-
-
-@dataclass
-class PartReport:
-    fetched: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -82,21 +50,6 @@ class BuildReport:
     kept: int = 0  # files already present with the right hash
     removed: list[str] = field(default_factory=list)  # damaged or leftover files removed
     seconds: float = 0.0
-
-
-class BuildUI:
-    """What the build tells its user; the command line gives it rich output."""
-
-    def info(self, message: str) -> None:
-        pass
-
-    @contextmanager
-    def hashing(self, description: str, total: int) -> Iterator[OnBytes | None]:
-        yield None
-
-    @contextmanager
-    def busy(self, description: str) -> Iterator[None]:
-        yield
 
 
 def load_collections(path: Path) -> list[CollectionSpec]:
@@ -117,9 +70,10 @@ def plan_bundle(opts: BuildOptions) -> BundleSpec:
     unknown = sorted(set(opts.only) - set(PARTS))
     if unknown:
         raise UsageError(f"--only {', '.join(unknown)}: not a part; choose from {', '.join(PARTS)}")
-    plans = plan_inventory(load_inventory(opts.inventory))
+    inventory = load_inventory(opts.inventory)
+    plans = plan_inventory(inventory)
     collections = load_collections(opts.requirements_yml or REPO_ROOT / "requirements.yml")
-    return bundle_spec(plans, collections)
+    return bundle_spec(plans, collections, inventory.hosts)
 
 
 def remove_partials(out: Path) -> list[str]:
@@ -169,58 +123,17 @@ def check_existing(out: Path, ui: BuildUI) -> tuple[Manifest | None, dict[str, A
     return old, intact, removed
 
 
-def reindex(
-    out: Path,
-    manifest: Manifest,
-    prefix: str,
-    kind: str,
-    source: Callable[[str], str],
-    intact: dict[str, Artifact],
-    ui: BuildUI,
-) -> None:
-    """Replace the manifest's entries under ``prefix`` with what the directory now holds."""
-    manifest.remove_under(prefix)
-    paths = list_under(out, prefix)
-    fresh = []
-    for rel in paths:
-        old = intact.get(rel)
-        full = out / rel
-        if old is not None and old.kind == kind and not old.is_link and not full.is_symlink():
-            if full.stat().st_size == old.size:
-                manifest.add(Artifact(rel, kind, old.size, old.sha256, source(rel)))
-                continue
-        fresh.append(rel)
-    if fresh:
-        total = sum((out / p).stat().st_size for p in fresh if not (out / p).is_symlink())
-        with ui.hashing(f"hashing {len(fresh)} new files under {prefix}", total) as on_bytes:
-            for art in index_paths(out, fresh, kind, source, on_bytes=on_bytes):
-                manifest.add(art)
-    # links whose target was reused need the target's entry: index them too if missing
-    for rel in paths:
-        if rel not in manifest.artifacts:
-            for art in index_paths(out, [rel], kind, source):
-                manifest.add(art)
-
-
-def no_space_error(out: Path, exc: OSError, needed: int | None = None) -> UsageError:
-    """Exit 2 (the environment): which file could not be written, how much is free, how much is missing."""
-    where = exc.filename or out
-    need = f"; this part still needs {human_bytes(needed)}" if needed else ""
-    return UsageError(
-        f"no space left on device writing {where}: {human_bytes(free_bytes(out))} free on the file system of "
-        f"{out}{need}; {no_space_hint(out)}"
-    )
-
-
 def build_bundle(opts: BuildOptions, ui: BuildUI | None = None) -> BuildReport:
     ui = ui or BuildUI()
     started = time.perf_counter()
     spec = plan_bundle(opts)  # refuses before anything is written or downloaded
     parts = [p for p in PARTS if not opts.only or p in opts.only]
-    hub = locate_hub(opts.models_from) if opts.models_from is not None and "models" in parts else None
     out = opts.out
     if out.exists() and not out.is_dir():
         raise UsageError(f"-o {out}: exists and is not a directory")
+    with ui.busy("checking every part's prerequisites"):
+        pre, hub = check_prerequisites(spec, opts, parts)
+    pre.raise_if_any()  # exit 2 (or 1), every problem listed, nothing downloaded
     try:
         out.mkdir(parents=True, exist_ok=True)
         old, intact, removed = check_existing(out, ui)
@@ -231,16 +144,10 @@ def build_bundle(opts: BuildOptions, ui: BuildUI | None = None) -> BuildReport:
         report = BuildReport(
             out, spec, manifest, kept=sum(1 for a in intact.values() if not a.is_link), removed=removed
         )
-        for part in parts:
+        ctx = BuildContext(out, spec, opts, manifest, intact, ui, hub, pre)
+        for part in parts:  # PARTS: the small parts first, the models last
             report.parts[part] = PartReport()
-            if part == "collections":
-                _collections(out, spec, manifest, intact, report.parts[part], ui)
-            elif part == "models":
-                _models(out, spec, hub, opts, manifest, intact, report.parts[part], ui)
-            elif part == "wheels":
-                _wheels(out, spec, opts, manifest, intact, report.parts[part], ui)
-            elif part == "os":
-                _os(out, spec, manifest, intact, report.parts[part], ui)
+            PART_BUILDERS[part](ctx, report.parts[part])
             manifest.inventory = str(opts.inventory)
             save_manifest(out, manifest)
     except OSError as exc:
@@ -251,144 +158,30 @@ def build_bundle(opts: BuildOptions, ui: BuildUI | None = None) -> BuildReport:
     return report
 
 
-def _collections(
-    out: Path, spec: BundleSpec, manifest: Manifest, intact: dict[str, Artifact], part: PartReport, ui: BuildUI
-) -> None:
-    sources: dict[str, str] = {}
-    wanted = set()
-    for coll in spec.collections:
-        src = find_installed(coll)
-        sources[coll.path] = f"installed collection {coll.fqcn} {coll.version}"
-        wanted.add(coll.path)
-        if coll.path in intact:
-            part.skipped.append(coll.path)
-            continue
-        build_collection(out, coll, src)
-        part.fetched.append(coll.path)
-    for rel in list_under(out, COLLECTIONS_DIR):
-        if rel not in wanted:
-            (out / rel).unlink()
-            part.notes.append(f"removed {rel} (not in requirements.yml)")
-    reindex(out, manifest, COLLECTIONS_DIR, "collection", lambda p: sources.get(p, "collection"), intact, ui)
-
-
-def _models(
-    out: Path,
-    spec: BundleSpec,
-    hub: Path | None,
-    opts: BuildOptions,
-    manifest: Manifest,
-    intact: dict[str, Artifact],
-    part: PartReport,
-    ui: BuildUI,
-) -> None:
-    if hub is not None:
-        needed = _missing_model_bytes(out, hub, spec.models)  # also checks every model is there first
-        free = free_bytes(out)
-        if needed > free:
-            raise UsageError(
-                f"no space left for the models: {human_bytes(needed)} to copy from {hub} into "
-                f"{out / MODELS_HUB_DIR}, {human_bytes(free)} free there; {no_space_hint(out)}"
-            )
-    results: list[ModelResult] = []
-    for model in spec.models:
-        with ui.busy(f"model {model.repo_id}@{model.revision}"):
-            try:
-                if hub is not None:
-                    res = import_model(model, hub, out)
-                else:
-                    res = download_model(model, out, opts.hub_endpoint)
-            except OSError as exc:
-                if exc.errno != errno.ENOSPC:
-                    raise
-                left = _missing_model_bytes(out, hub, spec.models) if hub is not None else None
-                raise no_space_error(out, exc, left) from None
-        results.append(res)
-        label = f"{model.repo_id}@{model.revision} ({res.commit[:12]})"
-        (part.fetched if res.copied else part.skipped).append(
-            f"{label}: {res.copied} blobs fetched, {res.skipped} kept"
-        )
-    for gone in prune_models(out, [(r.spec, r.commit) for r in results]):
-        part.notes.append(f"removed {gone} (no longer in the inventory)")
-    sources = {r.spec.dir: r.source for r in results}
-
-    def source(rel: str) -> str:
-        return next((s for d, s in sources.items() if rel.startswith(d + "/")), "model")
-
-    reindex(out, manifest, MODELS_HUB_DIR, "model", source, intact, ui)
-
-
-def _missing_model_bytes(out: Path, hub: Path, models: Sequence[ModelSpec]) -> int:
-    """Bytes of the blobs the local cache has and the bundle lacks (raises when a model is not cached)."""
-    needed = 0
-    for model in models:
-        repo = hub / repo_folder(model.repo_id)
-        commit = resolve_commit(repo, model)
-        snapshot = repo / "snapshots" / commit
-        seen: set[str] = set()
-        for p in snapshot.rglob("*"):
-            if p.is_file():
-                blob, name = cache_blob(snapshot, p)
-                if name not in seen and not (out / model.dir / "blobs" / name).is_file():
-                    needed += blob.stat().st_size
-                seen.add(name)
-    return needed
-
-
-def _wheels(
-    out: Path,
-    spec: BundleSpec,
-    opts: BuildOptions,
-    manifest: Manifest,
-    intact: dict[str, Artifact],
-    part: PartReport,
-    ui: BuildUI,
-) -> None:
-    wanted_dirs = {w.dir for w in spec.wheel_sets}
-    for ws in spec.wheel_sets:
-        with ui.busy(f"pip download {' '.join(ws.requirements)} for {ws.dir}"):
-            res = build_wheel_set(out, ws, set(intact), opts.pip_args, log=ui.info)
-        if res.skipped_pip:
-            part.skipped.append(f"{ws.dir}: {len(res.wheels)} wheels present with the right hash (pip not run)")
+def check_prerequisites(
+    spec: BundleSpec, opts: BuildOptions, parts: Sequence[str]
+) -> tuple[Prerequisites, Path | None]:
+    """Every part's prerequisites, before anything is downloaded (see ``bundle.prereqs``); and the hub
+    directory of ``--models-from``, when given."""
+    pre = Prerequisites()
+    probe = prereqs.url_problem
+    hub = None
+    if "collections" in parts:
+        prereqs.check_collections(pre, spec.collections)
+    if "os" in parts:
+        prereqs.check_os(pre, spec.os_sets, opts.os_mirrors, opts.os_keyrings, probe)
+    if "wheels" in parts:
+        prereqs.check_wheels(pre, spec.wheel_sets, opts.pip_args, lambda d: _dir_bytes(opts.out / d), probe)
+    if "models" in parts:
+        try:
+            hub = locate_hub(opts.models_from) if opts.models_from is not None else None
+        except (InputError, UsageError) as exc:
+            pre.add("models", str(exc), environment=isinstance(exc, UsageError))
         else:
-            part.fetched += [f"{ws.dir}/{n}" for n in res.fetched]
-            kept = len(res.wheels) - len(res.fetched)
-            part.skipped.append(f"{ws.dir}: {kept} wheels already present")
-        if ws.excluded:
-            note = f"{ws.dir}: left out {', '.join(ws.excluded)} (they break imports beside the CPU torch)"
-            if res.excluded:
-                note += f": {', '.join(res.excluded)}"
-            part.notes.append(note)
-        reqs = " ".join(ws.requirements)
-
-        def source(rel: str, reqs: str = reqs, tag: str = ws.dir.split("/", 1)[1]) -> str:
-            if rel.endswith(".txt"):
-                return f"generated: pins of the wheels downloaded for {reqs}"
-            return f"pip download {reqs} ({tag})"
-
-        reindex(out, manifest, ws.dir, "wheel", source, intact, ui)
-    wheels_root = out / WHEELS_DIR
-    if wheels_root.is_dir():
-        for d in sorted(wheels_root.iterdir()):
-            if f"{WHEELS_DIR}/{d.name}" not in wanted_dirs:
-                shutil.rmtree(d) if d.is_dir() else d.unlink()
-                manifest.remove_under(f"{WHEELS_DIR}/{d.name}")
-                part.notes.append(f"removed {WHEELS_DIR}/{d.name} (no host needs it)")
+            prereqs.check_models(pre, spec, hub, opts.hub_endpoint, opts.out)
+    prereqs.check_space(pre, opts.out)
+    return pre, hub
 
 
-def _os(
-    out: Path, spec: BundleSpec, manifest: Manifest, intact: dict[str, Artifact], part: PartReport, ui: BuildUI
-) -> None:
-    from airgap_llm.bundle.os_packages import build_os_repo
-
-    for os_set in spec.os_sets:
-        with ui.busy(f"OS packages for {os_set.target.id}"):
-            res = build_os_repo(out, os_set, set(intact), log=ui.info)
-        part.fetched += res.fetched
-        part.skipped += [f"{os_set.dir}: {n} packages already present" for n in [len(res.kept)] if n]
-        part.notes += res.notes
-        reindex(out, manifest, os_set.dir, "os-package", _constant(res.source), intact, ui)
-
-
-def _constant(text: str) -> Callable[[str], str]:
-    return lambda _path: text
+def _dir_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.glob("*") if p.is_file()) if path.is_dir() else 0

@@ -33,13 +33,17 @@ def wheel_dir(python_tag: str, platform: str) -> str:
     return f"{WHEELS_DIR}/{python_tag}-{platform}"
 
 
+MODEL_FOLDER_PREFIX = "models--"
+
+
 def model_folder(repo_id: str) -> str:
-    """``models--ORG--NAME``: huggingface_hub's folder of a model repository (its one home here)."""
-    return "--".join(["models", *repo_id.split("/")])
+    """``ORG/NAME`` -> ``models--ORG--NAME``: huggingface_hub's folder naming, written here only (the
+    roles get it through the ``airgap_llm_model_folder`` filter)."""
+    return MODEL_FOLDER_PREFIX + "--".join(repo_id.split("/"))
 
 
 def model_repo_dir(repo_id: str) -> str:
-    """``models/hub/models--ORG--NAME`` in the bundle."""
+    """``models/hub/models--ORG--NAME``: a model's folder inside the bundle."""
     return f"{MODELS_HUB_DIR}/{model_folder(repo_id)}"
 
 
@@ -95,6 +99,18 @@ def free_bytes(path: Path) -> int:
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
     return shutil.disk_usage(probe).free
+
+
+def list_dir_bytes(out: Path) -> dict[str, int]:
+    """Bytes of the blobs already under each ``models/hub/models--ORG--NAME`` of a bundle, by folder."""
+    hub = out / MODELS_HUB_DIR
+    if not hub.is_dir():
+        return {}
+    return {
+        repo.name: sum(b.stat().st_size for b in (repo / "blobs").glob("*") if b.is_file())
+        for repo in hub.iterdir()
+        if repo.is_dir()
+    }
 
 
 def no_space_hint(out: Path) -> str:

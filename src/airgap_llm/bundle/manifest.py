@@ -37,7 +37,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from airgap_llm.errors import InputError
+from airgap_llm.errors import InputError, UsageError
 
 FORMAT = 1
 MANIFEST_NAME = "manifest.json"
@@ -281,13 +281,32 @@ def save_manifest(root: Path, manifest: Manifest) -> None:
 
 
 def load_manifest(root: Path) -> Manifest:
-    """Read ``<root>/manifest.json``; ``InputError`` naming the file when it is malformed."""
+    """Read the manifest of the bundle at ``root`` (the one reader: build, verify, install, preflight).
+
+    ``UsageError`` (exit 2) when ``root`` is not a bundle directory; ``InputError`` (exit 1) naming the
+    file and what is wrong when the manifest is unreadable or malformed.
+    """
+    if not root.is_dir():
+        raise UsageError(f"bundle {root}: no such directory")
     path = root / MANIFEST_NAME
+    if not path.is_file():
+        raise UsageError(f"bundle {root}: no {MANIFEST_NAME} (not a bundle? build one with 'airgap-llm bundle build')")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{path}: not valid JSON: {exc}") from None
-    return Manifest.from_json(data, str(path))
+    except (ValueError, OSError) as exc:
+        raise InputError(
+            f"bundle {root}: {MANIFEST_NAME} is unreadable: {exc} (damaged or cut short in transit? copy the "
+            "bundle again and check it with 'airgap-llm bundle verify')"
+        ) from None
+    if not isinstance(data, dict):
+        why = f"a JSON {type(data).__name__}, not an object"
+    elif data.get("format") != FORMAT:
+        why = f"format {data.get('format')!r}, this airgap-llm reads format {FORMAT}"
+    elif not isinstance(data.get("artifacts"), list):
+        why = "no artifacts list"
+    else:
+        return Manifest.from_json(data, str(path))
+    raise InputError(f"bundle {root}: {path} is not a bundle manifest ({why}); rebuild the bundle")
 
 
 # --- comparing a tree with the manifest ------------------------------------------------------

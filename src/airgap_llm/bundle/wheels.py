@@ -29,6 +29,9 @@ from airgap_llm.bundle.spec import WheelSetSpec
 from airgap_llm.errors import InputError, UsageError
 
 HEADER = "# airgap-llm wheelhouse"
+# FlashInfer (vLLM pins flashinfer-python) downloads prebuilt kernels from the internet at first use
+# unless these companions are installed at exactly flashinfer-python's version.
+FLASHINFER_COMPANIONS = ("flashinfer-cubin", "flashinfer-jit-cache")
 
 
 @dataclass
@@ -37,6 +40,7 @@ class WheelResult:
     wheels: list[str] = field(default_factory=list)  # file names in the final directory
     fetched: list[str] = field(default_factory=list)  # names pip had to download
     excluded: list[str] = field(default_factory=list)  # names left out (CPU_EXCLUDED)
+    missing_companions: list[str] = field(default_factory=list)  # "flashinfer-cubin==V" the index lacks
     skipped_pip: bool = False
 
 
@@ -64,6 +68,32 @@ def pip_command(spec: WheelSetSpec, dest: Path, pip_args: Sequence[str]) -> list
     cmd += list(pip_args)
     cmd += list(spec.requirements)
     return cmd
+
+
+def companion_requirements(wheel_names: Sequence[str]) -> list[str]:
+    """``flashinfer-cubin==V`` (and the JIT cache) for the set's ``flashinfer-python`` V, unless present (pure)."""
+    pins = dict(wheel_pin(n) for n in wheel_names)
+    version = pins.get("flashinfer-python")
+    if version is None:
+        return []
+    return [f"{name}=={version}" for name in FLASHINFER_COMPANIONS if name not in pins]
+
+
+def fetch_companions(spec: WheelSetSpec, dest: Path, pip_args: Sequence[str], wheel_names: Sequence[str]) -> list[str]:
+    """Download the FlashInfer companions of a wheel set into ``dest``; returns those the index lacks."""
+    missing = []
+    for req in companion_requirements(wheel_names):
+        companion = WheelSetSpec(spec.python, spec.glibc, (req,), (), spec.hosts)
+        cmd = pip_command(companion, dest, [*pip_args, "--no-deps"])
+        proc = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=die_with_this_process())
+        if proc.returncode == 0:
+            continue
+        output = proc.stdout + proc.stderr
+        if "No matching distribution" not in output:
+            tail = "\n".join(output.strip().splitlines()[-10:])
+            raise InputError(f"pip download {req} for {spec.dir} failed (exit {proc.returncode}):\n{tail}")
+        missing.append(req)
+    return missing
 
 
 def header_lines(spec: WheelSetSpec, pip_args: Sequence[str]) -> list[str]:
@@ -191,6 +221,9 @@ def build_wheel_set(
             raise err
         tail = "\n".join(output.strip().splitlines()[-15:])
         raise InputError(f"pip download for {spec.dir} failed (exit {proc.returncode}):\n{tail}")
+    result.missing_companions = fetch_companions(
+        spec, stage, pip_args, [p.name for p in stage.iterdir() if p.name.endswith(".whl")]
+    )
     downloaded = sorted(p.name for p in stage.iterdir() if p.is_file())
     not_wheels = [n for n in downloaded if not n.endswith(".whl")]
     if not_wheels:

@@ -11,8 +11,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
-from airgap_llm.bundle.build import BuildOptions, BuildReport, BuildUI, build_bundle
+from airgap_llm.bundle.build import BuildReport, build_bundle
+from airgap_llm.bundle.context import BuildOptions, BuildUI
 from airgap_llm.bundle.hashing import OnBytes
+from airgap_llm.bundle.os_archives import parse_os_options
 from airgap_llm.bundle.progress import byte_progress, human_bytes, stderr_console, thread_safe_advance
 from airgap_llm.bundle.spec import PARTS
 from airgap_llm.bundle.verify import verify_bundle
@@ -53,7 +55,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "must pass 'airgap-llm plan' first; nothing is downloaded otherwise. Interrupted (even by "
             "kill -9), it leaves only *.partial files, and a rerun resumes. Exit 0: built; 1: the "
             "inventory, a model id or revision, or a wheel is wrong (the message names it); 2: a problem of the "
-            "environment (no space left, the Hub unreachable or HF_HUB_OFFLINE set, a missing tool)."
+            "environment (no space left, the Hub or a mirror unreachable, HF_HUB_OFFLINE set, a missing tool). "
+            "Every part's prerequisites are checked before anything is downloaded, every missing one listed at once."
         ),
     )
     build.add_argument(
@@ -95,6 +98,24 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="ARG",
         dest="pip_args",
         help="passed verbatim to pip download (repeatable), e.g. --pip-arg=--extra-index-url=URL",
+    )
+    build.add_argument(
+        "--os-mirror",
+        action="append",
+        default=[],
+        metavar="OS=URL",
+        dest="os_mirrors",
+        help="the archive mirror for one target OS, every suite (release, -updates, -security) from it; "
+        "repeatable, e.g. --os-mirror ubuntu-22.04=http://mirror.example/ubuntu (default: the public archive)",
+    )
+    build.add_argument(
+        "--os-keyring",
+        action="append",
+        default=[],
+        metavar="OS=FILE",
+        dest="os_keyrings",
+        help="the key that signs that mirror (default: the release's archive keyring, from "
+        "debian-archive-keyring / ubuntu-keyring)",
     )
     build.add_argument(
         "--requirements",
@@ -158,6 +179,8 @@ def run_build(args: argparse.Namespace) -> int:
         only=args.only,
         pip_args=args.pip_args,
         requirements_yml=args.requirements,
+        os_mirrors=parse_os_options(args.os_mirrors, "--os-mirror"),
+        os_keyrings=parse_os_options(args.os_keyrings, "--os-keyring"),
     )
     report = build_bundle(opts, RichBuildUI())
     print_build_report(report)

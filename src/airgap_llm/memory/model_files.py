@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from airgap_llm.bundle.layout import MODELS_HUB_DIR
-from airgap_llm.bundle.models import locate_hub, repo_folder, resolve_commit
+from airgap_llm.bundle.layout import MODELS_HUB_DIR, model_folder
+from airgap_llm.bundle.manifest import load_manifest
+from airgap_llm.bundle.models import locate_hub, resolve_commit
 from airgap_llm.bundle.spec import ModelSpec
-from airgap_llm.bundle_check import load_manifest
 from airgap_llm.errors import InputError, UsageError
 from airgap_llm.gpumap import HostPlan, Problem
 from airgap_llm.memory.safetensors_header import WeightsSize, model_weight_files, weights_size
@@ -86,7 +86,7 @@ def find_models(source: ModelSource, plans: list[HostPlan]) -> tuple[dict[ModelK
     found: dict[ModelKey, ModelFiles] = {}
     problems: list[Problem] = []
     for (model, revision), users in engine_models(plans).items():
-        repo = source.hub / repo_folder(model)
+        repo = source.hub / model_folder(model)
         try:
             commit = resolve_commit(repo, ModelSpec(model, revision, ()))
             found[(model, revision)] = read_model_files(repo / "snapshots" / commit, model, revision)
