@@ -41,6 +41,8 @@
     {{ driver | airgap_llm_nvidia_cuda_check(cuda) }}  {{ names | airgap_llm_nvidia_cuda_from_wheels }}
     {{ smi_q | airgap_llm_nvidia_smi_q }}  {{ version | airgap_llm_nvidia_branch }}
     {{ lspci | airgap_llm_nvidia_pci_gpus }}
+    {{ hostvars[inventory_hostname] | airgap_llm_nvidia_kernel_check(host, target_os, ansible_facts.kernel) }}
+        DKMS hosts: a problem when the running kernel is not airgap_llm_kernel_release, a note when unset
         NVIDIA driver facts and checks (see airgap_llm.nvidia)
 """
 
@@ -205,6 +207,16 @@ def airgap_llm_nvidia_driver_packages(
     ).as_dict()
 
 
+def airgap_llm_nvidia_kernel_check(
+    hostvars: Mapping[str, Any], host: str, target_id: str, running: str
+) -> dict[str, str]:
+    wanted = ("airgap_llm_gpu", "airgap_llm_services", "airgap_llm_kernel_release", "airgap_llm_nvidia_driver_install",
+              *nvidia.HOST_SETTINGS.values())
+    values = {k: to_plain(hostvars[k]) for k in wanted if k in hostvars}
+    problem, note = nvidia.kernel_problem(str(target_id), values, str(host), str(running))
+    return {"problem": problem, "note": note}
+
+
 def airgap_llm_nvidia_gpus(smi_csv: str) -> list[dict[str, Any]]:
     return [g.as_dict() for g in nvidia.parse_query_gpu(str(smi_csv))]
 
@@ -246,6 +258,7 @@ class FilterModule:
             "airgap_llm_model_folder": model_folder,
             "airgap_llm_nvidia_driver_packages": airgap_llm_nvidia_driver_packages,
             "airgap_llm_nvidia_gpus": airgap_llm_nvidia_gpus,
+            "airgap_llm_nvidia_kernel_check": airgap_llm_nvidia_kernel_check,
             "airgap_llm_nvidia_compare": airgap_llm_nvidia_compare,
             "airgap_llm_nvidia_fabricmanager_needed": airgap_llm_nvidia_fabricmanager_needed,
             "airgap_llm_nvidia_fabricmanager_mismatch": nvidia.fabricmanager_mismatch,

@@ -336,3 +336,19 @@ def test_the_package_splits_by_concern_and_reexports() -> None:
     assert nv.parse_driver_version is versions.parse_driver_version
     assert nv.parse_smi_q is smi.parse_smi_q and nv.fabricmanager_needed is fabric.fabricmanager_needed
     assert nv.DriverPackages is packages.DriverPackages
+
+
+def test_dkms_hosts_must_run_the_kernel_the_bundle_carries_headers_for() -> None:
+    gpu_host = {"airgap_llm_gpu": {"count": 2}, "airgap_llm_services": {"llm": {"gpus": [0, 1]}}}
+    problem, note = nv.kernel_problem("debian-12", {**gpu_host, "airgap_llm_kernel_release": "6.1.0-28-amd64"},
+                                      "gpu-1", "6.1.0-30-amd64")
+    assert problem == ("gpu-1 runs kernel 6.1.0-30-amd64, but the bundle carries DKMS headers for "
+                       "airgap_llm_kernel_release 6.1.0-28-amd64; boot 6.1.0-28-amd64, or set "
+                       "airgap_llm_kernel_release: 6.1.0-30-amd64 and rebuild the bundle") and not note
+    assert nv.kernel_problem("debian-12", {**gpu_host, "airgap_llm_kernel_release": "6.1.0-30-amd64"},
+                             "gpu-1", "6.1.0-30-amd64") == ("", "")
+    problem, note = nv.kernel_problem("debian-12", gpu_host, "gpu-1", "6.1.0-30-amd64")
+    assert not problem and "set airgap_llm_kernel_release: 6.1.0-30-amd64" in note and "linux-headers-amd64" in note
+    # Ubuntu's precompiled signed modules need no headers; a CPU host needs no driver
+    assert nv.kernel_problem("ubuntu-24.04", {**gpu_host, "airgap_llm_kernel_release": "x"}, "g", "y") == ("", "")
+    assert nv.kernel_problem("debian-12", {"airgap_llm_kernel_release": "x"}, "c", "y") == ("", "")

@@ -28,6 +28,7 @@ from airgap_llm.nvidia.packages import (
     driver_packages,
     host_driver_packages,
     host_uses_gpus,
+    kernel_problem,
     os_packages_for_hosts,
     os_packages_for_plans,
 )
@@ -69,6 +70,7 @@ __all__ = [
     "gpus_from_lspci",
     "host_driver_packages",
     "host_uses_gpus",
+    "kernel_problem",
     "nvlinks_from_topo",
     "nvswitches_from_lspci",
     "os_packages_for_hosts",

@@ -285,3 +285,29 @@ def os_packages_for_plans(
         for plan in plans
     }
     return os_packages_for_hosts(target_id, hosts)
+
+
+def kernel_problem(target_id: str, hostvars: Mapping[str, Any], host: str, running: str) -> tuple[str, str]:
+    """Where the driver is built by DKMS, the host must run the kernel whose headers the bundle carries.
+
+    Returns (problem, note): a problem when ``airgap_llm_kernel_release`` names another kernel than the
+    one the host runs; a note when it names none (the bundle then carries the archive's newest headers,
+    which build the module only on a host that runs that kernel). Both empty for hosts without DKMS.
+    """
+    selection = host_driver_packages(target_id, hostvars)
+    if selection is None or selection.precompiled or not running:
+        return "", ""
+    release = str(hostvars.get("airgap_llm_kernel_release") or "").strip()
+    if not release:
+        headers = ", ".join(p for p in selection.install if "headers" in p or "devel" in p) or "none"
+        return "", (
+            f"{host} runs kernel {running} and builds the NVIDIA module with DKMS; the inventory names no "
+            f"airgap_llm_kernel_release, so the bundle carries {headers} (the archive's newest at build time): "
+            f"set airgap_llm_kernel_release: {running} to carry this kernel's headers"
+        )
+    if release != running:
+        return (
+            f"{host} runs kernel {running}, but the bundle carries DKMS headers for airgap_llm_kernel_release "
+            f"{release}; boot {release}, or set airgap_llm_kernel_release: {running} and rebuild the bundle"
+        ), ""
+    return "", ""
