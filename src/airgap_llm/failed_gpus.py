@@ -6,7 +6,7 @@ map that leaves it out, paste that map, install (only the services that moved re
 
 from __future__ import annotations
 
-from airgap_llm.gpumap import HostPlan, Problem
+from airgap_llm.plan_model import HostPlan, Problem
 
 
 def failed_gpu_problems(plan: HostPlan) -> list[Problem]:

