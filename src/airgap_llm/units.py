@@ -27,6 +27,8 @@ ROLE_PREFIX = "airgap_llm_inference_service_"
 # Kept out of the journal: the unit's readiness wait and monitoring poll them all the time.
 QUIET_ENDPOINTS = "/health,/metrics"
 ENGINE_MODULE = "vllm.entrypoints.openai.api_server"
+# vLLM 0.32's switches (vllm/envs.py) for the FlashInfer paths that need kernels the bundle cannot carry.
+NO_FLASHINFER_DOWNLOADS = ("VLLM_USE_FLASHINFER_SAMPLER", "VLLM_ALLREDUCE_USE_FLASHINFER")
 GUARD_MIDDLEWARE = "airgap_llm_guard.RequireApiKey"
 
 # Hardening every unit gets. Left out on purpose: MemoryDenyWriteExecute (PyTorch, Triton and the CUDA
@@ -217,6 +219,18 @@ def unit_spec(plan: HostPlan, svc: ServicePlan, settings: UnitSettings, address:
             spec.comments["GLOO_SOCKET_IFNAME"] = (
                 "The engine's own process groups (gloo) listen on loopback: by default they bind to the address "
                 "of the host name, whatever the bind address; a service on one host needs no peer outside it."
+            )
+        if svc.gpus:
+            # vLLM 0.32 pins flashinfer-python 0.7.0.post1, whose prebuilt kernels (flashinfer-cubin,
+            # flashinfer-jit-cache) are not published at that version: its sampler and all-reduce would
+            # fetch or compile kernels at first use, which an airgapped host cannot. Attention keeps
+            # vLLM's own choice (FLASH_ATTN, shipped in the vllm wheel, on A100 and H100). A service's
+            # `env` overrides these (an EnvironmentFile wins over Environment=).
+            for name in NO_FLASHINFER_DOWNLOADS:
+                spec.environment.append((name, "0"))
+            spec.comments[NO_FLASHINFER_DOWNLOADS[0]] = (
+                "No FlashInfer kernels fetched or compiled at first use (none are carried for vLLM 0.32's "
+                "flashinfer-python 0.7.0.post1): PyTorch/Triton sampling, vLLM's own all-reduce."
             )
         spec.exec_start = [
             f"{paths.venv}/bin/python", "-m", ENGINE_MODULE,

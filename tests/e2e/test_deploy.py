@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import base64
 import ipaddress
+import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -222,6 +224,53 @@ def test_the_memory_estimate_matches_vllms_own_kv_cache_figure(
                     "journalctl -u airgap-llm-embed -o cat --no-pager | grep -m1 'KV cache' || true")
     print(f"chat: {tokens} tokens in {space:.0f} bytes = {per_token:.0f} B/token, estimate "
           f"{estimate.kv_per_token} B/token; embed: {embed_log!r}")
+
+
+VLLM_PARSE = """
+import contextlib, io, json, sys
+from vllm.entrypoints.launchers.cli_args import make_arg_parser, validate_parsed_serve_args
+from vllm.utils.argparse_utils import FlexibleArgumentParser
+verdicts = {}
+for name, argv in json.load(sys.stdin).items():
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err):
+            args = make_arg_parser(FlexibleArgumentParser()).parse_args(argv)
+            validate_parsed_serve_args(args)
+        verdicts[name] = "ok"
+    except SystemExit as exc:
+        verdicts[name] = f"exit {exc.code}: {err.getvalue().strip()[-500:]}"
+    except Exception as exc:
+        verdicts[name] = f"{type(exc).__name__}: {exc}"
+print(json.dumps(verdicts))
+"""
+
+
+def engine_argv(unit: str) -> list[str]:
+    """The engine's arguments of a rendered unit's ExecStart= (systemd's %% and $$ undone)."""
+    (line,) = [x for x in unit.splitlines() if x.startswith("ExecStart=")]
+    argv = [a.replace("%%", "%").replace("$$", "$") for a in shlex.split(line.removeprefix("ExecStart="))]
+    return argv[argv.index("vllm.entrypoints.openai.api_server") + 1:]
+
+
+def test_vllms_own_parser_accepts_every_rendered_engine_command_line(
+    installed: dict[str, Any], target_set: Any, target: Any, tmp_path: Path
+) -> None:
+    """vLLM 0.32's own argument parser (the venv on the target) on the ExecStart= of every engine unit
+    that `render` gives the shipped inventories, GPU profiles included (parsing needs no GPU)."""
+    argvs: dict[str, list[str]] = {}
+    for inv in sorted(p for p in (REPO / "inventories").iterdir() if (p / "hosts.yml").is_file()):
+        assert main(["render", "-i", str(inv), "-o", str(tmp_path / inv.name)]) == 0
+        for unit in sorted((tmp_path / inv.name).glob("*/etc/systemd/system/airgap-llm-*.service")):
+            text = unit.read_text()
+            if "vllm.entrypoints.openai.api_server" in text:
+                argvs[f"{inv.name}/{unit.parts[-5]}/{unit.name}"] = engine_argv(text)
+    assert len(argvs) >= 12, sorted(argvs)
+    out = target_set.exec(target, "/opt/airgap-llm/venv/bin/python", "-c", VLLM_PARSE,
+                          input_text=json.dumps(argvs)).stdout
+    verdicts = json.loads(out.strip().splitlines()[-1])
+    assert {k: v for k, v in verdicts.items() if v != "ok"} == {}
+    assert set(verdicts) == set(argvs)
 
 
 def test_systemctl_restart_brings_the_service_back(installed: dict[str, Any], target_set: Any, target: Any) -> None:

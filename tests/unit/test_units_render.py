@@ -42,6 +42,8 @@ def test_unit_of_a_gpu_service() -> None:
     assert argv[argv.index("--gpu-memory-utilization") + 1] == "0.35"
     assert "DeviceAllow=/dev/nvidia0 rw\n" in unit and "DevicePolicy=closed\n" in unit
     assert "PrivateDevices" not in unit
+    assert "Environment=VLLM_USE_FLASHINFER_SAMPLER=0\n" in unit
+    assert "Environment=VLLM_ALLREDUCE_USE_FLASHINFER=0\n" in unit
     assert "ExecStartPost=/opt/airgap-llm/libexec/wait-healthy http://10.0.0.4:8003/health 1800\n" in unit
     env = files["/etc/airgap-llm/llm.env"]
     assert "CUDA_DEVICE_ORDER=PCI_BUS_ID\nCUDA_VISIBLE_DEVICES=0\n" in env
@@ -160,3 +162,9 @@ def test_render_includes_the_os_files_install_writes(tmp_path: Path) -> None:
     assert "blacklist nouveau" in (host / "etc/modprobe.d/airgap-llm-blacklist-nouveau.conf").read_text()
     assert main(["render", "-i", str(REPO / "inventories" / "local-cpu"), "-o", str(tmp_path / "cpu")]) == 0
     assert not list((tmp_path / "cpu").glob("*/etc/modprobe.d/*"))  # no GPU service, no blacklist
+
+
+def test_cpu_engine_units_keep_no_flashinfer_switches(tmp_path: Path) -> None:
+    assert main(["render", "-i", str(REPO / "inventories" / "local-cpu"), "-o", str(tmp_path)]) == 0
+    units = list(tmp_path.glob("*/etc/systemd/system/airgap-llm-*.service"))
+    assert units and not any("FLASHINFER" in u.read_text() for u in units)
