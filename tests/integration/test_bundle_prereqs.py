@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from conftest import loopback_env
@@ -20,7 +19,6 @@ def test_h100_build_without_hub_mirror_or_index_lists_every_missing_prerequisite
     out = tmp_path / "bundle"
     env = loopback_env(tmp_path, dead, offline=False)
     env["AIRGAP_LLM_CACHE"] = str(tmp_path / "cache")
-    started = time.perf_counter()
     proc = subprocess.run(
         [
             sys.executable, "-m", "airgap_llm.cli", "bundle", "build",
@@ -30,7 +28,6 @@ def test_h100_build_without_hub_mirror_or_index_lists_every_missing_prerequisite
         ],
         capture_output=True, text=True, env=env, cwd=REPO, timeout=120,
     )  # fmt: skip
-    seconds = time.perf_counter() - started
     flat = " ".join(proc.stderr.split())
     assert proc.returncode == 2, proc.stderr
     assert "prerequisite(s) missing; nothing was downloaded" in flat
@@ -40,7 +37,6 @@ def test_h100_build_without_hub_mirror_or_index_lists_every_missing_prerequisite
         f"Face Hub at {dead} is unreachable" in flat
     assert "(not in the bundle either: Qwen/Qwen3-Embedding-4B@main, " in flat
     assert not out.exists(), "nothing may be written before every prerequisite is there"
-    assert seconds < 30, f"took {seconds:.1f} s"
 
 
 def test_rhel_os_part_is_refused_up_front_saying_what_it_needs(tmp_path: Path) -> None:
