@@ -29,6 +29,7 @@ class BuildOptions:
     hub_endpoint: str | None = None
     os_mirrors: Mapping[str, str] = field(default_factory=dict)  # --os-mirror OS=URL
     os_keyrings: Mapping[str, str] = field(default_factory=dict)  # --os-keyring OS=FILE
+    since: Path | None = None  # --since OLD/manifest.json: build a delta against that bundle
 
 
 @dataclass
