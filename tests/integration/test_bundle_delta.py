@@ -114,12 +114,21 @@ def test_delta_patch_makes_the_bundle_a_direct_build_makes(
     assert not [line for line in again.stdout.splitlines() if line.startswith("fetched")], again.stdout
     assert sorted(json.loads((delta / "delta.json").read_text())["carried"]) == carried
 
+    # signed where it was built: the signature travels in the delta and patch carries it into NEW
+    key = tmp_path / "signing"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "builder", "-f", str(key)], check=True)
+    signers = tmp_path / "allowed_signers"
+    signers.write_text(f'builder namespaces="airgap-llm-bundle" {key.with_suffix(".pub").read_text()}')
+    assert cli("bundle", "sign", str(delta), "--key", str(key)).returncode == 0
+
     # the far side: A plus the delta make B, verified, byte for byte as the direct build
     new.parent.mkdir()
     res = cli("bundle", "patch", str(a), str(delta), "-o", str(new))
     assert res.returncode == 0, res.stdout + res.stderr
     assert f"OK {new}" in res.stdout
-    assert cli("bundle", "verify", str(new)).returncode == 0
+    res = cli("bundle", "verify", str(new), "--signers", str(signers))
+    assert res.returncode == 0, res.stdout + res.stderr
+    (new / "manifest.json.sig").unlink()  # the rest is compared with the unsigned direct build
     assert not new.with_name("b.partial").exists()
     got, want = tree_bytes(new), tree_bytes(b)
     manifest_got = json.loads(got.pop("manifest.json"))  # type: ignore[arg-type]
@@ -169,7 +178,9 @@ def test_delta_applied_to_the_wrong_old_is_refused_before_writing(
     assert not new.exists() and not new.with_name("new.partial").exists()
 
 
-def test_delta_build_refuses_a_full_bundle_as_output(tmp_path: Path, caches: dict[str, Path], wheel_index: Path) -> None:
+def test_delta_build_refuses_a_full_bundle_as_output(
+    tmp_path: Path, caches: dict[str, Path], wheel_index: Path
+) -> None:
     inventory = tmp_path / "inventory.yml"
     inventory.write_text(INVENTORY)
     a, b = tmp_path / "a", tmp_path / "b"
