@@ -34,6 +34,7 @@ from airgap_llm.bundle.manifest import (
     atomic_write_text,
     load_manifest,
     render_sha256sums,
+    resolve_link,
 )
 from airgap_llm.errors import AirgapLlmError, InputError, UsageError
 
@@ -117,10 +118,13 @@ def seed_from_base(out: Path, base: Base) -> SeedReport:
             report.other_file_system = True
             return report
         report.linked += 1
-    for art in target.sorted_artifacts():
-        if art.link is not None and art.path not in tree and (out / art.path).parent.is_dir():
-            (out / art.path).symlink_to(art.link)
-            report.links += 1
+    for art in target.sorted_artifacts():  # the snapshot links to what is now there
+        if art.link is None or art.path in tree or not (out / resolve_link(art.path, art.link)).is_file():
+            continue
+        link = out / art.path
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(art.link)
+        report.links += 1
     return report
 
 
