@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -210,3 +211,40 @@ def test_rebuild_after_the_revision_moved_hashes_the_new_ref(
     assert res.returncode == 0, res.stdout + res.stderr
     res = cli("bundle", "verify", str(out))
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_patch_renames_only_a_bundle_that_verifies_and_a_rerun_completes_it(
+    tmp_path: Path, caches: dict[str, Path], wheel_index: Path
+) -> None:
+    """OLD's weights damaged (same size, one byte flipped): the patched tree fails verification, is not
+    renamed to NEW, and loses the bad file; once OLD is repaired, the same command completes NEW."""
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text(INVENTORY)
+    a, delta, new = tmp_path / "a", tmp_path / "delta", tmp_path / "new"
+    assert build(inventory, a, caches["a"], wheel_index).returncode == 0
+    assert build(inventory, delta, caches["b"], wheel_index, "--since", str(a / "manifest.json")).returncode == 0
+    weights = next(
+        x["path"] for x in json.loads((a / "manifest.json").read_text())["artifacts"]
+        if x["size"] == WEIGHTS and "link" not in x
+    )
+    blob = a / weights
+    data = bytearray(blob.read_bytes())
+    data[1000] ^= 0xFF
+    blob.write_bytes(bytes(data))  # in place: the size is right, only the hash tells
+
+    res = cli("bundle", "patch", str(a), str(delta), "-o", str(new), "--json")
+    assert res.returncode == 1, res.stdout + res.stderr
+    report = json.loads(res.stdout)
+    assert [(f["path"], f["problem"]) for f in report["failures"]] == [(weights, "corrupted")]
+    assert not new.exists()
+    partial = tmp_path / "new.partial"
+    assert partial.is_dir() and not (partial / weights).exists()
+
+    data[1000] ^= 0xFF
+    blob.write_bytes(bytes(data))
+    res = cli("bundle", "patch", str(a), str(delta), "-o", str(new))
+    assert res.returncode == 0, res.stdout + res.stderr
+    kept = re.search(r"(\d+) kept from an interrupted patch", " ".join(res.stdout.split()))
+    assert kept is not None and int(kept.group(1)) > 0, res.stdout  # only the removed file placed again
+    assert not partial.exists()
+    assert cli("bundle", "verify", str(new)).returncode == 0
