@@ -27,6 +27,9 @@
         verdicts of the validate role's requests (see airgap_llm.validation)
     {{ verdict | airgap_llm_validation_line }}
         one verdict as a line of text
+    {{ hostvars | airgap_llm_bundle_signature_problems(groups['all'], inventory_dir, airgap_llm_bundle_dir) }}
+        when hosts set airgap_llm_bundle_signers: why the bundle's manifest.json.sig is not a good
+        signature by a key of that allowed_signers file (see airgap_llm.bundle_signers); [] otherwise
     {{ manifest | airgap_llm_bundle_needs(plan, verified) }}
         a host's missing models and the bytes it needs from the bundle, less the model files the host
         already verified (see airgap_llm.bundle_check)
@@ -67,6 +70,8 @@ from ansible.errors import AnsibleFilterError
 from airgap_llm import gpu_devices, nvidia
 from airgap_llm.bundle.layout import model_folder
 from airgap_llm.bundle_check import code_repo_folders, host_needs
+from airgap_llm.bundle_signers import bundle_signature_problems
+from airgap_llm.errors import AirgapLlmError
 from airgap_llm.gpumap import plan_hosts
 from airgap_llm.host_files import apt_source, nouveau_blacklist, restart_inputs, service_files
 from airgap_llm.inventory import CONNECTION_VARS, VAR_PREFIX, to_plain
@@ -186,6 +191,19 @@ def airgap_llm_model_code_folders(plan: Mapping[str, Any], bundle: Any) -> list[
     return code_repo_folders(Path(str(bundle)), to_plain(plan)) if bundle else []
 
 
+def airgap_llm_bundle_signature_problems(
+    hostvars: Mapping[str, Any], hosts: Any, inventory_dir: Any = "", bundle: Any = ""
+) -> list[str]:
+    if not bundle:
+        return []
+    by_host = {str(h): _planned_vars(hostvars[h]) for h in to_plain(hosts)}
+    try:
+        where = Path(str(inventory_dir)) if inventory_dir else None
+        return bundle_signature_problems(Path(str(bundle)), by_host, where)
+    except AirgapLlmError as exc:  # no ssh-keygen on the controller
+        raise AnsibleFilterError(str(exc)) from exc
+
+
 def airgap_llm_bundle_needs(
     manifest: Mapping[str, Any], plan: Mapping[str, Any], verified: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
@@ -261,6 +279,7 @@ class FilterModule:
             "airgap_llm_validation_line": validation_line,
             "airgap_llm_status_report": airgap_llm_status_report,
             "airgap_llm_bundle_needs": airgap_llm_bundle_needs,
+            "airgap_llm_bundle_signature_problems": airgap_llm_bundle_signature_problems,
             "airgap_llm_model_code_folders": airgap_llm_model_code_folders,
             "airgap_llm_model_folder": model_folder,
             "airgap_llm_nvidia_driver_packages": airgap_llm_nvidia_driver_packages,

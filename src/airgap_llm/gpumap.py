@@ -67,6 +67,7 @@ HOST_VARS = (
     "airgap_llm_vllm_version",
     "airgap_llm_paths",
     "airgap_llm_min_concurrent_seqs",
+    "airgap_llm_bundle_signers",  # an allowed_signers file: only a bundle it trusts is installed (bundle_signers)
 )
 SERVICE_KEYS = (
     "kind",

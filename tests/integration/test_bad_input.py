@@ -735,7 +735,9 @@ def ansible_playbook(inv: Path, bundle: Path) -> subprocess.CompletedProcess[str
 
 
 CONTROLLER_FAIL = "preflight : Fail with every inventory and bundle problem before contacting the host"
+SIGNATURE_FAIL = "Refuse an unsigned or badly signed bundle (no host was contacted)"
 PLAN_TASKS = ("Plan every host of the inventory once", "Refuse a GPU map with problems (no host was contacted)",
+              "Check the bundle's signature when the inventory sets airgap_llm_bundle_signers", SIGNATURE_FAIL,
               "Take this host's part of the plan")
 PLAN_FAIL = "Refuse a GPU map with problems (no host was contacted)"
 
@@ -830,3 +832,119 @@ def test_memory_fit_refused_by_plain_ansible_playbook_in_the_plan_play(tmp_path:
     assert "[memory-fit]" in out and "host box-1, service chat" in flat(out), out
     assert tasks_run(proc.stdout)[-1] == PLAN_FAIL
     assert listener.connections == 0
+
+
+# --- signed bundles: airgap_llm_bundle_signers in the inventory ----------------------------------------
+
+SIGNERS = "airgap_llm_bundle_signers"
+
+
+def _ssh_key(path: Path) -> Path:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", path.name, "-f", str(path)], check=True)
+    return path
+
+
+@dataclass
+class SignedCase:
+    inv: Path
+    bundle: Path
+    signers: Path
+
+
+def signed_case(tmp_path: Path, port: int, how: str) -> SignedCase:
+    """A valid inventory and bundle; the inventory trusts the key 'builder'; the bundle is then signed
+    by it, left unsigned, signed by another key, or signed and its manifest changed afterwards."""
+    builder, stranger = _ssh_key(tmp_path / "builder"), _ssh_key(tmp_path / "stranger")
+    inv = write_inventory(tmp_path, port, {**CPU_HOST, SIGNERS: "../keys/trusted_signers"})
+    signers = tmp_path / "keys" / "trusted_signers"  # the value is relative to the inventory's directory
+    signers.parent.mkdir()
+    signers.write_text(f'builder namespaces="airgap-llm-bundle" {builder.with_suffix(".pub").read_text()}')
+    bundle = write_bundle(tmp_path)
+    key = {"good": builder, "tampered": builder, "wrong-key": stranger}.get(how)
+    if key is not None:
+        assert main(["bundle", "sign", str(bundle), "--key", str(key)]) == 0
+    if how == "tampered":
+        manifest = json.loads((bundle / "manifest.json").read_text())
+        manifest["artifacts"][-1]["sha256"] = "ff" * 32  # a file swapped after signing
+        (bundle / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    if how == "no-signers-file":
+        signers.unlink()
+    return SignedCase(inv, bundle, signers)
+
+
+SIGNED_CASES = [
+    ("unsigned", "manifest.json.sig: the bundle is not signed: no {bundle}/manifest.json.sig"),
+    ("wrong-key", "manifest.json.sig: signed by a key that {signers} does not list"),
+    ("tampered", "manifest.json: does not match its signature {bundle}/manifest.json.sig"),
+    ("no-signers-file", "airgap_llm_bundle_signers {signers}: no such file on the controller"),
+]
+
+
+@pytest.mark.parametrize(("how", "words"), SIGNED_CASES, ids=[c[0] for c in SIGNED_CASES])
+def test_install_refuses_a_badly_signed_bundle(
+    how: str, words: str, tmp_path: Path, listener: Listener, capsys: pytest.CaptureFixture[str]
+) -> None:
+    case = signed_case(tmp_path, listener.port, how)
+    code, out, err = run_cli(capsys, "install", "-i", str(case.inv), "--bundle", str(case.bundle))
+    assert code == 1, out + err
+    assert "error: 1 problem(s) found before contacting any host; nothing was changed:" in flat(err)
+    assert flat(words.format(bundle=case.bundle, signers=case.signers)) in flat(err), err
+    assert listener.connections == 0
+
+
+def test_install_takes_a_bundle_signed_by_a_trusted_key(tmp_path: Path, listener: Listener) -> None:
+    """The control of the cases above: the same inventory passes the pre-check with the bundle signed by
+    the key it trusts, and without the variable an unsigned bundle passes too."""
+    case = signed_case(tmp_path, listener.port, "good")
+    install_preflight(str(case.inv), case.bundle)
+    (case.bundle / "manifest.json.sig").unlink()
+    with pytest.raises(Exception, match="the bundle is not signed"):
+        install_preflight(str(case.inv), case.bundle)
+    plain = write_inventory(tmp_path / "plain", listener.port, CPU_HOST)
+    install_preflight(str(plain), case.bundle)
+    assert listener.connections == 0
+
+
+def test_a_misspelt_signers_variable_is_named(
+    tmp_path: Path, listener: Listener, capsys: pytest.CaptureFixture[str]
+) -> None:
+    inv = write_inventory(tmp_path, listener.port, {**CPU_HOST, "airgap_llm_bundle_signer": "/etc/allowed_signers"})
+    code, _, err = run_cli(capsys, "install", "-i", str(inv), "--bundle", str(write_bundle(tmp_path)))
+    assert code == 1
+    assert ("variable 'airgap_llm_bundle_signer' is not one airgap-llm reads (did you mean "
+            "'airgap_llm_bundle_signers'?) [unknown-variable]") in flat(err)
+    assert listener.connections == 0
+
+
+def test_install_refuses_a_delta(tmp_path: Path, listener: Listener, capsys: pytest.CaptureFixture[str]) -> None:
+    inv = write_inventory(tmp_path, listener.port, CPU_HOST)
+    bundle = write_bundle(tmp_path)
+    (bundle / "delta.json").write_text("{}")
+    code, _, err = run_cli(capsys, "install", "-i", str(inv), "--bundle", str(bundle))
+    assert code == 2
+    assert f"{bundle}: a delta bundle (delta.json), not a full one; make the full bundle first" in flat(err)
+    assert listener.connections == 0
+
+
+@pytest.mark.parametrize(("how", "words"), SIGNED_CASES[:3], ids=[c[0] for c in SIGNED_CASES[:3]])
+def test_plain_ansible_playbook_refuses_a_badly_signed_bundle(
+    how: str, words: str, tmp_path: Path, listener: Listener
+) -> None:
+    case = signed_case(tmp_path, listener.port, how)
+    proc = ansible_playbook(case.inv, case.bundle)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2, out
+    said = "the bundle is not signed by a trusted key, found before contacting any host; nothing was changed"
+    assert said in flat(out)
+    assert flat(words.format(bundle=case.bundle, signers=case.signers)) in flat(out), out
+    ran = tasks_run(proc.stdout)
+    assert ran[-1] == SIGNATURE_FAIL and all(t in PLAN_TASKS for t in ran), ran
+    assert listener.connections == 0
+
+
+def test_control_plain_ansible_playbook_takes_a_well_signed_bundle(tmp_path: Path, listener: Listener) -> None:
+    case = signed_case(tmp_path, listener.port, "good")
+    proc = ansible_playbook(case.inv, case.bundle)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 4, out  # past every controller-side check, the listener is no SSH server
+    assert SIGNATURE_FAIL in tasks_run(proc.stdout) and listener.connections > 0

@@ -13,6 +13,9 @@ Order of work:
    atomically, so an interrupted build (even ``kill -9``) loses at most the part in progress and
    resumes from there. Each part's builder takes one ``BuildContext``.
 
+With ``--since OLD/manifest.json`` the directory becomes a delta against OLD (``delta_build``): seeded
+from OLD's files before step 3, thinned to what OLD lacks after step 4.
+
 Every file reaches its final name by a rename from a temporary name (``*.partial``).
 """
 
@@ -29,6 +32,8 @@ import yaml
 
 from airgap_llm.bundle import prereqs
 from airgap_llm.bundle.context import BuildContext, BuildOptions, BuildUI, PartReport, no_space_error
+from airgap_llm.bundle.delta import DeltaInfo
+from airgap_llm.bundle.delta_build import Base, check_delta_dir, mark_as_delta, read_base, seed_from_base, thin_to_delta
 from airgap_llm.bundle.hashing import hash_files
 from airgap_llm.bundle.layout import PARTIAL_SUFFIX, scan_tree
 from airgap_llm.bundle.manifest import Artifact, Manifest, diff_tree, load_manifest, resolve_link, save_manifest
@@ -50,6 +55,8 @@ class BuildReport:
     kept: int = 0  # files already present with the right hash
     removed: list[str] = field(default_factory=list)  # damaged or leftover files removed
     seconds: float = 0.0
+    delta: DeltaInfo | None = None  # --since: what the delta carries against the full bundle
+    notes: list[str] = field(default_factory=list)
 
 
 def load_collections(path: Path) -> list[CollectionSpec]:
@@ -131,18 +138,22 @@ def build_bundle(opts: BuildOptions, ui: BuildUI | None = None) -> BuildReport:
     out = opts.out
     if out.exists() and not out.is_dir():
         raise UsageError(f"-o {out}: exists and is not a directory")
+    base = read_base(opts.since) if opts.since is not None else None
+    if base is not None:
+        check_delta_dir(out, base)
     with ui.busy("checking every part's prerequisites"):
         pre, hub = check_prerequisites(spec, opts, parts)
     pre.raise_if_any()  # exit 2 (or 1), every problem listed, nothing downloaded
     try:
         out.mkdir(parents=True, exist_ok=True)
+        notes = _seed_delta(out, base, ui) if base is not None else []
         old, intact, removed = check_existing(out, ui)
         manifest = Manifest(inventory=str(opts.inventory))
         if old is not None:
             for art in old.artifacts.values():
                 manifest.add(art)
         report = BuildReport(
-            out, spec, manifest, kept=sum(1 for a in intact.values() if not a.is_link), removed=removed
+            out, spec, manifest, kept=sum(1 for a in intact.values() if not a.is_link), removed=removed, notes=notes
         )
         ctx = BuildContext(out, spec, opts, manifest, intact, ui, hub, pre)
         for part in parts:  # PARTS: the small parts first, the models last
@@ -150,12 +161,26 @@ def build_bundle(opts: BuildOptions, ui: BuildUI | None = None) -> BuildReport:
             PART_BUILDERS[part](ctx, report.parts[part])
             manifest.inventory = str(opts.inventory)
             save_manifest(out, manifest)
+        if base is not None:
+            report.delta = thin_to_delta(out, manifest, base)
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
             raise no_space_error(out, exc) from None
         raise
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _seed_delta(out: Path, base: Base, ui: BuildUI) -> list[str]:
+    mark_as_delta(out, base)
+    with ui.busy(f"reusing the files of {base.root} (hard links)"):
+        seeded = seed_from_base(out, base)
+    if seeded.other_file_system:
+        return [
+            f"{base.root} is on another file system than {out}: its files were not reused, everything was "
+            "fetched (the delta still carries only what it lacks)"
+        ]
+    return [f"{seeded.linked} file(s) of {base.root} reused (hard links), not fetched"] if seeded.linked else []
 
 
 def check_prerequisites(

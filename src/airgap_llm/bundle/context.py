@@ -29,6 +29,7 @@ class BuildOptions:
     hub_endpoint: str | None = None
     os_mirrors: Mapping[str, str] = field(default_factory=dict)  # --os-mirror OS=URL
     os_keyrings: Mapping[str, str] = field(default_factory=dict)  # --os-keyring OS=FILE
+    since: Path | None = None  # --since OLD/manifest.json: build a delta against that bundle
 
 
 @dataclass
@@ -53,6 +54,14 @@ class BuildUI:
         yield
 
 
+Stamp = tuple[int, int]  # (inode, mtime in ns): a file replaced by a rename since it was hashed differs
+
+
+def file_stamp(path: Path) -> Stamp:
+    st = path.stat()
+    return st.st_ino, st.st_mtime_ns
+
+
 def reindex(
     out: Path,
     manifest: Manifest,
@@ -61,8 +70,13 @@ def reindex(
     source: Callable[[str], str],
     intact: dict[str, Artifact],
     ui: BuildUI,
+    stamps: Mapping[str, Stamp] | None = None,
 ) -> None:
-    """Replace the manifest's entries under ``prefix`` with what the directory now holds."""
+    """Replace the manifest's entries under ``prefix`` with what the directory now holds.
+
+    A file found intact keeps its hash only while it is the file that was hashed (``stamps``): one a
+    part replaced since (a model's ``refs/main`` naming a new commit, of the same size) is hashed again.
+    """
     manifest.remove_under(prefix)
     paths = list_under(out, prefix)
     fresh = []
@@ -70,7 +84,8 @@ def reindex(
         old = intact.get(rel)
         full = out / rel
         if old is not None and old.kind == kind and not old.is_link and not full.is_symlink():
-            if full.stat().st_size == old.size:
+            same_file = stamps is None or stamps.get(rel) == file_stamp(full)
+            if full.stat().st_size == old.size and same_file:
                 manifest.add(Artifact(rel, kind, old.size, old.sha256, source(rel)))
                 continue
         fresh.append(rel)
@@ -99,9 +114,14 @@ class BuildContext:
     ui: BuildUI
     hub: Path | None
     pre: Prerequisites
+    stamps: dict[str, Stamp] = field(default_factory=dict)  # of the intact files, when they were hashed
+
+    def __post_init__(self) -> None:
+        if not self.stamps:
+            self.stamps = {p: file_stamp(self.out / p) for p, a in self.intact.items() if not a.is_link}
 
     def reindex(self, prefix: str, kind: str, source: Callable[[str], str]) -> None:
-        reindex(self.out, self.manifest, prefix, kind, source, self.intact, self.ui)
+        reindex(self.out, self.manifest, prefix, kind, source, self.intact, self.ui, self.stamps)
 
 
 def no_space_error(out: Path, exc: OSError, needed: int | None = None) -> UsageError:

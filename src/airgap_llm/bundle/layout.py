@@ -12,6 +12,7 @@ collections/                      <namespace>-<name>-<version>.tar.gz
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 from pathlib import Path
@@ -64,6 +65,60 @@ def link_to_blob(link: Path, blob: Path) -> None:
     if link.is_symlink() or link.exists():
         link.unlink()
     link.symlink_to(target)
+
+
+def copy_atomic(src: Path, dst: Path) -> None:
+    """Copy ``src`` to ``dst`` through ``dst.partial`` and a rename; on failure nothing stays behind.
+
+    An error while writing names the destination (shutil's own names the source first): on a full
+    disk the message must say where the space ran out, not which cache file was being read.
+    """
+    tmp = dst.with_name(dst.name + PARTIAL_SUFFIX)
+    try:
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.errno == errno.ENOSPC:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(dst)) from None
+        raise
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+# hard links fail so across file systems (EXDEV), or where the file system or its policy has none
+NOT_LINKABLE = (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP)
+
+
+def link_atomic(src: Path, dst: Path) -> bool:
+    """Make ``dst`` a hard link to ``src`` through ``dst.partial`` and a rename; False (nothing written)
+    when the two cannot share an inode (another file system), so the caller copies instead."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(dst.name + PARTIAL_SUFFIX)
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError as exc:
+        if exc.errno in NOT_LINKABLE:
+            return False
+        raise
+    try:
+        os.replace(tmp, dst)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return True
+
+
+def link_or_copy(src: Path, dst: Path) -> bool:
+    """``dst`` with ``src``'s content, never half-written under its name: hard-linked when on one file
+    system (True), else copied."""
+    if link_atomic(src, dst):
+        return True
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    copy_atomic(src, dst)
+    return False
 
 
 def is_bundle(root: Path) -> bool:

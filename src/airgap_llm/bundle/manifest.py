@@ -19,8 +19,9 @@ that the manifest lists with the same hash. ``verify`` checks the link text inst
 content (the target's own entry is hashed once), and reports a link that is missing, not a link,
 retargeted or dangling.
 
-``manifest.json`` and ``SHA256SUMS`` themselves are not listed; every other file in the bundle must
-be (anything else is reported as extra). Directories are not listed.
+``manifest.json``, ``SHA256SUMS`` and ``manifest.json.sig`` (the signature, when signed) are not
+listed; every other file in the bundle must be (anything else is reported as extra). Directories are
+not listed.
 """
 
 from __future__ import annotations
@@ -42,10 +43,13 @@ from airgap_llm.errors import InputError, UsageError
 FORMAT = 1
 MANIFEST_NAME = "manifest.json"
 SUMS_NAME = "SHA256SUMS"
+# ``bundle sign`` writes the ssh-keygen signature of manifest.json beside it; the manifest covers every
+# other file by sha256, so the signature covers the bundle. It is not listed in the manifest.
+SIGNATURE_NAME = "manifest.json.sig"
 # Every file is written under a temporary name ending so, then renamed: a build killed midway leaves
 # only such names behind, and the next build removes them before anything else.
 PARTIAL_SUFFIX = ".partial"
-BUNDLE_OWN_FILES = frozenset({MANIFEST_NAME, SUMS_NAME})
+BUNDLE_OWN_FILES = frozenset({MANIFEST_NAME, SUMS_NAME, SIGNATURE_NAME})
 KINDS = ("wheel", "model", "os-package", "collection", "tool")
 
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -327,6 +331,8 @@ class Problem(StrEnum):
     SIZE = "size-mismatch"
     CORRUPTED = "corrupted"
     LINK = "bad-link"
+    UNSIGNED = "unsigned"
+    SIGNATURE = "bad-signature"
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from airgap_llm.bundle.layout import MODEL_FOLDER_PREFIX, MODELS_HUB_DIR, PARTIAL_SUFFIX, link_to_blob, model_folder
+from airgap_llm.bundle.layout import (
+    MODEL_FOLDER_PREFIX,
+    MODELS_HUB_DIR,
+    PARTIAL_SUFFIX,
+    copy_atomic,
+    link_to_blob,
+    model_folder,
+)
 from airgap_llm.bundle.model_files import as_allow_patterns
 from airgap_llm.bundle.spec import ModelSpec
 from airgap_llm.errors import InputError, UsageError
@@ -73,26 +80,6 @@ def resolve_commit(repo_dir: Path, spec: ModelSpec) -> str:
     return commit
 
 
-def _copy_atomic(src: Path, dst: Path) -> None:
-    """Copy ``src`` to ``dst`` through ``dst.partial`` and a rename; on failure nothing stays behind.
-
-    An error while writing names the destination (shutil's own names the source first): on a full
-    disk the message must say where the space ran out, not which cache file was being read.
-    """
-    tmp = dst.with_name(dst.name + PARTIAL_SUFFIX)
-    try:
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        if exc.errno == errno.ENOSPC:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(dst)) from None
-        raise
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def cache_blob(snapshot: Path, path: Path) -> tuple[Path, str]:
     """The file holding a snapshot entry's content, and the blob name it gets in the bundle."""
     if path.is_symlink():
@@ -126,7 +113,7 @@ def import_model(spec: ModelSpec, hub: Path, bundle: Path, files: Iterable[str] 
         if blob_dst.is_file() and blob_dst.stat().st_size == blob_src.stat().st_size:
             result.skipped += 1
         else:
-            _copy_atomic(blob_src, blob_dst)
+            copy_atomic(blob_src, blob_dst)
             result.copied += 1
         link_to_blob(dst_snap / rel, blob_dst)
     _write_ref(dst_repo, spec.revision, commit)

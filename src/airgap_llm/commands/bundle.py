@@ -1,25 +1,23 @@
-"""``airgap-llm bundle build`` and ``airgap-llm bundle verify``."""
+"""``airgap-llm bundle build`` and ``airgap-llm bundle verify`` (``patch`` and ``sign``: ``bundle_carry``)."""
 
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from rich.console import Console
 from rich.markup import escape
 
 from airgap_llm.bundle.build import BuildReport, build_bundle
 from airgap_llm.bundle.context import BuildOptions, BuildUI
 from airgap_llm.bundle.hashing import OnBytes
 from airgap_llm.bundle.os_archives import parse_os_options
-from airgap_llm.bundle.progress import byte_progress, human_bytes, stderr_console, thread_safe_advance
+from airgap_llm.bundle.progress import byte_progress, stderr_console, thread_safe_advance
 from airgap_llm.bundle.spec import PARTS
 from airgap_llm.bundle.verify import verify_bundle
-
-console = Console(soft_wrap=True)
+from airgap_llm.commands.bundle_carry import register_carry
+from airgap_llm.commands.bundle_report import console, print_delta, print_verify_report
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -28,18 +26,26 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="build or verify the offline bundle carried across the air gap",
         description="Build the offline bundle on a connected machine, or verify one after carrying it.",
     )
-    sub = parser.add_subparsers(dest="bundle_command", metavar="{build,verify}", required=True)
+    sub = parser.add_subparsers(dest="bundle_command", metavar="{build,verify,patch,sign}", required=True)
 
     verify = sub.add_parser(
         "verify",
         help="re-hash everything against the manifest",
         description=(
             "Re-hash every file of the bundle against manifest.json, in parallel on all cores, and name "
-            "every missing, extra, size-mismatched or corrupted file and every bad symlink. "
-            "Exit 0: intact; 1: something is wrong; 2: DIR is not a bundle."
+            "every missing, extra, size-mismatched or corrupted file and every bad symlink. With --signers, "
+            "also check manifest.json.sig (ssh-keygen -Y find-principals, then -Y verify): an unsigned bundle, "
+            "a key the file does not list, or a manifest changed since signing is a failure. "
+            "Exit 0: intact; 1: something is wrong; 2: DIR is not a bundle (or is a delta), or no --signers file."
         ),
     )
     verify.add_argument("dir", metavar="DIR", type=Path, help="the bundle directory")
+    verify.add_argument(
+        "--signers",
+        type=Path,
+        metavar="ALLOWED_SIGNERS",
+        help="an ssh-keygen allowed_signers file: the bundle must be signed ('bundle sign') by a key it lists",
+    )
     verify.add_argument("--json", action="store_true", help="print {ok, failures, ...} as JSON")
     verify.add_argument("--workers", type=int, default=None, help="hashing threads (default: all cores)")
     verify.set_defaults(func=run_verify)
@@ -124,7 +130,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="FILE",
         help="the collections file (default: requirements.yml of the project)",
     )
+    build.add_argument(
+        "--since",
+        type=Path,
+        metavar="OLD/manifest.json",
+        help="build a delta: DIR keeps only the files that bundle lacks (by sha256), with the new bundle's full "
+        "manifest.json, SHA256SUMS and a delta.json; 'airgap-llm bundle patch OLD DIR -o NEW' makes the full "
+        "bundle on the far side. DIR must be new or an earlier delta",
+    )
     build.set_defaults(func=run_build)
+    register_carry(sub)
 
 
 def run_verify(args: argparse.Namespace) -> int:
@@ -134,22 +149,8 @@ def run_verify(args: argparse.Namespace) -> int:
         def start(count: int, total: int) -> OnBytes | None:
             return thread_safe_advance(progress, f"sha256 of {count} files", total)
 
-        report = verify_bundle(root, workers=args.workers, start_hashing=start)
-    if args.json:
-        print(json.dumps(report.to_json(), indent=1))
-        return 0 if report.ok else 1
-    for failure in report.failures:
-        console.print(f"[red]FAIL[/red] {escape(str(failure))}", highlight=False)
-    rate = report.bytes / report.seconds / 1e9 if report.seconds > 0 else 0.0
-    summary = (
-        f"{report.files} files + {report.links} links, {human_bytes(report.bytes)} "
-        f"in {report.seconds:.1f} s ({rate:.2f} GB/s)"
-    )
-    if report.ok:
-        console.print(f"[green]OK[/green] {escape(str(root))}: {summary}", highlight=False)
-        return 0
-    console.print(f"[red]{len(report.failures)} problem(s)[/red] in {escape(str(root))}: {summary}", highlight=False)
-    return 1
+        report = verify_bundle(root, workers=args.workers, start_hashing=start, signers=args.signers)
+    return print_verify_report(report, args.json)
 
 
 class RichBuildUI(BuildUI):
@@ -181,6 +182,7 @@ def run_build(args: argparse.Namespace) -> int:
         requirements_yml=args.requirements,
         os_mirrors=parse_os_options(args.os_mirrors, "--os-mirror"),
         os_keyrings=parse_os_options(args.os_keyrings, "--os-keyring"),
+        since=args.since,
     )
     report = build_bundle(opts, RichBuildUI())
     print_build_report(report)
@@ -202,6 +204,8 @@ def print_build_report(report: BuildReport) -> None:
             console.print(f"[cyan]skipped[/cyan] {name}: {escape(item)}", highlight=False)
         for item in part.notes:
             console.print(f"[yellow]note[/yellow] {name}: {escape(item)}", highlight=False)
+    for item in report.notes:
+        console.print(f"[yellow]note[/yellow] {escape(item)}", highlight=False)
     counts = report.manifest.counts_by_kind()
     per_kind = ", ".join(f"{n} {k}" for k, n in counts.items() if n)
     fetched = sum(len(p.fetched) for p in report.parts.values())
@@ -211,3 +215,5 @@ def print_build_report(report: BuildReport) -> None:
         f"{report.seconds:.1f} s",
         highlight=False,
     )
+    if report.delta is not None:
+        print_delta(report.out, report.delta)

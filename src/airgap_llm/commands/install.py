@@ -8,7 +8,9 @@ from pathlib import Path
 
 from rich.live import Live
 
+from airgap_llm.bundle.verify import refuse_delta
 from airgap_llm.bundle_check import check_bundle_for_plans
+from airgap_llm.bundle_signers import bundle_signature_problems
 from airgap_llm.commands.plan import add_inventory_argument
 from airgap_llm.console import console, err_console
 from airgap_llm.errors import AirgapLlmError, InputError
@@ -38,17 +40,22 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def preflight(inventory: str, bundle: Path) -> None:
     """What can be checked on the controller before any host is touched: the GPU map, the memory fit of
-    every GPU service from the bundle's model files, then the bundle.
+    every GPU service from the bundle's model files, then the bundle (a full one, not a delta; signed
+    by a trusted key when the inventory sets ``airgap_llm_bundle_signers``).
 
     Every problem is reported at once. A bundle that cannot be read at all (no such directory, not a
     bundle) keeps its own exit code when the GPU map is fine, and joins the list otherwise.
     """
-    plans = plan_inventory(load_inventory(inventory))
+    inv = load_inventory(inventory)
+    plans = plan_inventory(inv)
     if all(plan.ok for plan in plans):
         check_memory_fit_from_bundle(plans, bundle)  # rule memory-fit, from the bundle's model files
     problems = [str(p) for plan in plans for p in plan.problems]
     try:
+        refuse_delta(bundle)
         problems += check_bundle_for_plans(bundle, [plan.as_dict() for plan in plans])
+        inventory_dir = inv.source if inv.source.is_dir() else inv.source.parent
+        problems += bundle_signature_problems(bundle, inv.hosts, inventory_dir.resolve())
     except AirgapLlmError as exc:
         if not problems:
             raise
