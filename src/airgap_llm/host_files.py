@@ -17,6 +17,7 @@ from airgap_llm.host_layout import APT_KEYRING_DIR, APT_SOURCE_LIST, NOUVEAU_BLA
 from airgap_llm.plan_model import RAY_HEAD_UNIT, RAY_PORT, RAY_WORKER_UNIT
 from airgap_llm.units import (
     HARDENING,
+    HEADLESS_MODULE,
     RAY_WAIT_HELPER,
     UnitSettings,
     UnitSpec,
@@ -294,6 +295,8 @@ def restart_inputs(plan: HostPlan) -> dict[str, list[str]]:
         ]
         if cluster is not None and cluster.backend == "ray":
             files.append(f"{paths.libexec_dir}/{RAY_WAIT_HELPER}")
+        if not svc.serves_api:
+            files.append(f"{paths.libexec_dir}/python/{HEADLESS_MODULE}.py")
         if svc.uses_engine:
             files += [f"{paths.libexec_dir}/python/airgap_llm_guard.py", paths.venv, f"{paths.models_dir}/{svc.name}"]
         elif not svc.command[0].startswith("/"):

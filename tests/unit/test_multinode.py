@@ -146,7 +146,7 @@ def test_mp_headless_rank_has_no_api_and_no_health_wait() -> None:
     u0 = _files(r0)["/etc/systemd/system/airgap-llm-llm.service"]
     u1 = _files(r1)["/etc/systemd/system/airgap-llm-llm.service"]
     assert "-m vllm.entrypoints.openai.api_server" in u0 and "ExecStartPost=" in u0
-    assert "-m vllm.entrypoints.cli.main serve /var/lib/airgap-llm/models/llm" in u1 and "--headless" in u1
+    assert "-m airgap_llm_headless /var/lib/airgap-llm/models/llm" in u1 and "--headless" in u1
     assert "ExecStartPost=" not in u1 and "--middleware" not in u1
 
 
