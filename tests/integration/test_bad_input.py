@@ -459,6 +459,12 @@ MAP_CASES = [
             host_vars={**_two_hosts(), "box-3": {**_two_hosts()["box-2"], "airgap_llm_cluster_address": "10.0.0.6"}},
             words=["host box-3, service chat: spans 2 hosts but 3 host(s) of the inventory define it (box-1, box-2, "
                    "box-3): define it on exactly that many hosts (another instance needs another name) [nodes]"]),
+    MapCase("two-multi-node-services-on-one-host", gpu_host(), hosts=("box-1", "box-2"),
+            host_vars={h: {**v, "airgap_llm_services": {
+                **v["airgap_llm_services"], "embed": {**GPU_HOST["airgap_llm_services"]["embed"], "nodes": 2}}}
+                for h, v in _two_hosts().items()},
+            words=["host box-1, service embed: a host takes part in one multi-node service only, but this one also "
+                   "runs chat across hosts [nodes]"]),
     MapCase("multi-node-ray-on-vllm-cpu", CPU_HOST, hosts=("box-1", "box-2"), host_vars=_cpu_two_hosts("ray"),
             words=["host box-1, service llm: vLLM's CPU platform refuses the Ray backend (\"current platform cpu does "
                    "not support ray\"): set distributed_backend: mp [distributed-backend]"]),
