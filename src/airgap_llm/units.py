@@ -310,8 +310,11 @@ def ray_temp_dir(plan: HostPlan) -> str:
     return f"{plan.paths.cache_dir}/ray"
 
 
-def ray_args(svc: ServicePlan) -> list[str]:
-    """``ray start``'s arguments for this host's node of ``svc``'s cluster (head or worker)."""
+def ray_args(svc: ServicePlan, temp_dir: str = "/var/cache/airgap-llm/ray") -> list[str]:
+    """``ray start``'s arguments for this host's node of ``svc``'s cluster (head or worker).
+
+    The dashboard switch and the session directory are the head's alone (``ray start`` refuses them on a
+    worker, which takes the head's session directory path)."""
     cluster = svc.cluster
     if cluster is None or cluster.backend != "ray":
         return []
@@ -324,7 +327,9 @@ def ray_args(svc: ServicePlan) -> list[str]:
         if where == "head" and not cluster.is_head:
             continue
         args.append(f"{flag}={port}")
-    args += ["--include-dashboard=false", "--disable-usage-stats", f"--num-gpus={len(svc.gpus)}"]
+    if cluster.is_head:  # Ray refuses these on a worker: they are the head's, the workers follow them
+        args += ["--include-dashboard=false", f"--temp-dir={temp_dir}"]
+    args += ["--disable-usage-stats", f"--num-gpus={len(svc.gpus)}"]
     return args
 
 
@@ -360,7 +365,7 @@ def ray_unit_spec(plan: HostPlan, svc: ServicePlan, settings: UnitSettings,
             spec.requires.append(FABRICMANAGER_UNIT)
     spec.environment.append(("RAY_USAGE_STATS_ENABLED", "0"))
     spec.comments["RAY_USAGE_STATS_ENABLED"] = "No usage statistics (and no attempt to send them)."
-    spec.exec_start = [f"{paths.venv}/bin/ray", "start", "--block", *ray_args(svc), f"--temp-dir={ray_temp_dir(plan)}"]
+    spec.exec_start = [f"{paths.venv}/bin/ray", "start", "--block", *ray_args(svc, ray_temp_dir(plan))]
     if cluster.is_head:
         spec.comments["ExecStart"] = (
             f"Ray head of {cluster.nodes} nodes, advertised on the cluster address; its ports are pinned (see the "

@@ -106,6 +106,9 @@ def test_ray_args_head_and_worker() -> None:
     assert h[0] == "--head" and "--port=6379" in h and "--node-ip-address=10.0.0.1" in h and "--num-gpus=1" in h
     assert w[0] == "--address=10.0.0.1:6379" and "--node-ip-address=10.0.0.2" in w and "--port=6379" not in w
     assert "--include-dashboard=false" in h and "--disable-usage-stats" in w
+    # ray start refuses the head's switches on a worker ("should only be specified ... with --head").
+    assert not [a for a in w if a.startswith(("--include-dashboard", "--temp-dir"))]
+    assert "--temp-dir=/var/cache/airgap-llm/ray" in h
     assert ray_args(_plans("mp", gpus=False)[0].services[0]) == []
 
 
