@@ -25,6 +25,8 @@
         the supported target matching the host's facts, or none
     {{ registered_by_check | airgap_llm_validation_results(config_slurps, dims, api_key) }}
         verdicts of the validate role's requests (see airgap_llm.validation)
+    {{ result | airgap_llm_cluster_verdict('ray' | 'unit') }}
+        a multi-node check of the validate role as a verdict (see airgap_llm.validation.cluster_verdict)
     {{ verdict | airgap_llm_validation_line }}
         one verdict as a line of text
     {{ hostvars | airgap_llm_bundle_signature_problems(groups['all'], inventory_dir, airgap_llm_bundle_dir) }}
@@ -73,13 +75,14 @@ from airgap_llm.bundle_check import code_repo_folders, host_needs
 from airgap_llm.bundle_signers import bundle_signature_problems
 from airgap_llm.errors import AirgapLlmError
 from airgap_llm.gpumap import plan_hosts
-from airgap_llm.host_files import apt_source, nouveau_blacklist, restart_inputs, service_files
+from airgap_llm.host_files import apt_source, nouveau_blacklist, restart_inputs, service_files, unit_names
 from airgap_llm.inventory import CONNECTION_VARS, VAR_PREFIX, to_plain
 from airgap_llm.memory.apply import check_memory_fit_from_bundle
 from airgap_llm.plan_report import plan_result
 from airgap_llm.status_report import report as status_report
 from airgap_llm.targets import TARGETS, target_for_facts
 from airgap_llm.units import UnitSettings
+from airgap_llm.validation import cluster_verdict
 from airgap_llm.validation import line as validation_line
 from airgap_llm.validation import results as validation_results
 
@@ -141,7 +144,7 @@ def airgap_llm_nouveau_blacklist(_: Any = None) -> str:
 
 
 def airgap_llm_unit_names(host_plan: Mapping[str, Any]) -> list[str]:
-    return [str(s["unit"]) for s in to_plain(host_plan).get("services", [])]
+    return unit_names(HostPlan.from_dict(to_plain(host_plan)))
 
 
 def _target_dict(target: Any) -> dict[str, Any] | None:
@@ -175,6 +178,10 @@ def airgap_llm_validation_results(
     api_key: bool = True,
 ) -> list[dict[str, Any]]:
     return validation_results(to_plain(registered), to_plain(config_slurps), to_plain(dims), bool(api_key))
+
+
+def airgap_llm_cluster_verdict(result: Mapping[str, Any], how: str) -> dict[str, Any]:
+    return cluster_verdict(to_plain(result), str(how))
 
 
 def airgap_llm_status_report(
@@ -277,6 +284,7 @@ class FilterModule:
             "airgap_llm_target_for_facts": airgap_llm_target_for_facts,
             "airgap_llm_validation_results": airgap_llm_validation_results,
             "airgap_llm_validation_line": validation_line,
+            "airgap_llm_cluster_verdict": airgap_llm_cluster_verdict,
             "airgap_llm_status_report": airgap_llm_status_report,
             "airgap_llm_bundle_needs": airgap_llm_bundle_needs,
             "airgap_llm_bundle_signature_problems": airgap_llm_bundle_signature_problems,

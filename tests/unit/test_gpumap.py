@@ -349,16 +349,20 @@ def test_multi_node_service_needs_enough_hosts() -> None:
             "llm": {"kind": "chat", "model": "o/m", "port": 8003, "gpus": [0], "gpu_memory_utilization": 0.9,
                     "nodes": 2}
         },
+        "airgap_llm_cluster_interface": "eth0",
     }
-    plans = plan_hosts({"n1": one, "n2": one})
+    plans = plan_hosts({"n1": {**one, "ansible_host": "10.0.0.4"}, "n2": {**one, "ansible_host": "10.0.0.5"}})
     assert all(p.ok for p in plans)
     args = engine_args(plans[0].services[0])
     assert args[args.index("--pipeline-parallel-size") + 1] == "2"
     assert args[args.index("--distributed-executor-backend") + 1] == "ray"
-    (bad,) = plan_hosts({"n1": one})
+    (bad,) = plan_hosts({"n1": {**one, "ansible_host": "10.0.0.4"}})
     assert [str(p) for p in bad.problems] == [
         "host n1, service llm: spans 2 hosts but only 1 host(s) of the inventory define it (n1) [nodes]"
     ]
+
+
+_NODE_ADDRESSES = iter(f"10.0.0.{i}" for i in range(10, 250))
 
 
 def _node(**changes: Any) -> dict[str, Any]:
@@ -368,6 +372,8 @@ def _node(**changes: Any) -> dict[str, Any]:
     return {
         "airgap_llm_gpu": {"model": "H100 NVL", "count": 2, "memory_gib": 93},
         "airgap_llm_services": {"llm": svc},
+        "airgap_llm_cluster_interface": "eth0",
+        "airgap_llm_cluster_address": next(_NODE_ADDRESSES),
     }
 
 
@@ -385,7 +391,7 @@ def test_multi_node_hosts_must_agree_on_nodes() -> None:
         ({"model": "o/other"}, "model differs: n1 'o/m', n2 'o/other'"),
         ({"revision": "v2"}, "revision differs: n1 'main', n2 'v2'"),
         ({"port": 8004}, "port differs: n1 8003, n2 8004"),
-        ({"gpus": [0, 1]}, "tensor_parallel_size differs: n1 1, n2 2"),
+        ({"gpus": [0, 1]}, "the GPU count (tensor_parallel_size) differs: n1 1, n2 2"),
         ({"gpu_memory_utilization": 0.5}, "memory_fraction differs: n1 0.9, n2 0.5"),
     ],
 )

@@ -320,8 +320,9 @@ def test_suggested_map_passes_plan(
     hosts = yaml.safe_load((REPO / "inventories" / name / "hosts.yml").read_text())
     first = next(iter(result["hosts"].values()))
     group["airgap_llm_services"] = first["airgap_llm_services"]
-    names = [h for g in hosts.values() for h in (g.get("hosts") or {})]
-    code, out, err = run_plan(capsys, "-i", str(make_inventory(group, dict.fromkeys(names, {}))),
+    # The hosts keep their own variables: a multi-node service needs each node's address (ansible_host).
+    by_host = {h: dict(v or {}) for g in hosts.values() for h, v in (g.get("hosts") or {}).items()}
+    code, out, err = run_plan(capsys, "-i", str(make_inventory(group, by_host)),
                               "--models-from", str(hub))
     assert code == 0, out + err
 

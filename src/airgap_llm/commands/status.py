@@ -60,12 +60,12 @@ def table(result: Mapping[str, Any]) -> Table:
                 f" ({s['result']})" if s.get("result") not in (None, "", "success") else ""
             )
             t.add_row(
-                host, s["name"], s["kind"], str(s["port"]),
+                host, s["name"], _kind_role(s), "" if s["port"] is None else str(s["port"]),
                 ",".join(str(g) for g in s["gpus"]) or "cpu",
                 Text(state, style="green" if s["active"] == "active" else "bold red"),
                 "" if s["restarts"] is None else str(s["restarts"]),
                 "" if s["gpu_memory_mib"] is None else str(s["gpu_memory_mib"]),
-                Text(str(s["health"]), style="green" if s["healthy"] else "bold red"),
+                Text(str(s["health"]), style="bold red" if s["healthy"] is False else "green"),
             )
     return t
 
@@ -93,3 +93,9 @@ def run(args: argparse.Namespace) -> int:
 def _with_journals(t: Table, result: Mapping[str, Any]) -> RenderableType:
     journal = journals_text(result)
     return t if journal is None else Group(t, journal)
+
+
+def _kind_role(s: dict[str, Any]) -> str:
+    """The kind, with this host's part of a multi-node service (head, worker, rank R)."""
+    role = s.get("role", "single")
+    return str(s["kind"]) if role == "single" else f"{s['kind']} ({role})"
