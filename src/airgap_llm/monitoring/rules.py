@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from airgap_llm.gpumap import HostPlan
-from airgap_llm.monitoring.scrape import ENGINE_JOB, NODE_JOB
+from airgap_llm.monitoring.scrape import APP_JOB, ENGINE_JOB, NODE_JOB
 from airgap_llm.monitoring.settings import MonitoringSettings
 
 UNIT_RE = "airgap-llm-.+[.]service"
@@ -50,12 +50,12 @@ def alert_rules(plans: Sequence[HostPlan], settings: MonitoringSettings,
     rules: list[dict[str, Any]] = [
         {
             "alert": "AirgapLlmServiceDown",
-            "expr": f'up{{job="{ENGINE_JOB}"}} == 0',
+            "expr": f'up{{job=~"{ENGINE_JOB}|{APP_JOB}"}} == 0',
             "for": a["service_down_for"],
             "labels": {"severity": "critical"},
             "annotations": {
                 "summary": "{{ $labels.service }} on {{ $labels.host }} does not answer /metrics",
-                "description": "The engine service's /metrics has not answered for " + str(a["service_down_for"])
+                "description": "The service's /metrics has not answered for " + str(a["service_down_for"])
                 + "; see `systemctl status airgap-llm-{{ $labels.service }}` and its journal on {{ $labels.host }}.",
             },
         },

@@ -2,7 +2,8 @@
 
 Scraped: every engine service's ``/metrics`` at its bind address and port (vLLM serves it without the
 API key), node exporter on every host (its textfile collector carries the GPU metrics of GPU hosts).
-Service kinds that export no metrics (``app``, and so far the gateway and web UI) are not scraped.
+Service kinds that export no metrics (so far the gateway and web UI) are not scraped; ``app`` services
+(custom programs) are when ``airgap_llm_monitoring_app_metrics`` names them.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from airgap_llm.gpumap import ENGINE_KINDS, HostPlan, ServicePlan
 from airgap_llm.monitoring.settings import WILDCARDS, MonitoringInputError, MonitoringSettings
 
 ENGINE_JOB = "airgap_llm_engine"
+APP_JOB = "airgap_llm_app"
 NODE_JOB = "node"
 # Kinds whose servers export Prometheus metrics at /metrics.
 METRICS_KINDS = ENGINE_KINDS
@@ -84,10 +86,29 @@ def ray_workers(plans: Sequence[HostPlan]) -> dict[str, list[str]]:
     return workers
 
 
+def app_targets(plans: Sequence[HostPlan], addresses: Mapping[str, str], names: Sequence[str]) -> list[EngineTarget]:
+    """The ``app`` services named in ``airgap_llm_monitoring_app_metrics``; a name no host has is an error."""
+    found = [
+        EngineTarget(plan.host, svc.name, svc.kind, host_port(_address(plan.host, addresses), svc.port))
+        for plan in plans
+        for svc in plan.services
+        if svc.kind == "app" and svc.name in names
+    ]
+    unknown = sorted(set(names) - {t.service for t in found})
+    if unknown:
+        raise MonitoringInputError(
+            f"airgap_llm_monitoring_app_metrics names {', '.join(unknown)}, which no host of the plan has as an "
+            "app service"
+        )
+    return found
+
+
 def prometheus_config(plans: Sequence[HostPlan], addresses: Mapping[str, str], settings: MonitoringSettings,
                       rules_path: str) -> dict[str, Any]:
     """The whole prometheus.yml as a dict (``yaml.safe_dump`` it)."""
     engine_configs = [{"targets": [t.address], "labels": t.labels} for t in engine_targets(plans, addresses)]
+    app_configs = [{"targets": [t.address], "labels": t.labels}
+                   for t in app_targets(plans, addresses, settings.app_metrics)]
     workers = ray_workers(plans)
     node_configs = []
     for plan in plans:
@@ -103,6 +124,8 @@ def prometheus_config(plans: Sequence[HostPlan], addresses: Mapping[str, str], s
     jobs: list[dict[str, Any]] = []
     if engine_configs:
         jobs.append({"job_name": ENGINE_JOB, "metrics_path": "/metrics", "static_configs": engine_configs})
+    if app_configs:
+        jobs.append({"job_name": APP_JOB, "metrics_path": "/metrics", "static_configs": app_configs})
     jobs.append({"job_name": NODE_JOB, "static_configs": node_configs})
     return {
         "global": {

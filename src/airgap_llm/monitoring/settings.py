@@ -53,6 +53,7 @@ class MonitoringSettings:
     gpu_interval_s: int = 15
     alerts: Mapping[str, float | str] = field(default_factory=lambda: dict(DEFAULT_ALERTS))
     extra_rules: tuple[Mapping[str, Any], ...] = ()
+    app_metrics: tuple[str, ...] = ()  # app services that export Prometheus metrics at /metrics
 
     @classmethod
     def from_vars(cls, variables: Mapping[str, Any], where: str = "") -> MonitoringSettings:
@@ -72,6 +73,11 @@ class MonitoringSettings:
                 value = _alerts(value, name, at, problems)
             elif f.name == "extra_rules":
                 value = _extra_rules(value, name, at, problems)
+            elif f.name == "app_metrics":
+                if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+                    problems.append(f"{name}{at} must be a list of app service names, got {value!r}")
+                    continue
+                value = tuple(value)
             elif isinstance(default, bool):
                 if not isinstance(value, bool):
                     problems.append(f"{name}{at} must be true or false, got {value!r}")
