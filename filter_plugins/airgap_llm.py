@@ -25,7 +25,8 @@
     {{ manifest | airgap_llm_bundle_needs(plan, verified) }}
         a host's missing models and the bytes it needs from the bundle, less the model files the host
         already verified (see airgap_llm.bundle_check)
-    {{ plan | airgap_llm_status_report(systemctl_show_stdout, health_results, gpu_json, journal_results) }}
+    {{ plan | airgap_llm_status_report(systemctl_show_stdout, health_results, gpu_json, journal_results,
+                                        metrics_json) }}
         the status role's per-service report (see airgap_llm.status_report)
     {{ airgap_llm_plan | airgap_llm_monitoring_facts(hostvars) }}
         per host of the plan, the address to scrape and the mount point of its models (airgap_llm.monitoring.hosts)
@@ -167,8 +168,10 @@ def airgap_llm_status_report(
     health: Mapping[str, Any],
     gpu_json: str,
     journal: Mapping[str, Any] | None = None,
+    metrics_json: Any = "",
 ) -> dict[str, Any]:
-    return status_report(to_plain(plan), str(systemctl_show), to_plain(health), str(gpu_json), to_plain(journal))
+    return status_report(to_plain(plan), str(systemctl_show), to_plain(health), str(gpu_json), to_plain(journal),
+                         str(metrics_json or ""))
 
 
 def airgap_llm_bundle_needs(

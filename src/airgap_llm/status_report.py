@@ -6,6 +6,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from airgap_llm.monitoring.metrics import loads_from_readings
+
 
 def parse_systemctl_show(text: str) -> dict[str, dict[str, str]]:
     """``systemctl show -p ... unit...`` output (blocks separated by blank lines) keyed by unit Id."""
@@ -49,13 +51,27 @@ def report(
     health: Mapping[str, Any],
     gpu_json: str,
     journal: Mapping[str, Any] | None = None,
+    metrics_json: str = "",
 ) -> dict[str, Any]:
-    """One entry per planned service; a service that is not ok carries the last lines of its journal."""
+    """One entry per planned service; a service that is not ok carries the last lines of its journal.
+
+    ``gpu_json``: gpu-usage's output, {"services": {name: MiB}, "gpus": [...]} (or the older {name: MiB});
+    ``metrics_json``: engine-metrics' two readings of each engine's /metrics, which give each service's load.
+    """
     units = parse_systemctl_show(systemctl_show)
     try:
-        gpu = json.loads(gpu_json or "{}")
+        gpu_data = json.loads(gpu_json or "{}")
     except ValueError:
-        gpu = {}
+        gpu_data = {}
+    if not isinstance(gpu_data, dict):
+        gpu_data = {}
+    gpu = gpu_data.get("services", {}) if "services" in gpu_data else gpu_data
+    gpus = gpu_data.get("gpus", []) if isinstance(gpu_data.get("gpus"), list) else []
+    try:
+        readings = json.loads(metrics_json or "{}")
+    except ValueError:
+        readings = {}
+    loads = loads_from_readings(readings if isinstance(readings, dict) else {})
     health_by_name = {r["item"]["name"]: r for r in health.get("results", []) if "item" in r}
     lines_by_unit = journals(journal)
     services = []
@@ -81,8 +97,9 @@ def report(
                 "healthy": healthy,
                 "health": h.get("status") if h.get("status", -1) != -1 else h.get("msg", "no answer"),
                 "gpu_memory_mib": gpu.get(svc["name"]),
+                "load": loads.get(svc["name"]),
                 "ok": ok,
                 "journal": [] if ok else lines_by_unit.get(svc["unit"], []),
             }
         )
-    return {"ok": all(s["ok"] for s in services), "services": services}
+    return {"ok": all(s["ok"] for s in services), "services": services, "gpus": gpus}
