@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = sub.add_parser(
         "install",
         help="install everything from a bundle onto the inventory's hosts",
-        description="Run playbooks/site.yml (preflight, nvidia, runtime, models, services, validate) "
+        description="Run playbooks/site.yml (preflight, nvidia, runtime, models, services, monitoring, validate) "
         "with the bundle, showing progress per host and step.",
     )
     add_inventory_argument(parser)
