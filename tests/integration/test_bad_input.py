@@ -411,6 +411,20 @@ MAP_CASES = [
             host_vars=_two_hosts(model="HuggingFaceTB/SmolLM2-360M-Instruct"),
             words=["host box-2, service chat: spans 2 hosts, which must define it the same way, but model differs: "
              f"box-1 '{SMOLLM}', box-2 'HuggingFaceTB/SmolLM2-360M-Instruct' [nodes]"]),
+    MapCase("monitoring-on-every-address", gpu_host(airgap_llm_monitoring_listen_address="0.0.0.0"),
+            ["host box-1: airgap_llm_monitoring_listen_address is '0.0.0.0': Prometheus never listens on every "
+             "address; give the host's service address or 127.0.0.1 [monitoring]"]),
+    MapCase("monitoring-variable-misspelt", gpu_host(airgap_llm_monitoring_retension="30d"),
+            ["host box-1: variable 'airgap_llm_monitoring_retension' is not one the monitoring role reads (did you "
+             "mean 'airgap_llm_monitoring_retention'?) [monitoring]"]),
+    MapCase("monitoring-alert-unknown", gpu_host(airgap_llm_monitoring_alerts={"gpu_temp": 80}),
+            ["host box-1: airgap_llm_monitoring_alerts has unknown key 'gpu_temp' (known: service_down_for, "
+             "kv_cache_usage, kv_cache_for, waiting_for, gpu_memory_used, gpu_memory_for, gpu_temperature_c, "
+             "gpu_temperature_for, disk_free, disk_for, host_down_for) [monitoring]"]),
+    MapCase("monitoring-no-auth-off-loopback",
+            gpu_host(airgap_llm_monitoring_basic_auth=False, airgap_llm_monitoring_listen_address="10.0.0.4"),
+            ["host box-1: airgap_llm_monitoring_listen_address is 10.0.0.4, but airgap_llm_monitoring_basic_auth is "
+             "false: without basic auth Prometheus listens on loopback only (127.0.0.1) [monitoring]"]),
 ]
 
 

@@ -301,3 +301,45 @@ def test_gpu_textfile_when_nvidia_smi_fails_or_prints_something_else(tmp_path: P
     assert out.read_text().splitlines()[2] == "airgap_llm_gpu_exporter_ok 0"
     with pytest.raises(SystemExit, match="--service 'llm' must be GPU=VALUE"):
         gpu.main(["--out", str(out), "--service", "llm"])
+
+
+def test_the_plan_refuses_bad_monitoring_variables_before_any_host() -> None:
+    hv = {**CPU_HOST, "airgap_llm_monitoring_retention": "forever", "airgap_llm_monitoring_nodeexporter_port": 9101}
+    (plan,) = plan_hosts({"h1": hv})
+    texts = [str(p) for p in plan.problems]
+    assert texts == [
+        "host h1: variable 'airgap_llm_monitoring_nodeexporter_port' is not one the monitoring role reads (did you "
+        "mean 'airgap_llm_monitoring_node_exporter_port'?) [monitoring]",
+        "host h1: airgap_llm_monitoring_retention must be a Prometheus duration such as 15d, 12h or 30s, got 'forever' "
+        "[monitoring]",
+    ]
+    (good,) = plan_hosts({"h1": {**CPU_HOST, "airgap_llm_monitoring_retention": "30d",
+                                 "airgap_llm_monitoring_password_file": "/x", "airgap_llm_monitoring_enabled": False}})
+    assert good.ok, good.problems
+
+
+def test_files_for_a_host_name_what_is_missing() -> None:
+    from airgap_llm.monitoring.hosts import files_for_host, host_facts
+
+    plans = plan_hosts({"a": CPU_HOST, "b": CPU_HOST})
+    facts = host_facts(plans, {"a": {"default_ipv4": {"address": "10.0.0.5"},
+                                     "mounts": [{"mount": "/"}, {"mount": "/var/lib/airgap-llm"}]}})
+    assert facts == {"addresses": {"a": "10.0.0.5"}, "model_mounts": {"a": "/var/lib/airgap-llm", "b": "/"}}
+    node = files_for_host(plans, "a", facts, {}, "m", False, None)
+    assert [f.path for f in node] == ["/etc/systemd/system/prometheus-node-exporter.service.d/airgap-llm.conf"]
+    with pytest.raises(MonitoringInputError, match="Prometheus on a cannot scrape b: no address known"):
+        files_for_host(plans, "a", facts, {}, "m", True, "pw")
+    with pytest.raises(MonitoringInputError, match="host b: no address for node exporter and Prometheus"):
+        files_for_host(plans, "b", facts, {}, "m", False, None)
+    with pytest.raises(MonitoringInputError, match="airgap_llm_monitoring_app_metrics names nope, which no host"):
+        files_for_host(plans, "a", {**facts, "addresses": {"a": "10.0.0.5", "b": "10.0.0.6"}},
+                       {"airgap_llm_monitoring_app_metrics": ["web", "nope"]}, "m", True, "pw")
+    server = files_for_host(plans, "a", {**facts, "addresses": {"a": "10.0.0.5", "b": "10.0.0.6"}},
+                            {"airgap_llm_monitoring_app_metrics": ["web"]}, "m", True, "pw")
+    config = yaml.safe_load(next(f.content for f in server if f.path == CONFIG_FILE))
+    apps = next(j for j in config["scrape_configs"] if j["job_name"] == "airgap_llm_app")
+    assert [c["targets"] for c in apps["static_configs"]] == [["10.0.0.5:3000"], ["10.0.0.6:3000"]]
+    drop_in = next(f.content for f in server if f.path.endswith("prometheus.service.d/airgap-llm.conf"))
+    assert "--web.listen-address=10.0.0.5:9090" in drop_in and "--storage.tsdb.retention.time=15d" in drop_in
+    web = next(f for f in server if f.path == WEB_CONFIG_FILE)
+    assert web.secret and web.mode == "0640" and web.group == "prometheus"

@@ -36,7 +36,11 @@ FRACTION_ALERTS = ("kv_cache_usage", "gpu_memory_used", "disk_free")
 
 
 class MonitoringInputError(ValueError):
-    """Bad monitoring settings; the message lists every problem."""
+    """Bad monitoring settings or input; the message lists every problem (each one in ``problems``)."""
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems if problems is not None else [message]
 
 
 @dataclass(frozen=True)
@@ -95,7 +99,7 @@ class MonitoringSettings:
         settings = cls(**values)
         problems += settings.problems(at)
         if problems:
-            raise MonitoringInputError("monitoring settings: " + "; ".join(problems))
+            raise MonitoringInputError("monitoring settings: " + "; ".join(problems), problems)
         return settings
 
     def problems(self, at: str = "") -> list[str]:
@@ -126,6 +130,33 @@ class MonitoringSettings:
         if self.listen_address:
             return self
         return replace(self, listen_address=service_address if self.basic_auth else "127.0.0.1")
+
+
+# Role variables that are not file-shaping settings (the plan, which hosts, the credential's file, ...).
+ROLE_ONLY_VARS = ("plan", "servers", "password_file", "ready_timeout_s", "enabled")
+
+
+def known_variables() -> tuple[str, ...]:
+    return tuple(PREFIX + n for n in (*(f.name for f in fields(MonitoringSettings)), *ROLE_ONLY_VARS))
+
+
+def check_host_vars(hostvars: Mapping[str, Any]) -> list[str]:
+    """The monitoring problems of one host's inventory variables, for the plan (before any host is contacted):
+    bad values, and ``airgap_llm_monitoring_*`` names the role does not read (a typo would be ignored)."""
+    import difflib
+
+    known = known_variables()
+    problems = []
+    for key in hostvars:
+        if str(key).startswith(PREFIX) and key not in known:
+            near = difflib.get_close_matches(str(key), known, n=1, cutoff=0.8)
+            hint = f" (did you mean '{near[0]}'?)" if near else f" (known: {', '.join(known)})"
+            problems.append(f"variable '{key}' is not one the monitoring role reads{hint}")
+    try:
+        MonitoringSettings.from_vars(hostvars)
+    except MonitoringInputError as exc:
+        problems += exc.problems
+    return problems
 
 
 def is_loopback(address: str) -> bool:
