@@ -343,3 +343,23 @@ def test_files_for_a_host_name_what_is_missing() -> None:
     assert "--web.listen-address=10.0.0.5:9090" in drop_in and "--storage.tsdb.retention.time=15d" in drop_in
     web = next(f for f in server if f.path == WEB_CONFIG_FILE)
     assert web.secret and web.mode == "0640" and web.group == "prometheus"
+
+
+def test_render_writes_the_monitoring_files(tmp_path: Path) -> None:
+    from airgap_llm.cli import main
+
+    out = tmp_path / "out"
+    assert main(["render", "-i", str(REPO / "inventories" / "h100nvl-2node"), "-o", str(out)]) == 0
+    head, worker = out / "h100nvl-01", out / "h100nvl-02"
+    web = (head / WEB_CONFIG_FILE.lstrip("/")).read_text()
+    assert "airgap-llm: <bcrypt hash of the credential generated at install>" in web
+    assert not (worker / CONFIG_FILE.lstrip("/")).exists()  # Prometheus on the first host only
+    for host, ip in ((head, "192.0.2.41"), (worker, "192.0.2.42")):
+        drop_in = host / "etc/systemd/system/prometheus-node-exporter.service.d/airgap-llm.conf"
+        assert f"--web.listen-address={ip}:9100" in drop_in.read_text()
+        assert (host / "etc/systemd/system/prometheus-node-exporter-airgap-llm-gpu.timer").is_file()
+    config = yaml.safe_load((head / CONFIG_FILE.lstrip("/")).read_text())
+    assert config["scrape_configs"][0]["static_configs"][0]["targets"] == ["192.0.2.41:8003"]
+    if PROMTOOL:
+        rules = promtool("check", "rules", str(head / RULES_FILE.lstrip("/")))
+        assert rules.returncode == 0, rules.stdout + rules.stderr

@@ -52,6 +52,7 @@ def exports_metrics(plan: HostPlan, svc: ServicePlan, heads: Mapping[str, str]) 
 
 
 def host_port(address: str, port: int) -> str:
+    address = str(address)
     return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
@@ -68,7 +69,7 @@ def _address(host: str, addresses: Mapping[str, str]) -> str:
 def engine_targets(plans: Sequence[HostPlan], addresses: Mapping[str, str]) -> list[EngineTarget]:
     heads = head_hosts(plans)
     return [
-        EngineTarget(plan.host, svc.name, svc.kind, host_port(_address(plan.host, addresses), svc.port))
+        EngineTarget(str(plan.host), str(svc.name), str(svc.kind), host_port(_address(plan.host, addresses), svc.port))
         for plan in plans
         for svc in plan.services
         if exports_metrics(plan, svc, heads)
@@ -89,7 +90,7 @@ def ray_workers(plans: Sequence[HostPlan]) -> dict[str, list[str]]:
 def app_targets(plans: Sequence[HostPlan], addresses: Mapping[str, str], names: Sequence[str]) -> list[EngineTarget]:
     """The ``app`` services named in ``airgap_llm_monitoring_app_metrics``; a name no host has is an error."""
     found = [
-        EngineTarget(plan.host, svc.name, svc.kind, host_port(_address(plan.host, addresses), svc.port))
+        EngineTarget(str(plan.host), str(svc.name), str(svc.kind), host_port(_address(plan.host, addresses), svc.port))
         for plan in plans
         for svc in plan.services
         if svc.kind == "app" and svc.name in names
@@ -112,9 +113,9 @@ def prometheus_config(plans: Sequence[HostPlan], addresses: Mapping[str, str], s
     workers = ray_workers(plans)
     node_configs = []
     for plan in plans:
-        labels = {"host": plan.host}
+        labels = {"host": str(plan.host)}
         if plan.host in workers:
-            labels["ray_worker_of"] = ",".join(workers[plan.host])
+            labels["ray_worker_of"] = ",".join(str(w) for w in workers[plan.host])
         if any(s.gpus for s in plan.services):
             labels["gpu_host"] = "true"
         node_configs.append({
@@ -173,4 +174,4 @@ def web_config(settings: MonitoringSettings, password: str | None) -> dict[str, 
         return {}
     if not password:
         raise MonitoringInputError("airgap_llm_monitoring_basic_auth is true but the credential is empty")
-    return {"basic_auth_users": {settings.auth_user: bcrypt_hash(password)}}
+    return {"basic_auth_users": {str(settings.auth_user): bcrypt_hash(str(password))}}

@@ -192,13 +192,13 @@ def _alerts(value: Any, name: str, at: str, problems: list[str]) -> dict[str, fl
             if not isinstance(item, str) or not DURATION_RE.match(item) or not re.search(r"\d", item):
                 problems.append(f"{name}.{key}{at} must be a Prometheus duration such as 5m, got {item!r}")
             else:
-                merged[key] = item
+                merged[str(key)] = str(item)
         elif isinstance(item, bool) or not isinstance(item, int | float):
             problems.append(f"{name}.{key}{at} must be a number, got {item!r}")
         elif key in FRACTION_ALERTS and not 0 < item < 1:
             problems.append(f"{name}.{key}{at} is a fraction between 0 and 1 (0.9 for 90 %), got {item!r}")
         else:
-            merged[key] = float(item)
+            merged[str(key)] = float(item)
     return merged
 
 
@@ -211,4 +211,7 @@ def _extra_rules(value: Any, name: str, at: str, problems: list[str]) -> tuple[M
             rule.get("expr"), str
         ):
             problems.append(f"{name}[{i}]{at} must be a mapping with 'alert' and 'expr' strings, got {rule!r}")
-    return tuple(dict(r) for r in value if isinstance(r, Mapping))
+    import json
+
+    # Plain values only (the inventory's strings may be str subclasses that a YAML dump refuses).
+    return tuple(json.loads(json.dumps(dict(r), default=str)) for r in value if isinstance(r, Mapping))
