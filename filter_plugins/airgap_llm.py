@@ -26,7 +26,9 @@
         a host's missing models and the bytes it needs from the bundle, less the model files the host
         already verified (see airgap_llm.bundle_check)
     {{ plan | airgap_llm_status_report(systemctl_show_stdout, health_results, gpu_json, journal_results,
-                                        metrics_json) }}
+                                        metrics_json, prometheus_results) }}
+    {{ none | airgap_llm_status_promql }}
+        the PromQL queries status asks Prometheus (airgap_llm.monitoring.metrics.PROMQL)
         the status role's per-service report (see airgap_llm.status_report)
     {{ airgap_llm_plan | airgap_llm_monitoring_facts(hostvars) }}
         per host of the plan, the address to scrape and the mount point of its models (airgap_llm.monitoring.hosts)
@@ -68,6 +70,7 @@ from airgap_llm.host_files import apt_source, nouveau_blacklist, restart_inputs,
 from airgap_llm.inventory import CONNECTION_VARS, VAR_PREFIX, to_plain
 from airgap_llm.memory.apply import check_memory_fit_from_bundle
 from airgap_llm.monitoring.hosts import files_for_host, host_facts
+from airgap_llm.monitoring.metrics import PROMQL
 from airgap_llm.monitoring.packages import monitoring_packages
 from airgap_llm.monitoring.settings import MonitoringInputError
 from airgap_llm.plan_report import plan_result
@@ -169,9 +172,14 @@ def airgap_llm_status_report(
     gpu_json: str,
     journal: Mapping[str, Any] | None = None,
     metrics_json: Any = "",
+    prometheus: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     return status_report(to_plain(plan), str(systemctl_show), to_plain(health), str(gpu_json), to_plain(journal),
-                         str(metrics_json or ""))
+                         str(metrics_json or ""), to_plain(prometheus))
+
+
+def airgap_llm_status_promql(_: Any = None) -> dict[str, str]:
+    return dict(PROMQL)
 
 
 def airgap_llm_bundle_needs(
@@ -265,6 +273,7 @@ class FilterModule:
             "airgap_llm_validation_results": airgap_llm_validation_results,
             "airgap_llm_validation_line": validation_line,
             "airgap_llm_status_report": airgap_llm_status_report,
+            "airgap_llm_status_promql": airgap_llm_status_promql,
             "airgap_llm_bundle_needs": airgap_llm_bundle_needs,
             "airgap_llm_monitoring_facts": airgap_llm_monitoring_facts,
             "airgap_llm_monitoring_files": airgap_llm_monitoring_files,

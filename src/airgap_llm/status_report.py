@@ -6,7 +6,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from airgap_llm.monitoring.metrics import loads_from_readings
+from airgap_llm.monitoring.metrics import loads_from_prometheus, loads_from_readings
 
 
 def parse_systemctl_show(text: str) -> dict[str, dict[str, str]]:
@@ -52,11 +52,14 @@ def report(
     gpu_json: str,
     journal: Mapping[str, Any] | None = None,
     metrics_json: str = "",
+    prometheus: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One entry per planned service; a service that is not ok carries the last lines of its journal.
 
     ``gpu_json``: gpu-usage's output, {"services": {name: MiB}, "gpus": [...]} (or the older {name: MiB});
-    ``metrics_json``: engine-metrics' two readings of each engine's /metrics, which give each service's load.
+    ``metrics_json``: engine-metrics' two readings of each engine's /metrics, which give each service's load;
+    ``prometheus``: the PromQL answers of ``airgap_llm.monitoring.metrics.PROMQL`` (a registered uri loop),
+    which give it instead when Prometheus answered every query.
     """
     units = parse_systemctl_show(systemctl_show)
     try:
@@ -72,6 +75,7 @@ def report(
     except ValueError:
         readings = {}
     loads = loads_from_readings(readings if isinstance(readings, dict) else {})
+    loads.update(loads_from_prometheus(prometheus, str(plan.get("host", ""))))
     health_by_name = {r["item"]["name"]: r for r in health.get("results", []) if "item" in r}
     lines_by_unit = journals(journal)
     services = []

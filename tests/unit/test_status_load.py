@@ -152,3 +152,36 @@ def test_engine_metrics_reads_a_running_server_twice() -> None:
     load = rep["services"][0]["load"]
     assert load["requests_running"] == 0 and load["kv_cache_usage"] == 0.25
     assert load["generation_tokens_per_s"] == pytest.approx(10 / readings["chat"]["seconds"])
+
+
+def test_load_from_prometheus_answers_and_the_fallback() -> None:
+    from airgap_llm.monitoring.metrics import PROMQL, loads_from_prometheus
+
+    def answer(key: str, results: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"item": {"key": key, "value": PROMQL[key]}, "status": 200,
+                "json": {"status": "success", "data": {"resultType": "vector", "result": results}}}
+
+    def series(host: str, service: str, value: str) -> dict[str, Any]:
+        return {"metric": {"host": host, "service": service}, "value": [1764500000.0, value]}
+
+    registered = {"results": [
+        answer("requests_running", [series("box", "chat", "3"), series("other", "chat", "9")]),
+        answer("requests_waiting", [series("box", "chat", "1")]),
+        answer("kv_cache_usage", [series("box", "chat", "0.5")]),
+        answer("generation_tokens_per_s", [series("box", "chat", "41.5")]),
+        answer("ttft_p50_s", [series("box", "chat", "NaN")]),
+        answer("ttft_p95_s", [series("box", "chat", "0.8")]),
+    ]}
+    loads = loads_from_prometheus(registered, "box")
+    assert loads == {"chat": {"requests_running": 3.0, "requests_waiting": 1.0, "kv_cache_usage": 0.5,
+                              "generation_tokens_per_s": 41.5, "ttft_p50_s": None, "ttft_p95_s": 0.8,
+                              "ttft_window": "last 1m", "source": "Prometheus, the last minute"}}
+    partial = {"results": [*registered["results"][:5], {"item": {"key": "ttft_p95_s"}, "status": 401}]}
+    assert loads_from_prometheus(partial, "box") == {}
+    assert loads_from_prometheus(None, "box") == {}
+    plan = {**PLAN, "host": "box"}
+    readings = {"chat": {"first": metrics(0, 0, 0.1, 0, {}), "second": metrics(1, 0, 0.2, 40, {}), "seconds": 4.0}}
+    rep = report(plan, SHOW, {"results": []}, "{}", None, json.dumps(readings), registered)
+    assert rep["services"][0]["load"]["source"] == "Prometheus, the last minute"
+    rep = report(plan, SHOW, {"results": []}, "{}", None, json.dumps(readings), partial)
+    assert rep["services"][0]["load"]["source"] == "/metrics, two readings 4 s apart"

@@ -127,3 +127,46 @@ def loads_from_readings(readings: Mapping[str, Any]) -> dict[str, dict[str, Any]
             loads[str(name)] = engine_load(str(r.get("first", "")), str(r.get("second", "")),
                                            float(r.get("seconds", 0)))
     return loads
+
+
+# What ``status`` asks Prometheus, per (host, service): the same figures over the last minute.
+PROMQL: dict[str, str] = {
+    "requests_running": f"sum by (host, service) ({RUNNING})",
+    "requests_waiting": f"sum by (host, service) ({WAITING})",
+    "kv_cache_usage": f"avg by (host, service) ({KV_CACHE})",
+    "generation_tokens_per_s": f"sum by (host, service) (rate({GENERATION_TOKENS}[1m]))",
+    "ttft_p50_s": f"histogram_quantile(0.5, sum by (host, service, le) (rate({TTFT}_bucket[1m])))",
+    "ttft_p95_s": f"histogram_quantile(0.95, sum by (host, service, le) (rate({TTFT}_bucket[1m])))",
+}
+
+
+def loads_from_prometheus(registered: Mapping[str, Any] | None, host: str) -> dict[str, dict[str, Any]]:
+    """The status role's PromQL answers (a registered ``uri`` loop over ``PROMQL``) -> service -> load on ``host``.
+
+    Empty unless every query answered: then the figures come from Prometheus alone, over the last minute
+    (a quantile with no request in that minute is None)."""
+    results = [r for r in (registered or {}).get("results", []) if isinstance(r, Mapping)]
+    if not results or any(r.get("status") != 200 or not isinstance(r.get("json"), Mapping) for r in results):
+        return {}
+    loads: dict[str, dict[str, Any]] = {}
+    for r in results:
+        item = r.get("item")
+        key = str(item.get("key")) if isinstance(item, Mapping) else str(item)
+        data = r["json"].get("data") or {}
+        for series in data.get("result") or []:
+            labels = series.get("metric") or {}
+            if labels.get("host") != host or "service" not in labels:
+                continue
+            try:
+                value: float | None = float(series["value"][1])
+            except (KeyError, IndexError, TypeError, ValueError):
+                value = None
+            if value is not None and math.isnan(value):
+                value = None
+            load = loads.setdefault(str(labels["service"]), {
+                "requests_running": None, "requests_waiting": None, "kv_cache_usage": None,
+                "generation_tokens_per_s": None, "ttft_p50_s": None, "ttft_p95_s": None,
+                "ttft_window": "last 1m", "source": "Prometheus, the last minute",
+            })
+            load[key] = value
+    return loads

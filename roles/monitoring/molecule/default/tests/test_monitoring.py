@@ -128,3 +128,10 @@ def test_hardened(host: Any, unit: str) -> None:
     print(unit, exposure)
     score = float(exposure.split()[-3] if "Overall" in exposure else exposure.split()[-2])
     assert score <= 3.0, exposure
+
+
+def test_status_took_the_load_from_prometheus(host: Any) -> None:
+    report = json.loads(host.file("/root/status-report.json").content_string)
+    chat = next(s for s in report["services"] if s["name"] == "chat")
+    assert chat["ok"] and chat["load"]["source"] == "Prometheus, the last minute"
+    assert chat["load"]["generation_tokens_per_s"] is not None
