@@ -70,9 +70,11 @@ def render_host(plan: HostPlan, hostvars: Mapping[str, Any], defaults: Mapping[s
 
 
 def monitoring_servers(plans: Sequence[HostPlan], groups: Mapping[str, Sequence[str]]) -> list[str]:
-    """The Prometheus hosts as the monitoring role picks them: group airgap_llm_monitoring, else the first host."""
+    """The Prometheus hosts as the monitoring role picks them: group airgap_llm_monitoring, else the first host of
+    group airgap_llm (the plans are in the inventory's order)."""
     chosen = [p.host for p in plans if p.host in set(groups.get("airgap_llm_monitoring", ()))]
-    return chosen or [p.host for p in plans][:1]
+    default = [p.host for p in plans if p.host in set(groups.get("airgap_llm", ()))] or [p.host for p in plans]
+    return chosen or default[:1]
 
 
 def render_monitoring(plans: Sequence[HostPlan], host: str, hostvars: Mapping[str, Any],
@@ -88,7 +90,7 @@ def render_monitoring(plans: Sequence[HostPlan], host: str, hostvars: Mapping[st
     files = files_for_host(plans, host, facts, settings_vars, managed, server, "placeholder")
     notes = []
     if server:
-        notes.append("Prometheus runs here (group airgap_llm_monitoring, else the first host)")
+        notes.append("Prometheus runs here (group airgap_llm_monitoring, else the first host of group airgap_llm)")
         if settings.basic_auth:
             files = [
                 HostFile(f.path, _placeholder_hash(f.content), f.owner, f.group, f.mode, f.service, f.secret)
