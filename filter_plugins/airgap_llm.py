@@ -27,8 +27,9 @@
         already verified (see airgap_llm.bundle_check)
     {{ plan | airgap_llm_status_report(systemctl_show_stdout, health_results, gpu_json, journal_results,
                                         metrics_json, prometheus_results) }}
-    {{ none | airgap_llm_status_promql }}
-        the PromQL queries status asks Prometheus (airgap_llm.monitoring.metrics.PROMQL)
+    {{ none | airgap_llm_status_promql }}  {{ answers | airgap_llm_status_prometheus_services(host) }}
+        the PromQL queries status asks Prometheus (airgap_llm.monitoring.metrics.PROMQL); the services of a
+        host that its answers cover
         the status role's per-service report (see airgap_llm.status_report)
     {{ airgap_llm_plan | airgap_llm_monitoring_facts(hostvars) }}
         per host of the plan, the address to scrape and the mount point of its models (airgap_llm.monitoring.hosts)
@@ -70,7 +71,7 @@ from airgap_llm.host_files import apt_source, nouveau_blacklist, restart_inputs,
 from airgap_llm.inventory import CONNECTION_VARS, VAR_PREFIX, to_plain
 from airgap_llm.memory.apply import check_memory_fit_from_bundle
 from airgap_llm.monitoring.hosts import files_for_host, host_facts
-from airgap_llm.monitoring.metrics import PROMQL
+from airgap_llm.monitoring.metrics import PROMQL, loads_from_prometheus
 from airgap_llm.monitoring.packages import monitoring_packages
 from airgap_llm.monitoring.settings import MonitoringInputError
 from airgap_llm.plan_report import plan_result
@@ -182,6 +183,10 @@ def airgap_llm_status_promql(_: Any = None) -> dict[str, str]:
     return dict(PROMQL)
 
 
+def airgap_llm_status_prometheus_services(answers: Mapping[str, Any] | None, host: str) -> list[str]:
+    return sorted(loads_from_prometheus(to_plain(answers), str(host)))
+
+
 def airgap_llm_bundle_needs(
     manifest: Mapping[str, Any], plan: Mapping[str, Any], verified: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
@@ -274,6 +279,7 @@ class FilterModule:
             "airgap_llm_validation_line": validation_line,
             "airgap_llm_status_report": airgap_llm_status_report,
             "airgap_llm_status_promql": airgap_llm_status_promql,
+            "airgap_llm_status_prometheus_services": airgap_llm_status_prometheus_services,
             "airgap_llm_bundle_needs": airgap_llm_bundle_needs,
             "airgap_llm_monitoring_facts": airgap_llm_monitoring_facts,
             "airgap_llm_monitoring_files": airgap_llm_monitoring_files,

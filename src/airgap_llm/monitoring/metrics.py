@@ -143,8 +143,9 @@ PROMQL: dict[str, str] = {
 def loads_from_prometheus(registered: Mapping[str, Any] | None, host: str) -> dict[str, dict[str, Any]]:
     """The status role's PromQL answers (a registered ``uri`` loop over ``PROMQL``) -> service -> load on ``host``.
 
-    Empty unless every query answered: then the figures come from Prometheus alone, over the last minute
-    (a quantile with no request in that minute is None)."""
+    Empty unless every query answered; a service is there when Prometheus has its series (it has none of a
+    target it has not scraped yet). The figures are over the last minute (a quantile with no request in that
+    minute is None)."""
     results = [r for r in (registered or {}).get("results", []) if isinstance(r, Mapping)]
     if not results or any(r.get("status") != 200 or not isinstance(r.get("json"), Mapping) for r in results):
         return {}
