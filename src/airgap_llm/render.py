@@ -69,14 +69,6 @@ def render_host(plan: HostPlan, hostvars: Mapping[str, Any], defaults: Mapping[s
     return RenderedHost(plan.host, files, notes)
 
 
-def monitoring_servers(plans: Sequence[HostPlan], groups: Mapping[str, Sequence[str]]) -> list[str]:
-    """The Prometheus hosts as the monitoring role picks them: group airgap_llm_monitoring, else the first host of
-    group airgap_llm (the plans are in the inventory's order)."""
-    chosen = [p.host for p in plans if p.host in set(groups.get("airgap_llm_monitoring", ()))]
-    default = [p.host for p in plans if p.host in set(groups.get("airgap_llm", ()))] or [p.host for p in plans]
-    return chosen or default[:1]
-
-
 def render_monitoring(plans: Sequence[HostPlan], host: str, hostvars: Mapping[str, Any],
                       defaults: Mapping[str, Any], managed: str, servers: Sequence[str]) -> RenderedHost:
     """The monitoring role's files of ``host`` (node exporter, GPU timer; Prometheus's on a server). Hosts whose

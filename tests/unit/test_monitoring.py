@@ -363,3 +363,19 @@ def test_render_writes_the_monitoring_files(tmp_path: Path) -> None:
     if PROMTOOL:
         rules = promtool("check", "rules", str(head / RULES_FILE.lstrip("/")))
         assert rules.returncode == 0, rules.stdout + rules.stderr
+
+
+def test_where_prometheus_answers_for_install() -> None:
+    from airgap_llm.monitoring.hosts import endpoint_line, prometheus_endpoints
+
+    plans = plan_hosts({"a": {**CPU_HOST, "ansible_host": "10.0.0.5"}, "b": CPU_HOST})
+    groups = {"airgap_llm": ["a", "b"]}
+    (ep,) = prometheus_endpoints(plans, groups, {}, "/inv")
+    assert endpoint_line(ep) == ("Prometheus on a: http://10.0.0.5:9090 (user airgap-llm, password in "
+                                 "/inv/credentials/airgap_llm_monitoring_password)")
+    (ep,) = prometheus_endpoints(plans, {**groups, "airgap_llm_monitoring": ["b"]}, {}, "/inv")
+    assert ep["url"] is None and "Prometheus on b: b, port 9090 (its service address)" in endpoint_line(ep)
+    (ep,) = prometheus_endpoints(plans, groups, {"a": {"airgap_llm_monitoring_basic_auth": False}}, "/inv")
+    assert endpoint_line(ep) == ("Prometheus on a: http://127.0.0.1:9090 (no auth, loopback only: "
+                                 "ssh -L 9090:127.0.0.1:9090 a)")
+    assert prometheus_endpoints(plans, groups, {"a": {"airgap_llm_monitoring_enabled": False}}, "/inv") == []

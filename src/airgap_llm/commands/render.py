@@ -12,14 +12,8 @@ from airgap_llm.console import console, err_console
 from airgap_llm.errors import InputError, UsageError
 from airgap_llm.gpumap import plan_inventory
 from airgap_llm.inventory import load_inventory
-from airgap_llm.render import (
-    managed_string,
-    monitoring_servers,
-    render_host,
-    render_monitoring,
-    role_defaults,
-    write_rendered,
-)
+from airgap_llm.monitoring.hosts import monitoring_servers
+from airgap_llm.render import managed_string, render_host, render_monitoring, role_defaults, write_rendered
 from airgap_llm.runner import project_root
 
 
