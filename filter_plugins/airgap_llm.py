@@ -39,8 +39,19 @@
         the code repositories (models--ORG--NAME) the host's remote-code models name in auto_map
     {{ 'ORG/NAME' | airgap_llm_model_folder }}
         the model's Hugging Face cache folder, models--ORG--NAME (see airgap_llm.bundle.layout)
-    {{ plan | airgap_llm_status_report(systemctl_show_stdout, health_results, gpu_json, journal_results) }}
+    {{ plan | airgap_llm_status_report(systemctl_show_stdout, health_results, gpu_json, journal_results,
+                                        metrics_json, prometheus_results) }}
+    {{ none | airgap_llm_status_promql }}  {{ answers | airgap_llm_status_prometheus_services(host) }}
+        the PromQL queries status asks Prometheus (airgap_llm.monitoring.metrics.PROMQL); the services of a
+        host that its answers cover
         the status role's per-service report (see airgap_llm.status_report)
+    {{ airgap_llm_plan | airgap_llm_monitoring_facts(hostvars) }}
+        per host of the plan, the address to scrape and the mount point of its models (airgap_llm.monitoring.hosts)
+    {{ airgap_llm_plan | airgap_llm_monitoring_files(host, facts, role_vars, server, password) }}
+        the monitoring files of a host: node exporter's drop-in, the GPU timer, and on a Prometheus host its
+        configuration, alert rules, web configuration and drop-in (see airgap_llm.monitoring)
+    {{ 'debian-12' | airgap_llm_monitoring_packages }}
+        the OS packages of monitoring for a target
     {{ 'debian-12' | airgap_llm_nvidia_driver_packages(branch, flavour, fabricmanager, ...) }}
     {{ smi_csv | airgap_llm_nvidia_gpus }}  {{ gpus | airgap_llm_nvidia_compare(airgap_llm_gpu, host) }}
     {{ setting | airgap_llm_nvidia_fabricmanager_needed(lspci, topo) }}
@@ -78,6 +89,10 @@ from airgap_llm.gpumap import plan_hosts
 from airgap_llm.host_files import apt_source, nouveau_blacklist, restart_inputs, service_files, unit_names
 from airgap_llm.inventory import CONNECTION_VARS, VAR_PREFIX, to_plain
 from airgap_llm.memory.apply import check_memory_fit_from_bundle
+from airgap_llm.monitoring.hosts import files_for_host, host_facts
+from airgap_llm.monitoring.metrics import PROMQL, loads_from_prometheus
+from airgap_llm.monitoring.packages import monitoring_packages
+from airgap_llm.monitoring.settings import MonitoringInputError
 from airgap_llm.plan_report import plan_result
 from airgap_llm.status_report import report as status_report
 from airgap_llm.targets import TARGETS, target_for_facts
@@ -190,8 +205,19 @@ def airgap_llm_status_report(
     health: Mapping[str, Any],
     gpu_json: str,
     journal: Mapping[str, Any] | None = None,
+    metrics_json: Any = "",
+    prometheus: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    return status_report(to_plain(plan), str(systemctl_show), to_plain(health), str(gpu_json), to_plain(journal))
+    return status_report(to_plain(plan), str(systemctl_show), to_plain(health), str(gpu_json), to_plain(journal),
+                         str(metrics_json or ""), to_plain(prometheus))
+
+
+def airgap_llm_status_promql(_: Any = None) -> dict[str, str]:
+    return dict(PROMQL)
+
+
+def airgap_llm_status_prometheus_services(answers: Mapping[str, Any] | None, host: str) -> list[str]:
+    return sorted(loads_from_prometheus(to_plain(answers), str(host)))
 
 
 def airgap_llm_model_code_folders(plan: Mapping[str, Any], bundle: Any) -> list[str]:
@@ -268,6 +294,40 @@ def airgap_llm_nvidia_cuda_from_wheels(names: Any) -> str | None:
     return nvidia.cuda_from_wheels(str(n) for n in to_plain(names))
 
 
+def _plans(plan: Mapping[str, Any]) -> list[HostPlan]:
+    return [HostPlan.from_dict(h) for h in to_plain(plan).get("hosts", {}).values()]
+
+
+def airgap_llm_monitoring_facts(plan: Mapping[str, Any], hostvars: Mapping[str, Any]) -> dict[str, Any]:
+    plans = _plans(plan)
+    facts = {}
+    for p in plans:
+        try:
+            facts[p.host] = to_plain(hostvars[p.host].get("ansible_facts") or {})
+        except KeyError:
+            facts[p.host] = {}
+    return host_facts(plans, facts)
+
+
+def airgap_llm_monitoring_files(plan: Mapping[str, Any], host: str, facts: Mapping[str, Any],
+                                role_vars: Mapping[str, Any], server: bool = False,
+                                password: Any = None) -> list[dict[str, Any]]:
+    try:
+        files = files_for_host(_plans(plan), str(host), to_plain(facts), to_plain(role_vars), _managed(), bool(server),
+                               str(password) if password else None)
+    except MonitoringInputError as exc:
+        raise AnsibleFilterError(str(exc)) from None
+    return [f.as_dict() for f in files]
+
+
+def airgap_llm_monitoring_packages(target_id: str) -> list[str]:
+    target = TARGETS.get(str(target_id))
+    if target is None:
+        raise AnsibleFilterError(f"airgap_llm_target_os {target_id!r} is not supported; use one of "
+                                 f"{', '.join(sorted(TARGETS))}")
+    return list(monitoring_packages(target))
+
+
 class FilterModule:
     """airgap-llm filters."""
 
@@ -286,10 +346,15 @@ class FilterModule:
             "airgap_llm_validation_line": validation_line,
             "airgap_llm_cluster_verdict": airgap_llm_cluster_verdict,
             "airgap_llm_status_report": airgap_llm_status_report,
+            "airgap_llm_status_promql": airgap_llm_status_promql,
+            "airgap_llm_status_prometheus_services": airgap_llm_status_prometheus_services,
             "airgap_llm_bundle_needs": airgap_llm_bundle_needs,
             "airgap_llm_bundle_signature_problems": airgap_llm_bundle_signature_problems,
             "airgap_llm_model_code_folders": airgap_llm_model_code_folders,
             "airgap_llm_model_folder": model_folder,
+            "airgap_llm_monitoring_facts": airgap_llm_monitoring_facts,
+            "airgap_llm_monitoring_files": airgap_llm_monitoring_files,
+            "airgap_llm_monitoring_packages": airgap_llm_monitoring_packages,
             "airgap_llm_nvidia_driver_packages": airgap_llm_nvidia_driver_packages,
             "airgap_llm_nvidia_gpus": airgap_llm_nvidia_gpus,
             "airgap_llm_nvidia_kernel_check": airgap_llm_nvidia_kernel_check,

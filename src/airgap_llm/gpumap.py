@@ -730,8 +730,12 @@ def check_multi_node(plans: list[HostPlan]) -> None:
 
 def plan_hosts(hostvars_by_host: Mapping[str, Mapping[str, Any]]) -> list[HostPlan]:
     """Plan every host, then the checks that look across hosts."""
+    from airgap_llm.monitoring.settings import check_host_vars  # rule monitoring: the monitoring role's variables
+
     plans = [plan_host(h, hv) for h, hv in hostvars_by_host.items()]
     check_multi_node(plans)
+    for plan in plans:
+        plan.problems += [Problem(plan.host, "monitoring", m) for m in check_host_vars(hostvars_by_host[plan.host])]
     return plans
 
 

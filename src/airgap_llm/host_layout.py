@@ -15,6 +15,11 @@ from typing import Any
 APT_KEYRING_DIR = "/etc/apt/keyrings"
 APT_SOURCE_LIST = "/etc/apt/sources.list.d/airgap-llm.list"
 NOUVEAU_BLACKLIST = "/etc/modprobe.d/airgap-llm-blacklist-nouveau.conf"
+# Monitoring: the Debian/Ubuntu packages' own places (prometheus, prometheus-node-exporter), with file
+# names of our own beside the packages' conffiles, which stay untouched.
+PROMETHEUS_CONFIG_DIR = "/etc/prometheus"
+PROMETHEUS_DATA_DIR = "/var/lib/prometheus/metrics2"
+NODE_EXPORTER_TEXTFILE_DIR = "/var/lib/prometheus/node-exporter"
 
 
 @dataclass(frozen=True)
@@ -67,7 +72,8 @@ class HostPaths:
     def as_dict(self) -> dict[str, str]:
         data = asdict(self)
         data.update(apt_keyring_dir=APT_KEYRING_DIR, apt_source_list=APT_SOURCE_LIST,
-                    nouveau_blacklist=NOUVEAU_BLACKLIST)
+                    nouveau_blacklist=NOUVEAU_BLACKLIST, prometheus_config_dir=PROMETHEUS_CONFIG_DIR,
+                    prometheus_data_dir=PROMETHEUS_DATA_DIR, node_exporter_textfile_dir=NODE_EXPORTER_TEXTFILE_DIR)
         for name in ("venv", "venvs_dir", "libexec_dir", "hf_home", "hub_dir", "models_dir", "model_record",
                      "os_repo_dir", "wheelhouse_dir"):
             data[name] = getattr(self, name)

@@ -18,6 +18,10 @@ import yaml
 from airgap_llm import gpu_devices
 from airgap_llm.gpumap import HostPlan
 from airgap_llm.host_files import HostFile, api_key_file, os_files, service_files
+from airgap_llm.monitoring.files import WEB_CONFIG_FILE
+from airgap_llm.monitoring.hosts import files_for_host
+from airgap_llm.monitoring.settings import PREFIX as MONITORING_PREFIX
+from airgap_llm.monitoring.settings import MonitoringSettings
 from airgap_llm.units import ROLE_PREFIX, UnitSettings
 
 SECRET_PLACEHOLDER = "<secret: generated on the controller at install, kept 0600>"
@@ -30,9 +34,9 @@ class RenderedHost:
     notes: list[str] = field(default_factory=list)
 
 
-def role_defaults(project: Path) -> dict[str, Any]:
-    """The inference_service role's defaults, the home of the settings that shape the files."""
-    path = project / "roles" / "inference_service" / "defaults" / "main.yml"
+def role_defaults(project: Path, role: str = "inference_service") -> dict[str, Any]:
+    """A role's defaults (inference_service's: the home of the settings that shape the unit files)."""
+    path = project / "roles" / role / "defaults" / "main.yml"
     data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     return {str(k): v for k, v in data.items()}
 
@@ -75,6 +79,37 @@ def render_host(plan: HostPlan, hostvars: Mapping[str, Any], defaults: Mapping[s
             f"{devices.nvswitch_source}"
         )
     return RenderedHost(plan.host, files, notes)
+
+
+def render_monitoring(plans: Sequence[HostPlan], host: str, hostvars: Mapping[str, Any],
+                      defaults: Mapping[str, Any], managed: str, servers: Sequence[str]) -> RenderedHost:
+    """The monitoring role's files of ``host`` (node exporter, GPU timer; Prometheus's on a server). Hosts whose
+    address only their facts know get a placeholder; the credential's hash is replaced by a placeholder."""
+    settings_vars = {k: v for k, v in defaults.items() if k.startswith(MONITORING_PREFIX)}
+    settings_vars.update({k: v for k, v in hostvars.items() if k.startswith(MONITORING_PREFIX)})
+    addresses = {p.host: p.address or f"<address of {p.host}>" for p in plans}
+    facts = {"addresses": addresses, "model_mounts": {p.host: "/" for p in plans}}
+    server = host in servers
+    settings = MonitoringSettings.from_vars(settings_vars, host)
+    files = files_for_host(plans, host, facts, settings_vars, managed, server, "placeholder")
+    notes = []
+    if server:
+        notes.append("Prometheus runs here (group airgap_llm_monitoring, else the first host of group airgap_llm)")
+        if settings.basic_auth:
+            files = [
+                HostFile(f.path, _placeholder_hash(f.content), f.owner, f.group, f.mode, f.service, f.secret)
+                if f.path == WEB_CONFIG_FILE else f
+                for f in files
+            ]
+            notes.append("Prometheus credential: its bcrypt hash replaced by a placeholder")
+        notes.append("disk alert: the models' mount point is taken as '/' (at install: from the hosts' facts)")
+    return RenderedHost(host, files, notes)
+
+
+def _placeholder_hash(content: str) -> str:
+    import re
+
+    return re.sub(r"\$2b\$\d\d\$[./A-Za-z0-9]{53}", "<bcrypt hash of the credential generated at install>", content)
 
 
 def write_rendered(out: Path, rendered: Sequence[RenderedHost]) -> list[Path]:

@@ -6,6 +6,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from airgap_llm.monitoring.metrics import loads_from_prometheus, loads_from_readings
+
 
 def parse_systemctl_show(text: str) -> dict[str, dict[str, str]]:
     """``systemctl show -p ... unit...`` output (blocks separated by blank lines) keyed by unit Id."""
@@ -49,13 +51,31 @@ def report(
     health: Mapping[str, Any],
     gpu_json: str,
     journal: Mapping[str, Any] | None = None,
+    metrics_json: str = "",
+    prometheus: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """One entry per planned service; a service that is not ok carries the last lines of its journal."""
+    """One entry per planned service; a service that is not ok carries the last lines of its journal.
+
+    ``gpu_json``: gpu-usage's output, {"services": {name: MiB}, "gpus": [...]} (or the older {name: MiB});
+    ``metrics_json``: engine-metrics' two readings of each engine's /metrics, which give each service's load;
+    ``prometheus``: the PromQL answers of ``airgap_llm.monitoring.metrics.PROMQL`` (a registered uri loop),
+    which give it instead when Prometheus answered every query.
+    """
     units = parse_systemctl_show(systemctl_show)
     try:
-        gpu = json.loads(gpu_json or "{}")
+        gpu_data = json.loads(gpu_json or "{}")
     except ValueError:
-        gpu = {}
+        gpu_data = {}
+    if not isinstance(gpu_data, dict):
+        gpu_data = {}
+    gpu = gpu_data.get("services", {}) if "services" in gpu_data else gpu_data
+    gpus = gpu_data.get("gpus", []) if isinstance(gpu_data.get("gpus"), list) else []
+    try:
+        readings = json.loads(metrics_json or "{}")
+    except ValueError:
+        readings = {}
+    loads = loads_from_readings(readings if isinstance(readings, dict) else {})
+    loads.update(loads_from_prometheus(prometheus, str(plan.get("host", ""))))
     health_by_name = {r["item"]["name"]: r for r in health.get("results", []) if "item" in r}
     lines_by_unit = journals(journal)
     services = []
@@ -84,8 +104,9 @@ def report(
                 "health": (h.get("status") if h.get("status", -1) != -1 else h.get("msg", "no answer"))
                 if serves_api else "no API on this node",
                 "gpu_memory_mib": gpu.get(svc["name"]),
+                "load": loads.get(svc["name"]),
                 "ok": ok,
                 "journal": [] if ok else lines_by_unit.get(svc["unit"], []),
             }
         )
-    return {"ok": all(s["ok"] for s in services), "services": services}
+    return {"ok": all(s["ok"] for s in services), "services": services, "gpus": gpus}

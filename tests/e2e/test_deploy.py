@@ -15,6 +15,9 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +103,69 @@ def test_status_reports_active_and_healthy(
         "embed": ("active", True),
         "chat": ("active", True),
     }
+    # The load of each engine: from Prometheus once it has scraped the engine, else from its /metrics.
+    loads = {s["name"]: s["load"] for s in rep["services"]}
+    assert all(load and load["source"] in ("Prometheus, the last minute", "/metrics, two readings 5 s apart")
+               for load in loads.values()), loads
+    assert loads["chat"]["requests_running"] == 0 and loads["chat"]["kv_cache_usage"] is not None, loads
+
+
+def prometheus(inventory: Path, target: Any, path: str, **query: str) -> Any:
+    """GET from the target's Prometheus with the credential install generated into the inventory."""
+    password = (inventory / "credentials" / "airgap_llm_monitoring_password").read_text().strip()
+    url = f"http://{target.ip}:9090{path}" + (f"?{urllib.parse.urlencode(query)}" if query else "")
+    request = urllib.request.Request(url)
+    request.add_header("Authorization", "Basic " + base64.b64encode(f"airgap-llm:{password}".encode()).decode())
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def test_prometheus_scrapes_every_engine_and_sees_a_request(
+    installed: dict[str, Any], inventory: Path, target: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Prometheus (installed with the services): every target up, vllm:num_requests_running per engine service,
+    a request moves vllm:generation_tokens_total; 401 without the credential; status then reads Prometheus."""
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(f"http://{target.ip}:9090/api/v1/targets", timeout=10)
+    assert err.value.code == 401
+    deadline = time.monotonic() + 120
+    while True:
+        active = prometheus(inventory, target, "/api/v1/targets")["data"]["activeTargets"]
+        if (active and all(t["health"] == "up" for t in active)) or time.monotonic() > deadline:
+            break
+        time.sleep(3)
+    assert sorted((t["labels"]["job"], t["scrapeUrl"]) for t in active) == [
+        ("airgap_llm_engine", f"http://{target.ip}:8001/metrics"),
+        ("airgap_llm_engine", f"http://{target.ip}:8003/metrics"),
+        ("node", f"http://{target.ip}:9100/metrics"),
+    ]
+    assert all(t["health"] == "up" for t in active), active
+    running = prometheus(inventory, target, "/api/v1/query", query="vllm:num_requests_running")["data"]["result"]
+    assert sorted(r["metric"]["service"] for r in running) == ["chat", "embed"], running
+
+    def tokens() -> float:
+        result = prometheus(inventory, target, "/api/v1/query",
+                            query='sum(vllm:generation_tokens_total{service="chat"})')["data"]["result"]
+        return float(result[0]["value"][1]) if result else -1.0
+
+    before = tokens()
+    key = (inventory / "credentials" / "airgap_llm_api_key").read_text().strip()
+    body = json.dumps({"model": "chat", "max_tokens": 8, "messages": [{"role": "user", "content": "Shalom"}]})
+    request = urllib.request.Request(f"http://{target.ip}:8003/v1/chat/completions", data=body.encode(),
+                                     headers={"Content-Type": "application/json", "Authorization": f"Bearer {key}"})
+    with urllib.request.urlopen(request, timeout=120) as response:
+        generated = json.loads(response.read())["usage"]["completion_tokens"]
+    deadline = time.monotonic() + 60
+    while tokens() < before + generated and time.monotonic() < deadline:
+        time.sleep(3)
+    assert tokens() >= before + generated > before, (before, generated, tokens())
+    rc, result = cli(capsys, "status", "-i", str(inventory), "--json")
+    assert rc == 0, result
+    (rep,) = result["hosts"].values()
+    loads = {s["name"]: s["load"] for s in rep["services"]}
+    assert {name: load["source"] for name, load in loads.items()} == dict.fromkeys(
+        ("embed", "chat"), "Prometheus, the last minute"), loads
+    print("status from Prometheus:", json.dumps(loads))
 
 
 def test_second_install_changes_nothing_and_restarts_nothing(
@@ -128,14 +194,15 @@ def test_render_matches_what_install_wrote(
     ((host, data),) = result["hosts"].items()
     compared = []
     for path in data["files"]:
-        if path.endswith("/api-key.env"):  # the secret: a placeholder in render
+        if path.endswith(("/api-key.env", "/airgap-llm-web.yml")):  # the secret, its hash: placeholders in render
             continue
         rendered = (tmp_path / host / path.lstrip("/")).read_bytes()
         on_host = base64.b64decode(ssh(target_set, target, f"base64 -w0 {path}"))
         assert on_host == rendered, f"{path} differs between render and the host"
         compared.append(path)
-    # the apt source of the local repository, common.env, 2 service envs, 2 units, the target
-    assert len(compared) == 7, compared
+    # the apt source of the local repository, common.env, 2 service envs, 2 units, the target; node exporter's
+    # drop-in, Prometheus's configuration, alert rules and drop-in
+    assert len(compared) == 11, compared
 
 
 UNITS = ("airgap-llm-embed", "airgap-llm-chat")

@@ -468,6 +468,20 @@ MAP_CASES = [
     MapCase("multi-node-ray-on-vllm-cpu", CPU_HOST, hosts=("box-1", "box-2"), host_vars=_cpu_two_hosts("ray"),
             words=["host box-1, service llm: vLLM's CPU platform refuses the Ray backend (\"current platform cpu does "
                    "not support ray\"): set distributed_backend: mp [distributed-backend]"]),
+    MapCase("monitoring-on-every-address", gpu_host(airgap_llm_monitoring_listen_address="0.0.0.0"),
+            ["host box-1: airgap_llm_monitoring_listen_address is '0.0.0.0': Prometheus never listens on every "
+             "address; give the host's service address or 127.0.0.1 [monitoring]"]),
+    MapCase("monitoring-variable-misspelt", gpu_host(airgap_llm_monitoring_retension="30d"),
+            ["host box-1: variable 'airgap_llm_monitoring_retension' is not one the monitoring role reads (did you "
+             "mean 'airgap_llm_monitoring_retention'?) [monitoring]"]),
+    MapCase("monitoring-alert-unknown", gpu_host(airgap_llm_monitoring_alerts={"gpu_temp": 80}),
+            ["host box-1: airgap_llm_monitoring_alerts has unknown key 'gpu_temp' (known: service_down_for, "
+             "kv_cache_usage, kv_cache_for, waiting_for, gpu_memory_used, gpu_memory_for, gpu_temperature_c, "
+             "gpu_temperature_for, disk_free, disk_for, host_down_for) [monitoring]"]),
+    MapCase("monitoring-no-auth-off-loopback",
+            gpu_host(airgap_llm_monitoring_basic_auth=False, airgap_llm_monitoring_listen_address="10.0.0.4"),
+            ["host box-1: airgap_llm_monitoring_listen_address is 10.0.0.4, but airgap_llm_monitoring_basic_auth is "
+             "false: without basic auth Prometheus listens on loopback only (127.0.0.1) [monitoring]"]),
 ]
 
 

@@ -107,7 +107,7 @@ def test_ubuntu_os_part_from_a_loopback_mirror(
         "nvidia-headless-no-dkms-570-server-open", "nvidia-utils-570-server", "libnvidia-compute-570-server",
         "nvidia-compute-utils-570-server", "linux-modules-nvidia-570-server-open-generic",
         "linux-modules-nvidia-570-server-open-6.8.0-49-generic", "nvidia-fabricmanager-570", "libnvidia-nscq-570",
-        "gcc-11", "openssl",
+        "gcc-11", "openssl", "prometheus", "prometheus-node-exporter",
     }  # fmt: skip
     if codename == "jammy":
         wanted |= {"python3.11", "python3.11-venv", "python3.11-dev", "libpython3.11-dev"}

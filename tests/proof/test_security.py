@@ -368,7 +368,10 @@ def test_services_listen_on_the_configured_address_only(installed: str, target_s
     # The engines' other listening sockets (gloo, one per process group of each worker) are on loopback
     # (the units set GLOO_SOCKET_IFNAME=lo): nothing on a wildcard or any other address.
     ports = {int(svc["port"]) for svc in SERVICES.values()}
-    internal = [(addr, port) for addr, port in listeners(target_set, target) if port not in ports]
+    # Prometheus and node exporter (the monitoring role) listen on the configured address too, nowhere else.
+    monitoring = {(addr, port) for addr, port in listeners(target_set, target) if port in (9090, 9100)}
+    assert monitoring == {(str(target.ip), 9090), (str(target.ip), 9100)}, monitoring
+    internal = [(addr, port) for addr, port in listeners(target_set, target) if port not in ports | {9090, 9100}]
     print(f"{len(internal)} other listening sockets (sshd's aside), on {sorted({a for a, _ in internal})}")
     assert all(ipaddress.ip_address(addr).is_loopback for addr, _ in internal), internal
 

@@ -37,6 +37,7 @@ TOOL_PACKAGES = {
     "dpkg-scanpackages": "dpkg-dev",
     "nft": "nftables",
     "gpgv": "gpgv",
+    "promtool": "prometheus",
 }
 # Part of every Debian system (Essential or Priority: required packages: coreutils, bash, util-linux,
 # mount, dpkg, apt); sudo is only used by install-host-deps when not root, and says so when absent.

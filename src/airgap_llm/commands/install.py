@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 from rich.live import Live
 
@@ -17,6 +18,7 @@ from airgap_llm.errors import AirgapLlmError, InputError
 from airgap_llm.gpumap import plan_inventory
 from airgap_llm.inventory import load_inventory
 from airgap_llm.memory.apply import check_memory_fit_from_bundle
+from airgap_llm.monitoring.hosts import endpoint_line, prometheus_endpoints
 from airgap_llm.progress import RunProgress
 from airgap_llm.run_report import failures_text, progress_table, run_result, summary_table
 from airgap_llm.runner import run_playbook
@@ -26,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = sub.add_parser(
         "install",
         help="install everything from a bundle onto the inventory's hosts",
-        description="Run playbooks/site.yml (preflight, nvidia, runtime, models, services, validate) "
+        description="Run playbooks/site.yml (preflight, nvidia, runtime, models, services, monitoring, validate) "
         "with the bundle, showing progress per host and step.",
     )
     add_inventory_argument(parser)
@@ -67,6 +69,13 @@ def preflight(inventory: str, bundle: Path) -> None:
         )
 
 
+def prometheus_where(inventory: str) -> list[dict[str, Any]]:
+    """Where the monitoring role's Prometheus answers (from the inventory alone)."""
+    inv = load_inventory(inventory)
+    path = Path(inventory).resolve()
+    return prometheus_endpoints(plan_inventory(inv), inv.groups, inv.hosts, str(path if path.is_dir() else path.parent))
+
+
 def run(args: argparse.Namespace) -> int:
     bundle = Path(args.bundle).resolve()
     preflight(args.inventory, bundle)
@@ -82,8 +91,9 @@ def run(args: argparse.Namespace) -> int:
             verbosity=args.verbose,
         )
         live.update(progress_table(progress, title, final=True))
+    endpoints = prometheus_where(args.inventory) if progress.ok and not args.check else []
     if args.json:
-        print(json.dumps(run_result(progress), indent=2))
+        print(json.dumps({**run_result(progress), "prometheus": endpoints}, indent=2))
     else:
         console.print(summary_table(progress))
         if progress.failures or progress.artifacts:
@@ -91,6 +101,8 @@ def run(args: argparse.Namespace) -> int:
         verdict = "installed" if not args.check else "check finished"
         if progress.ok:
             console.print(f"[bold green]{verdict}[/]: {progress.changed_total} change(s)")
+            for endpoint in endpoints:
+                console.print(endpoint_line(endpoint), highlight=False)
         else:
             console.print("[bold red]install failed[/]: see the failures above")
     return 0 if progress.ok else 1

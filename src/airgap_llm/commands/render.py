@@ -12,7 +12,8 @@ from airgap_llm.console import console, err_console
 from airgap_llm.errors import InputError, UsageError
 from airgap_llm.gpumap import plan_inventory
 from airgap_llm.inventory import load_inventory
-from airgap_llm.render import managed_string, render_host, role_defaults, write_rendered
+from airgap_llm.monitoring.hosts import monitoring_servers
+from airgap_llm.render import managed_string, render_host, render_monitoring, role_defaults, write_rendered
 from airgap_llm.runner import project_root
 
 
@@ -54,6 +55,14 @@ def run(args: argparse.Namespace) -> int:
     defaults = role_defaults(project_root())
     managed = managed_string()
     rendered = [render_host(p, inventory.hosts[p.host], defaults, managed) for p in chosen]
+    monitoring_defaults = role_defaults(project_root(), "monitoring")
+    servers = monitoring_servers(plans, inventory.groups)
+    for r, p in zip(rendered, chosen, strict=True):
+        if inventory.hosts[p.host].get("airgap_llm_monitoring_enabled", True) is False:
+            continue
+        extra = render_monitoring(plans, p.host, inventory.hosts[p.host], monitoring_defaults, managed, servers)
+        r.files += extra.files
+        r.notes += extra.notes
     try:
         write_rendered(out, rendered)
     except OSError as exc:

@@ -1,4 +1,4 @@
-"""``airgap-llm status``: units active/failed, GPU memory per service, health, per host."""
+"""``airgap-llm status``: units active/failed, GPU memory per service, health and load, per host; GPUs."""
 
 from __future__ import annotations
 
@@ -18,8 +18,10 @@ from airgap_llm.status_report import state_text
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = sub.add_parser(
         "status",
-        help="units, GPUs and health per host",
-        description="Read-only: the state of every service's unit, its GPU memory and its /health answer.",
+        help="units, GPUs, health and load per host",
+        description="Read-only: the state of every service's unit, its GPU memory, its /health answer and its load "
+        "(requests running and waiting, KV cache usage, generation tokens per second, time to first token p50/p95, "
+        "from two readings of its /metrics a few seconds apart); per GPU, memory used and utilization.",
     )
     add_inventory_argument(parser)
     add_report_arguments(parser)
@@ -47,13 +49,32 @@ def collect(inventory: str, limit: str | None) -> tuple[dict[str, Any], Any]:
     return {"ok": not failures, "hosts": hosts, "failures": failures}, progress
 
 
+def _num(value: Any, fmt: str) -> str:
+    return "" if value is None else format(value, fmt)
+
+
+def load_cells(load: Mapping[str, Any] | None) -> list[str]:
+    """run/wait, KV %, tok/s, TTFT p50/p95 of one service ('' where there is nothing to show)."""
+    if not load:
+        return ["", "", "", ""]
+    if load.get("error"):
+        return ["no /metrics", "", "", ""]
+    run_wait = f"{_num(load.get('requests_running'), '.0f')}/{_num(load.get('requests_waiting'), '.0f')}"
+    kv = load.get("kv_cache_usage")
+    ttft = ""
+    if load.get("ttft_p50_s") is not None:
+        ttft = f"{load['ttft_p50_s'] * 1000:.0f}/{load['ttft_p95_s'] * 1000:.0f} ms"
+    return [run_wait, "" if kv is None else f"{kv * 100:.1f}", _num(load.get("generation_tokens_per_s"), ".1f"), ttft]
+
+
 def table(result: Mapping[str, Any]) -> Table:
     t = Table(title="status", title_justify="left")
-    for col in ("host", "service", "kind", "port", "GPUs", "unit", "restarts", "GPU MiB", "health"):
+    for col in ("host", "service", "kind", "port", "GPUs", "unit", "restarts", "GPU MiB", "health", "run/wait",
+                "KV %", "tok/s", "TTFT p50/p95"):
         t.add_column(col)
     for host, rep in result["hosts"].items():
         if rep is None:
-            t.add_row(host, Text("no report", style="bold red"), "", "", "", "", "", "", "")
+            t.add_row(host, Text("no report", style="bold red"), *[""] * 11)
             continue
         for s in rep["services"]:
             state = f"{s['active']}/{s['sub']}" + (
@@ -66,7 +87,24 @@ def table(result: Mapping[str, Any]) -> Table:
                 "" if s["restarts"] is None else str(s["restarts"]),
                 "" if s["gpu_memory_mib"] is None else str(s["gpu_memory_mib"]),
                 Text(str(s["health"]), style="bold red" if s["healthy"] is False else "green"),
+                *load_cells(s.get("load")),
             )
+    return t
+
+
+def gpu_table(result: Mapping[str, Any]) -> Table | None:
+    """Per GPU: memory used of total and utilization (hosts where nvidia-smi answered)."""
+    rows = [(host, g) for host, rep in result["hosts"].items() if rep for g in rep.get("gpus") or []]
+    if not rows:
+        return None
+    t = Table(title="GPUs", title_justify="left")
+    for col in ("host", "GPU", "memory used MiB", "of MiB", "used %", "utilization %"):
+        t.add_column(col)
+    for host, g in rows:
+        used, total = g.get("memory_used_mib"), g.get("memory_total_mib")
+        share = f"{used / total * 100:.1f}" if used is not None and total else ""
+        t.add_row(host, str(g.get("index")), _num(used, ".0f"), _num(total, ".0f"), share,
+                  _num(g.get("utilization_pct"), ".0f"))
     return t
 
 
@@ -91,8 +129,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _with_journals(t: Table, result: Mapping[str, Any]) -> RenderableType:
+    parts: list[RenderableType] = [t]
+    gpus = gpu_table(result)
+    if gpus is not None:
+        parts.append(gpus)
     journal = journals_text(result)
-    return t if journal is None else Group(t, journal)
+    if journal is not None:
+        parts.append(journal)
+    return parts[0] if len(parts) == 1 else Group(*parts)
 
 
 def _kind_role(s: dict[str, Any]) -> str:
