@@ -20,9 +20,11 @@ from typing import Any
 
 from airgap_llm.cache import cache_root
 from airgap_llm.cli_steps import step
+from airgap_llm.commands.install import prometheus_where
 from airgap_llm.console import console
 from airgap_llm.errors import CheckFailed, UsageError
 from airgap_llm.localtarget import TargetSet
+from airgap_llm.monitoring.hosts import endpoint_line
 from airgap_llm.runner import project_root
 from airgap_llm.tinymodels.demo_models import all_models_cache
 
@@ -119,6 +121,8 @@ def run(args: argparse.Namespace) -> int:
     console.rule("demo ready")
     for line in sample_requests(inventory):
         console.print("  " + line, highlight=False)
+    for endpoint in prometheus_where(str(inventory)):
+        console.print("  " + endpoint_line(endpoint), highlight=False)
     console.print(
         f"\n  finished in {time.monotonic() - started:.0f} s. The API key is in "
         f"{inventory / 'credentials' / 'airgap_llm_api_key'}.\n"
