@@ -323,8 +323,10 @@ class HostPlan:
         """The OS packages the host's runtime needs (targets.host_os_packages; the driver aside)."""
         if self.target is None or not self.python:
             return ()
+        cpu_compiles = any(s.uses_engine and not s.gpus and "--enforce-eager" not in s.extra_args
+                           for s in self.services)
         return host_os_packages(self.target, self.python, any(s.uses_engine for s in self.services),
-                                any(s.gpus for s in self.services))
+                                any(s.gpus for s in self.services), cpu_compiles)
 
     @property
     def wheel_dir(self) -> str | None:

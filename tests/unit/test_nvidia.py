@@ -235,7 +235,8 @@ GPU_HOST = {
 }
 CPU_HOST = {
     "airgap_llm_engine": "vllm",
-    "airgap_llm_services": {"embed": {"kind": "embedding", "model": "x/y", "port": 8001, "gpus": []}},
+    "airgap_llm_services": {"embed": {"kind": "embedding", "model": "x/y", "port": 8001, "gpus": [],
+                                      "extra_args": ["--enforce-eager"]}},
 }
 
 
