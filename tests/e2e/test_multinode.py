@@ -218,7 +218,15 @@ def test_ray_head_and_worker_units_form_a_two_node_cluster(ray_cluster: dict[str
     head, worker = target_set.targets
     nodes = _alive(target_set, head)
     assert sorted(n["ip"] for n in nodes) == sorted([str(head.ip), str(worker.ip)]), nodes
-    status = ssh(target_set, head, f"sudo -u airgap-llm /opt/airgap-llm/venv/bin/ray status --address {head.ip}:6379")
+    # `ray status` reads the autoscaler's report, which lags the nodes' registration ("No cluster status.
+    # It may take a few seconds for the Ray internal services to start up."): ask again for a while.
+    deadline = time.monotonic() + 90
+    while True:
+        status = ssh(target_set, head,
+                     f"sudo -u airgap-llm /opt/airgap-llm/venv/bin/ray status --address {head.ip}:6379 || true")
+        if status.count("node_") == 2 or time.monotonic() > deadline:
+            break
+        time.sleep(3)
     assert status.count("node_") == 2, status
 
 
