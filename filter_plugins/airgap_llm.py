@@ -37,8 +37,6 @@
         already verified (see airgap_llm.bundle_check)
     {{ airgap_llm_host_plan | airgap_llm_model_code_folders(airgap_llm_bundle_dir) }}
         the code repositories (models--ORG--NAME) the host's remote-code models name in auto_map
-    {{ 'ORG/NAME' | airgap_llm_model_folder }}
-        the model's Hugging Face cache folder, models--ORG--NAME (see airgap_llm.bundle.layout)
     {{ plan | airgap_llm_status_report(systemctl_show_stdout, health_results, gpu_json, journal_results,
                                         metrics_json, prometheus_results) }}
     {{ none | airgap_llm_status_promql }}  {{ answers | airgap_llm_status_prometheus_services(host) }}
@@ -81,7 +79,6 @@ except ImportError:  # running from a checkout without `pip install -e .`
 from ansible.errors import AnsibleFilterError
 
 from airgap_llm import gpu_devices, nvidia
-from airgap_llm.bundle.layout import model_folder
 from airgap_llm.bundle_check import code_repo_folders, host_needs
 from airgap_llm.bundle_signers import bundle_signature_problems
 from airgap_llm.errors import AirgapLlmError
@@ -351,7 +348,6 @@ class FilterModule:
             "airgap_llm_bundle_needs": airgap_llm_bundle_needs,
             "airgap_llm_bundle_signature_problems": airgap_llm_bundle_signature_problems,
             "airgap_llm_model_code_folders": airgap_llm_model_code_folders,
-            "airgap_llm_model_folder": model_folder,
             "airgap_llm_monitoring_facts": airgap_llm_monitoring_facts,
             "airgap_llm_monitoring_files": airgap_llm_monitoring_files,
             "airgap_llm_monitoring_packages": airgap_llm_monitoring_packages,

@@ -21,9 +21,6 @@ from airgap_llm.bundle.model_files import code_repos
 VENV_FACTOR = 5.0
 
 
-def model_dir(model: str) -> str:
-    return model_repo_dir(model)
-
 
 def _already_there(artifact: Mapping[str, Any], verified: Mapping[str, Any]) -> bool:
     """A model file the host's model store already verified at this size and sha256 (it takes no new space)."""

@@ -204,6 +204,21 @@ def probe_url(address: str, svc: ServicePlan) -> str:
     return f"http://{host}:{svc.port}{svc.health_path}"
 
 
+
+def _order_after_network_and_gpus(spec: UnitSpec, svc: ServicePlan, devices: GpuDevices | None) -> None:
+    """After the network; a GPU unit also after the persistence daemon (wanted), the nvidia-devices
+    oneshot (required) and, on NVSwitch hosts, the fabric manager (required)."""
+    spec.after = ["network-online.target"]
+    spec.wants = ["network-online.target"]
+    if svc.gpus:
+        devices = devices or GpuDevices()
+        spec.after += [PERSISTENCED_UNIT, DEVICES_UNIT]
+        spec.wants.append(PERSISTENCED_UNIT)
+        spec.requires.append(DEVICES_UNIT)
+        if devices.nvswitch:
+            spec.after.append(FABRICMANAGER_UNIT)
+            spec.requires.append(FABRICMANAGER_UNIT)
+
 def unit_spec(plan: HostPlan, svc: ServicePlan, settings: UnitSettings, address: str,
               after: Sequence[str] = (), devices: GpuDevices | None = None) -> UnitSpec:
     """Everything ``svc``'s unit on ``plan.host`` says.
@@ -216,16 +231,7 @@ def unit_spec(plan: HostPlan, svc: ServicePlan, settings: UnitSettings, address:
     paths = plan.paths
     model = f": {svc.model}" if svc.model else ""
     spec = UnitSpec(service=svc, description=f"airgap-llm {svc.name} ({svc.kind}{model})")
-    spec.after = ["network-online.target"]
-    spec.wants = ["network-online.target"]
-    if svc.gpus:
-        devices = devices or GpuDevices()
-        spec.after += [PERSISTENCED_UNIT, DEVICES_UNIT]
-        spec.wants.append(PERSISTENCED_UNIT)
-        spec.requires.append(DEVICES_UNIT)
-        if devices.nvswitch:
-            spec.after.append(FABRICMANAGER_UNIT)
-            spec.requires.append(FABRICMANAGER_UNIT)
+    _order_after_network_and_gpus(spec, svc, devices)
     spec.after += list(after)
     if svc.uses_engine:
         spec.environment.append(("PYTHONPATH", f"{paths.libexec_dir}/python"))
@@ -353,16 +359,7 @@ def ray_unit_spec(plan: HostPlan, svc: ServicePlan, settings: UnitSettings,
         start_limit=False,
         api_key=False,
     )
-    spec.after = ["network-online.target"]
-    spec.wants = ["network-online.target"]
-    if svc.gpus:
-        devices = devices or GpuDevices()
-        spec.after += [PERSISTENCED_UNIT, DEVICES_UNIT]
-        spec.wants.append(PERSISTENCED_UNIT)
-        spec.requires.append(DEVICES_UNIT)
-        if devices.nvswitch:
-            spec.after.append(FABRICMANAGER_UNIT)
-            spec.requires.append(FABRICMANAGER_UNIT)
+    _order_after_network_and_gpus(spec, svc, devices)
     spec.environment.append(("RAY_USAGE_STATS_ENABLED", "0"))
     spec.comments["RAY_USAGE_STATS_ENABLED"] = "No usage statistics (and no attempt to send them)."
     spec.exec_start = [f"{paths.venv}/bin/ray", "start", "--block", *ray_args(svc, ray_temp_dir(plan))]

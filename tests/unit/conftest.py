@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+import importlib.machinery
+import importlib.util
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+def load_script(path: Path, name: str) -> ModuleType:
+    """A helper script the roles install on hosts (a file without .py), loaded as a module to test."""
+    loader = importlib.machinery.SourceFileLoader(name, str(path))
+    spec = importlib.util.spec_from_loader(loader.name, loader)
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    return module
 
 
 @pytest.fixture

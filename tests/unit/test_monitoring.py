@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import importlib.machinery
-import importlib.util
 import shutil
 import subprocess
 from pathlib import Path
@@ -23,6 +21,7 @@ from airgap_llm.monitoring.scrape import bcrypt_hash, engine_targets, prometheus
 from airgap_llm.monitoring.settings import MonitoringInputError, MonitoringSettings
 
 from .conftest import REPO
+from .conftest import load_script as load_role_script
 from .test_gpumap import TEST_BOX
 
 FIXTURES = Path(__file__).parent / "fixtures" / "nvidia"
@@ -51,12 +50,7 @@ TWO_NODE: dict[str, Any] = {
 
 
 def load_script() -> ModuleType:
-    loader = importlib.machinery.SourceFileLoader("airgap_llm_gpu_metrics", str(SCRIPT))
-    spec = importlib.util.spec_from_loader(loader.name, loader)
-    assert spec is not None
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
-    return module
+    return load_role_script(SCRIPT, "airgap_llm_gpu_metrics")
 
 
 def settings(**values: Any) -> MonitoringSettings:

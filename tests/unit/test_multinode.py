@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.machinery
-import importlib.util
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,7 +14,9 @@ from airgap_llm.status_report import report
 from airgap_llm.units import UnitSettings, engine_args, ray_args
 from airgap_llm.validation import cluster_verdict
 
-REPO = Path(__file__).resolve().parents[2]
+from .conftest import REPO
+from .conftest import load_script as load_role_script
+
 GPU = {"model": "H100-NVL-94GB", "count": 1, "memory_gib": 93}
 
 
@@ -194,12 +193,7 @@ def test_cluster_verdicts(result: dict[str, Any], how: str, ok: bool, detail: st
 
 def _wait_helper() -> Any:
     path = REPO / "roles" / "inference_service" / "files" / "ray-wait-cluster"
-    loader = importlib.machinery.SourceFileLoader("ray_wait_cluster", str(path))
-    spec = importlib.util.spec_from_loader("ray_wait_cluster", loader)
-    assert spec is not None
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
-    return module
+    return load_role_script(path, "ray_wait_cluster")
 
 
 def test_wait_helper_counts_alive_nodes_with_their_gpus() -> None:

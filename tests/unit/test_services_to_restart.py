@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.machinery
-import importlib.util
 import io
 import json
 import os
@@ -15,17 +13,13 @@ from typing import Any
 import pytest
 
 from .conftest import REPO
+from .conftest import load_script as load_role_script
 
 SCRIPT = REPO / "roles" / "inference_service" / "files" / "services-to-restart"
 
 
 def load_script() -> ModuleType:
-    loader = importlib.machinery.SourceFileLoader("services_to_restart", str(SCRIPT))
-    spec = importlib.util.spec_from_loader(loader.name, loader)
-    assert spec is not None
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
-    return module
+    return load_role_script(SCRIPT, "services_to_restart")
 
 
 def run(module: ModuleType, monkeypatch: pytest.MonkeyPatch, units: dict[str, list[str]],

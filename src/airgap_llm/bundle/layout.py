@@ -39,7 +39,7 @@ MODEL_FOLDER_PREFIX = "models--"
 
 def model_folder(repo_id: str) -> str:
     """``ORG/NAME`` -> ``models--ORG--NAME``: huggingface_hub's folder naming, written here only (the
-    roles get it through the ``airgap_llm_model_folder`` filter)."""
+    roles get it through the plan's ``model_folder`` of each service)."""
     return MODEL_FOLDER_PREFIX + "--".join(repo_id.split("/"))
 
 

@@ -51,8 +51,9 @@ def sample_requests(inventory: Path) -> list[str]:
 
     key = (inventory / "credentials" / "airgap_llm_api_key").read_text().strip()
     lines = []
-    for plan in plan_inventory(load_inventory(inventory)):
-        address = load_inventory(inventory).hosts[plan.host]["ansible_host"]
+    inv = load_inventory(inventory)  # once: Ansible's inventory machinery is slow to start
+    for plan in plan_inventory(inv):
+        address = inv.hosts[plan.host]["ansible_host"]
         for svc in plan.services:
             base = f"http://{address}:{svc.port}/v1"
             if svc.kind == "chat":

@@ -32,7 +32,16 @@ from airgap_llm.nvidia.packages import (
     os_packages_for_hosts,
     os_packages_for_plans,
 )
-from airgap_llm.nvidia.smi import MEMORY_TOLERANCE, Gpu, compare_gpus, parse_query_gpu, parse_smi_q
+from airgap_llm.nvidia.smi import (
+    MEMORY_TOLERANCE,
+    Gpu,
+    SmiGpu,
+    bus_id_key,
+    compare_gpus,
+    parse_query_gpu,
+    parse_smi_q,
+    parse_smi_q_minors,
+)
 from airgap_llm.nvidia.versions import (
     MINOR_COMPAT_MIN_BRANCH,
     TOOLKIT_DRIVER,
@@ -46,6 +55,9 @@ from airgap_llm.nvidia.versions import (
 )
 
 __all__ = [
+    "SmiGpu",
+    "bus_id_key",
+    "parse_smi_q_minors",
     "DRIVER_DEFAULTS",
     "FLAVOURS",
     "HOST_SETTINGS",

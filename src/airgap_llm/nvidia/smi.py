@@ -72,6 +72,65 @@ def parse_smi_q(text: str) -> dict[str, Any]:
     return out
 
 
+_GPU_HEADER = re.compile(r"^GPU\s+(?P<bus>[0-9A-Fa-f]+:[0-9A-Fa-f]+:[0-9A-Fa-f]+\.[0-9A-Fa-f]+)\s*$")
+_BUS_ID = re.compile(
+    r"^(?:(?P<domain>[0-9A-Fa-f]+):)?(?P<bus>[0-9A-Fa-f]+):(?P<dev>[0-9A-Fa-f]+)\.(?P<fn>[0-9A-Fa-f]+)$"
+)
+
+
+def bus_id_key(bus_id: str) -> tuple[int, int, int, int]:
+    """(domain, bus, device, function) of "00000000:3B:00.0" or "0000:3b:00.0": PCI bus order."""
+    match = _BUS_ID.match(bus_id.strip())
+    if not match:
+        raise ValueError(f"not a PCI bus id: {bus_id!r}")
+    return (
+        int(match.group("domain") or "0", 16),
+        int(match.group("bus"), 16),
+        int(match.group("dev"), 16),
+        int(match.group("fn"), 16),
+    )
+
+
+@dataclass(frozen=True)
+class SmiGpu:
+    """One GPU block of ``nvidia-smi -q``."""
+
+    bus_id: str
+    minor: int
+
+
+def parse_smi_q_minors(text: str) -> list[SmiGpu]:
+    """Each GPU's bus id and "Minor Number" from ``nvidia-smi -q``, in the order printed.
+
+    The bus id is the block's header ("GPU 00000000:00:06.0"), or its "Bus Id" line under "PCI".
+    A block without a "Minor Number" (a truncated capture) is an error, naming the bus id.
+    """
+    blocks: list[dict[str, Any]] = []
+    for line in str(text).splitlines():
+        header = _GPU_HEADER.match(line.rstrip())
+        if header:
+            blocks.append({"bus_id": header.group("bus"), "minor": None})
+            continue
+        if not blocks:
+            continue
+        key, sep, value = line.partition(":")
+        if not sep:
+            continue
+        name, value = key.strip(), value.strip()
+        if name == "Minor Number":
+            if not value.isdigit():
+                raise ValueError(f"nvidia-smi -q: GPU {blocks[-1]['bus_id']} has Minor Number {value!r}")
+            blocks[-1]["minor"] = int(value)
+        elif name == "Bus Id" and value:
+            blocks[-1]["bus_id"] = value
+    gpus = []
+    for block in blocks:
+        if block["minor"] is None:
+            raise ValueError(f"nvidia-smi -q: GPU {block['bus_id']} has no Minor Number")
+        gpus.append(SmiGpu(str(block["bus_id"]), int(block["minor"])))
+    return gpus
+
+
 # --- the inventory's airgap_llm_gpu ---------------------------------------------------------------
 
 MEMORY_TOLERANCE = 0.05  # nvidia-smi reports 81559 MiB (79.6 GiB) for an "80 GB" H100
