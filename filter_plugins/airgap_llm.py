@@ -81,6 +81,7 @@ from ansible.errors import AnsibleFilterError
 from airgap_llm import gpu_devices, nvidia
 from airgap_llm.bundle_check import code_repo_folders, host_needs
 from airgap_llm.bundle_signers import bundle_signature_problems
+from airgap_llm.cluster_runtime import NODE_RUNTIME_PROBE, host_runtime_problems
 from airgap_llm.errors import AirgapLlmError
 from airgap_llm.gpumap import plan_hosts
 from airgap_llm.host_files import apt_source, nouveau_blacklist, restart_inputs, service_files, unit_names
@@ -155,6 +156,17 @@ def airgap_llm_nouveau_blacklist(_: Any = None) -> str:
     return nouveau_blacklist(_managed())
 
 
+def airgap_llm_cluster_runtime_problems(host_plan: Mapping[str, Any], hostvars: Mapping[str, Any],
+                                        play_hosts: list[str], fact: str, check_mode: bool = False) -> list[str]:
+    """What keeps this host's multi-node services from starting: nodes on different venvs, or absent."""
+    reports = {str(h): to_plain(hostvars[h].get(fact)) for h in play_hosts if hostvars[h].get(fact) is not None}
+    return host_runtime_problems(to_plain(host_plan), reports, bool(check_mode))
+
+
+def airgap_llm_node_runtime_probe(_: Any = None) -> str:
+    return NODE_RUNTIME_PROBE
+
+
 def airgap_llm_unit_names(host_plan: Mapping[str, Any]) -> list[str]:
     return unit_names(HostPlan.from_dict(to_plain(host_plan)))
 
@@ -204,9 +216,10 @@ def airgap_llm_status_report(
     journal: Mapping[str, Any] | None = None,
     metrics_json: Any = "",
     prometheus: Mapping[str, Any] | None = None,
+    ray: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     return status_report(to_plain(plan), str(systemctl_show), to_plain(health), str(gpu_json), to_plain(journal),
-                         str(metrics_json or ""), to_plain(prometheus))
+                         str(metrics_json or ""), to_plain(prometheus), to_plain(ray))
 
 
 def airgap_llm_status_promql(_: Any = None) -> dict[str, str]:
@@ -334,6 +347,8 @@ class FilterModule:
             "airgap_llm_service_files": airgap_llm_service_files,
             "airgap_llm_gpu_devices": airgap_llm_gpu_devices,
             "airgap_llm_unit_names": airgap_llm_unit_names,
+            "airgap_llm_cluster_runtime_problems": airgap_llm_cluster_runtime_problems,
+            "airgap_llm_node_runtime_probe": airgap_llm_node_runtime_probe,
             "airgap_llm_restart_inputs": airgap_llm_restart_inputs,
             "airgap_llm_apt_source": airgap_llm_apt_source,
             "airgap_llm_nouveau_blacklist": airgap_llm_nouveau_blacklist,

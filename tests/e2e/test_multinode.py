@@ -10,7 +10,10 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import json
+import os
 import shlex
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -134,6 +137,44 @@ def test_mp_pipeline_parallel_2_answers_a_chat_request(installed: dict[str, Any]
     head_checks = next(iter(result["hosts"].values()))
     by = {(c["service"], c["check"]): c for c in head_checks}
     assert by[("chat", "chat")]["ok"] and by[("chat", "chat")]["detail"] != "empty answer"
+
+
+def _services_step(inventory: Path, bundle: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    """Plain ansible-playbook of the services step, as a user runs one step."""
+    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory), "playbooks/services.yml",
+         "-e", f"airgap_llm_bundle_dir={bundle}", *extra],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+    )
+
+
+def test_nodes_on_different_venvs_are_refused_before_anything_starts(
+        installed: dict[str, Any], inventory: Path, bundle: Path, target_set: Any) -> None:
+    """Rank 1's live venv switched to another copy (as a runtime step that finished on one node only
+    leaves it): the services step refuses on both nodes, naming both venv ids, and starts nothing; a
+    run limited to one node is refused too."""
+    head, rank1 = target_set.targets
+    live = ssh(target_set, rank1, "readlink -f /opt/airgap-llm/venv")
+    other = live + "-other"
+    ssh(target_set, rank1, f"cp -al {live} {other} && ln -sfn {other} /opt/airgap-llm/venv")
+    try:
+        before = ssh(target_set, head, f"systemctl show -p ExecMainStartTimestampMonotonic --value {UNIT}")
+        proc = _services_step(inventory, bundle)
+        out = " ".join(proc.stdout.split())
+        assert proc.returncode != 0, proc.stdout[-3000:]
+        want = (f"service chat spans {head.name}, {rank1.name}, which must run the same venv, but the live venv "
+                f"differs: {head.name} {Path(live).name}, {rank1.name} {Path(other).name}")
+        assert out.count(want) == 2, proc.stdout[-3000:]  # each node refuses
+        assert "Start or restart each service" not in proc.stdout
+        after = ssh(target_set, head, f"systemctl show -p ExecMainStartTimestampMonotonic --value {UNIT}")
+        assert after == before
+    finally:
+        ssh(target_set, rank1, f"ln -sfn {live} /opt/airgap-llm/venv && rm -rf {other}")
+    proc = _services_step(inventory, bundle, "--limit", head.name)
+    assert proc.returncode != 0 and f"but {rank1.name} is not in this run" in " ".join(proc.stdout.split()), \
+        proc.stdout[-3000:]
 
 
 # ---------------------------------------------------------------- the Ray units
