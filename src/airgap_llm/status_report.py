@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -53,13 +54,15 @@ def report(
     journal: Mapping[str, Any] | None = None,
     metrics_json: str = "",
     prometheus: Mapping[str, Any] | None = None,
+    ray: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One entry per planned service; a service that is not ok carries the last lines of its journal.
 
     ``gpu_json``: gpu-usage's output, {"services": {name: MiB}, "gpus": [...]} (or the older {name: MiB});
     ``metrics_json``: engine-metrics' two readings of each engine's /metrics, which give each service's load;
     ``prometheus``: the PromQL answers of ``airgap_llm.monitoring.metrics.PROMQL`` (a registered uri loop),
-    which give it instead when Prometheus answered every query.
+    which give it instead when Prometheus answered every query;
+    ``ray``: on a Ray head, the registered loop of ``ray-wait-cluster`` asked once (its nodes alive).
     """
     units = parse_systemctl_show(systemctl_show)
     try:
@@ -77,6 +80,8 @@ def report(
     loads = loads_from_readings(readings if isinstance(readings, dict) else {})
     loads.update(loads_from_prometheus(prometheus, str(plan.get("host", ""))))
     health_by_name = {r["item"]["name"]: r for r in health.get("results", []) if "item" in r}
+    ray_by_name = {r["item"]["name"]: ray_nodes(r) for r in (ray or {}).get("results", [])
+                   if "item" in r and not r.get("skipped")}
     lines_by_unit = journals(journal)
     services = []
     for svc in plan.get("services", []):
@@ -85,7 +90,9 @@ def report(
         active = u.get("ActiveState", "unknown")
         serves_api = bool(svc.get("serves_api", True))  # a multi-node service answers on its head only
         healthy = h.get("status") == 200 if serves_api else None
-        ok = active == "active" and (healthy or not serves_api)
+        ray_seen = ray_by_name.get(svc["name"])
+        ok = active == "active" and (healthy or not serves_api) and (ray_seen is None or bool(ray_seen["ok"]))
+        cluster = svc.get("cluster")
         services.append(
             {
                 "name": svc["name"],
@@ -105,8 +112,52 @@ def report(
                 if serves_api else "no API on this node",
                 "gpu_memory_mib": gpu.get(svc["name"]),
                 "load": loads.get(svc["name"]),
+                "cluster": {"backend": cluster["backend"], "nodes": cluster["nodes"], "hosts": list(cluster["hosts"]),
+                            "ray": ray_seen} if cluster else None,
                 "ok": ok,
                 "journal": [] if ok else lines_by_unit.get(svc["unit"], []),
             }
         )
     return {"ok": all(s["ok"] for s in services), "services": services, "gpus": gpus}
+
+
+_RAY_SEEN = re.compile(r"Ray cluster at \S+: (?:only )?(\d+) of (\d+) nodes")
+
+
+def ray_nodes(result: Mapping[str, Any]) -> dict[str, Any]:
+    """The Ray head's nodes as ``ray-wait-cluster ... 0`` (one look) saw them: alive of wanted, and its words."""
+    out = str(result.get("stdout") or "").strip()
+    err = [line for line in str(result.get("stderr") or "").strip().splitlines() if line.strip()]
+    text = out if result.get("rc") == 0 else (err[-1] if err else f"ray-wait-cluster exited {result.get('rc')}")
+    m = _RAY_SEEN.search(text)
+    return {"alive": int(m.group(1)) if m else None, "nodes": int(m.group(2)) if m else None,
+            "ok": result.get("rc") == 0, "detail": text}
+
+
+def cluster_states(reports: Mapping[str, Mapping[str, Any] | None]) -> list[dict[str, Any]]:
+    """Per multi-node service, from every host's report: each node's unit state and, on Ray, the nodes
+    the head's cluster has alive. ``ok`` when every node's unit is active (and Ray sees them all)."""
+    found: dict[str, dict[str, Any]] = {}
+    for rep in reports.values():
+        for s in (rep or {}).get("services", []):
+            c = s.get("cluster")
+            if c and s["name"] not in found:
+                found[s["name"]] = {"service": s["name"], "backend": c["backend"], "nodes": c["nodes"],
+                                    "hosts": list(c["hosts"])}
+    states = []
+    for name, c in found.items():
+        per_host: dict[str, str] = {}
+        ray_seen = None
+        for host in c["hosts"]:
+            rep = reports.get(host)
+            svc = next((s for s in (rep or {}).get("services", []) if s["name"] == name), None)
+            if svc is None:
+                per_host[host] = "no report"
+                continue
+            per_host[host] = f"{svc['role']}: {svc['active']}/{svc['sub']}"
+            if (svc.get("cluster") or {}).get("ray"):
+                ray_seen = svc["cluster"]["ray"]
+        active = sum(1 for v in per_host.values() if v.endswith(": active/running"))
+        ok = active == len(c["hosts"]) and (c["backend"] != "ray" or bool(ray_seen and ray_seen["ok"]))
+        states.append({**c, "units_active": active, "node_units": per_host, "ray": ray_seen, "ok": ok})
+    return states

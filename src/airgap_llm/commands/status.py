@@ -12,7 +12,7 @@ from rich.text import Text
 
 from airgap_llm.commands.plan import add_inventory_argument
 from airgap_llm.host_reports import add_report_arguments, collect_reports, print_result, run_failures
-from airgap_llm.status_report import state_text
+from airgap_llm.status_report import cluster_states, state_text
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -45,8 +45,41 @@ def collect(inventory: str, limit: str | None) -> tuple[dict[str, Any], Any]:
                         "journal": s.get("journal", []),
                     }
                 )
+    clusters = cluster_states(hosts)
+    for c in clusters:
+        if not c["ok"]:
+            failures.append({"host": c["hosts"][0], "service": c["service"], "detail": "cluster: " + cluster_text(c)})
     failures += run_failures(progress)
-    return {"ok": not failures, "hosts": hosts, "failures": failures}, progress
+    return {"ok": not failures, "hosts": hosts, "clusters": clusters, "failures": failures}, progress
+
+
+def cluster_text(c: Mapping[str, Any]) -> str:
+    """``2 of 2 node units active; Ray: 2 of 2 nodes alive``: one multi-node service as a sysadmin reads it."""
+    text = f"{c['units_active']} of {len(c['hosts'])} node units active"
+    if c["backend"] == "ray":
+        ray = c.get("ray")
+        if ray is None:
+            text += "; Ray: the head was not asked"
+        elif ray.get("alive") is not None:
+            text += f"; Ray: {ray['alive']} of {ray['nodes']} nodes alive"
+        else:
+            text += f"; Ray: {ray['detail']}"
+    return text
+
+
+def cluster_table(result: Mapping[str, Any]) -> Table | None:
+    """Per multi-node service: its backend, each node's part and unit state, and what Ray sees."""
+    clusters = result.get("clusters") or []
+    if not clusters:
+        return None
+    t = Table(title="multi-node services", title_justify="left")
+    for col in ("service", "backend", "nodes", "state"):
+        t.add_column(col)
+    for c in clusters:
+        nodes = "\n".join(f"{h} ({c['node_units'][h]})" for h in c["hosts"])
+        t.add_row(c["service"], c["backend"], nodes,
+                  Text(cluster_text(c), style="green" if c["ok"] else "bold red"))
+    return t
 
 
 def _num(value: Any, fmt: str) -> str:
@@ -130,9 +163,9 @@ def run(args: argparse.Namespace) -> int:
 
 def _with_journals(t: Table, result: Mapping[str, Any]) -> RenderableType:
     parts: list[RenderableType] = [t]
-    gpus = gpu_table(result)
-    if gpus is not None:
-        parts.append(gpus)
+    for extra in (cluster_table(result), gpu_table(result)):
+        if extra is not None:
+            parts.append(extra)
     journal = journals_text(result)
     if journal is not None:
         parts.append(journal)
