@@ -74,6 +74,7 @@ HOST_VARS = (
     "airgap_llm_bundle_signers",  # an allowed_signers file: only a bundle it trusts is installed (bundle_signers)
     "airgap_llm_cluster_interface",
     "airgap_llm_cluster_address",
+    "airgap_llm_ray_object_store_gib",
 )
 SERVICE_KEYS = (
     "kind",
@@ -543,6 +544,13 @@ def plan_host(host: str, hostvars: Mapping[str, Any]) -> HostPlan:
         min_seqs = DEFAULT_MIN_CONCURRENT_SEQS
 
     interface, cluster_address = _parse_cluster_vars(hostvars, address, c)
+    object_store = hostvars.get("airgap_llm_ray_object_store_gib")
+    if object_store is not None and (isinstance(object_store, bool) or not isinstance(object_store, (int, float))
+                                     or object_store < 0.1):
+        c.add("ray-object-store",
+              f"airgap_llm_ray_object_store_gib must be a number of GiB >= 0.1 (Ray's object store on this node, "
+              f"in /dev/shm), got {object_store!r}")
+        object_store = None
 
     plan = HostPlan(
         host=host,
@@ -561,6 +569,7 @@ def plan_host(host: str, hostvars: Mapping[str, Any]) -> HostPlan:
         min_concurrent_seqs=min_seqs,
         cluster_interface=interface,
         cluster_address=cluster_address,
+        ray_object_store_gib=None if object_store is None else float(object_store),
     )
 
     # The memory fractions on each GPU must fit under the ceiling.

@@ -309,6 +309,8 @@ class HostPlan:
     # Multi-node services: the NIC for NCCL/GLOO/Ray traffic and this host's address on it.
     cluster_interface: str | None = None
     cluster_address: str | None = None
+    # Ray's object store on this node (GiB, in /dev/shm); None: Ray's default (30% of memory, capped by /dev/shm).
+    ray_object_store_gib: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -377,6 +379,7 @@ class HostPlan:
             "min_concurrent_seqs": self.min_concurrent_seqs,
             "cluster_interface": self.cluster_interface,
             "cluster_address": self.cluster_address,
+            "ray_object_store_gib": self.ray_object_store_gib,
         }
 
     @classmethod
@@ -405,4 +408,6 @@ class HostPlan:
             min_concurrent_seqs=int(data.get("min_concurrent_seqs", DEFAULT_MIN_CONCURRENT_SEQS)),
             cluster_interface=data.get("cluster_interface"),
             cluster_address=data.get("cluster_address"),
+            ray_object_store_gib=(None if data.get("ray_object_store_gib") is None
+                                  else float(data["ray_object_store_gib"])),
         )

@@ -316,7 +316,8 @@ def ray_temp_dir(plan: HostPlan) -> str:
     return f"{plan.paths.cache_dir}/ray"
 
 
-def ray_args(svc: ServicePlan, temp_dir: str = "/var/cache/airgap-llm/ray") -> list[str]:
+def ray_args(svc: ServicePlan, temp_dir: str = "/var/cache/airgap-llm/ray",
+             object_store_gib: float | None = None) -> list[str]:
     """``ray start``'s arguments for this host's node of ``svc``'s cluster (head or worker).
 
     The dashboard switch and the session directory are the head's alone (``ray start`` refuses them on a
@@ -336,6 +337,8 @@ def ray_args(svc: ServicePlan, temp_dir: str = "/var/cache/airgap-llm/ray") -> l
     if cluster.is_head:  # Ray refuses these on a worker: they are the head's, the workers follow them
         args += ["--include-dashboard=false", f"--temp-dir={temp_dir}"]
     args += ["--disable-usage-stats", f"--num-gpus={len(svc.gpus)}"]
+    if object_store_gib is not None:
+        args.append(f"--object-store-memory={int(object_store_gib * 2**30)}")
     return args
 
 
@@ -362,7 +365,8 @@ def ray_unit_spec(plan: HostPlan, svc: ServicePlan, settings: UnitSettings,
     _order_after_network_and_gpus(spec, svc, devices)
     spec.environment.append(("RAY_USAGE_STATS_ENABLED", "0"))
     spec.comments["RAY_USAGE_STATS_ENABLED"] = "No usage statistics (and no attempt to send them)."
-    spec.exec_start = [f"{paths.venv}/bin/ray", "start", "--block", *ray_args(svc, ray_temp_dir(plan))]
+    spec.exec_start = [f"{paths.venv}/bin/ray", "start", "--block",
+                       *ray_args(svc, ray_temp_dir(plan), plan.ray_object_store_gib)]
     if cluster.is_head:
         spec.comments["ExecStart"] = (
             f"Ray head of {cluster.nodes} nodes, advertised on the cluster address; its ports are pinned (see the "

@@ -442,6 +442,10 @@ MAP_CASES = [
             host_vars=_two_hosts({"airgap_llm_cluster_interface": "eth0; rm"}),
             words=["host box-2: airgap_llm_cluster_interface must be a network interface name such as eth0, got "
                    "'eth0; rm' [cluster-interface]"]),
+    MapCase("multi-node-bad-object-store", gpu_host(), hosts=("box-1", "box-2"),
+            host_vars=_two_hosts({"airgap_llm_ray_object_store_gib": "8G"}),
+            words=["host box-2: airgap_llm_ray_object_store_gib must be a number of GiB >= 0.1 (Ray's object store on "
+                   "this node, in /dev/shm), got '8G' [ray-object-store]"]),
     MapCase("multi-node-bad-cluster-address", gpu_host(), hosts=("box-1", "box-2"),
             host_vars=_two_hosts({"airgap_llm_cluster_address": "node-2"}),
             words=["host box-2: airgap_llm_cluster_address must be an IP address, got 'node-2' [cluster-address]"]),

@@ -206,3 +206,26 @@ def test_wait_helper_counts_alive_nodes_with_their_gpus() -> None:
     assert helper._ready(nodes, 1) == ["10.0.0.1"]
     assert helper._ready(nodes, 0) == ["10.0.0.1", "10.0.0.3"]
     assert helper.main(["ray-wait-cluster"]) == 2
+
+
+def test_the_object_store_size_reaches_ray_start_on_every_node() -> None:
+    hosts = _hosts()
+    for hv in hosts.values():
+        hv["airgap_llm_ray_object_store_gib"] = 8
+    plans = plan_hosts(hosts)
+    assert all(p.ok for p in plans) and plans[0].ray_object_store_gib == 8.0
+    assert HostPlan.from_dict(json.loads(json.dumps(plans[0].as_dict()))).ray_object_store_gib == 8.0
+    for plan in plans:
+        ray_unit = next(v for k, v in _files(plan).items() if k.endswith(("ray-head.service", "ray-worker.service")))
+        assert f"--object-store-memory={8 * 2**30}" in ray_unit
+    assert "--object-store-memory" not in " ".join(ray_args(_plans()[0].services[0]))
+
+
+@pytest.mark.parametrize("value", [0, -1, "8G", True, 0.05])
+def test_an_object_store_size_that_is_no_number_of_gib_is_refused(value: Any) -> None:
+    hosts = _hosts()
+    hosts["n2"]["airgap_llm_ray_object_store_gib"] = value
+    n2 = plan_hosts(hosts)[1]
+    assert [p.message for p in n2.problems if p.rule == "ray-object-store"] == [
+        f"airgap_llm_ray_object_store_gib must be a number of GiB >= 0.1 (Ray's object store on this node, in "
+        f"/dev/shm), got {value!r}"]
