@@ -11,6 +11,7 @@ import dataclasses
 import ipaddress
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -139,6 +140,20 @@ def test_mp_pipeline_parallel_2_answers_a_chat_request(installed: dict[str, Any]
     assert by[("chat", "chat")]["ok"] and by[("chat", "chat")]["detail"] != "empty answer"
 
 
+def test_status_shows_the_cluster_with_each_nodes_part(installed: dict[str, Any], inventory: Path,
+                                                      target_set: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    head, rank1 = target_set.targets
+    _, result = cli(capsys, "status", "-i", str(inventory), "--json")
+    [c] = result["clusters"]
+    assert (c["service"], c["backend"], c["hosts"]) == ("chat", "mp", [head.name, rank1.name])
+    assert c["node_units"][head.name].startswith("head: ") and c["node_units"][rank1.name].startswith("rank 1: ")
+    # what systemd says of each node's unit, as the table shows it
+    for t, part in ((head, "head"), (rank1, "rank 1")):
+        state = ssh(target_set, t, f"systemctl show -p ActiveState,SubState --value {UNIT}").split()
+        assert c["node_units"][t.name] == f"{part}: {state[0]}/{state[1]}"
+    assert c["ok"] == (c["units_active"] == 2)
+
+
 def _services_step(inventory: Path, bundle: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     """Plain ansible-playbook of the services step, as a user runs one step."""
     env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
@@ -160,16 +175,17 @@ def test_nodes_on_different_venvs_are_refused_before_anything_starts(
     other = live + "-other"
     ssh(target_set, rank1, f"cp -al {live} {other} && ln -sfn {other} /opt/airgap-llm/venv")
     try:
-        before = ssh(target_set, head, f"systemctl show -p ExecMainStartTimestampMonotonic --value {UNIT}")
         proc = _services_step(inventory, bundle)
         out = " ".join(proc.stdout.split())
         assert proc.returncode != 0, proc.stdout[-3000:]
         want = (f"service chat spans {head.name}, {rank1.name}, which must run the same venv, but the live venv "
                 f"differs: {head.name} {Path(live).name}, {rank1.name} {Path(other).name}")
-        assert out.count(want) == 2, proc.stdout[-3000:]  # each node refuses
+        assert want in out, proc.stdout[-3000:]
+        for t in (head, rank1):  # each node refuses
+            assert re.search(rf"^{t.name}\s*:.*\bfailed=1\b", proc.stdout, re.M), proc.stdout[-3000:]
+        # No start was asked of systemd (the units' own start times say nothing here: on CPU the engine
+        # dies at its first request and systemd restarts it by itself).
         assert "Start or restart each service" not in proc.stdout
-        after = ssh(target_set, head, f"systemctl show -p ExecMainStartTimestampMonotonic --value {UNIT}")
-        assert after == before
     finally:
         ssh(target_set, rank1, f"ln -sfn {live} /opt/airgap-llm/venv && rm -rf {other}")
     proc = _services_step(inventory, bundle, "--limit", head.name)
