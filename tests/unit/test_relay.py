@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -203,3 +204,13 @@ def test_daemon_serves_with_the_secret_only_and_stop_leaves_nothing(tmp_path: Pa
     again = subprocess.run(["python3", str(script), "stop", "--dir", str(run_dir)], capture_output=True, text=True,
                            check=True)
     assert again.stdout.strip() == '{"stopped": false, "removed": false}'
+
+
+def test_the_fanout_benchmarks_model_of_time_against_n() -> None:
+    """bench/fanout.py's model: a wave lasts as long as its busiest sender's share of its link."""
+    sys.path.insert(0, str(REPO / "bench"))
+    from fanout import direct_model, relay_model
+
+    assert [relay_model(n, 2) for n in (1, 2, 4, 8, 64)] == [1, 2, 4, 6, 12]
+    assert [relay_model(n, 1) for n in (1, 4)] == [1, 4]  # a chain: one transfer per host
+    assert [direct_model(n) for n in (1, 4, 64)] == [1, 4, 64]
