@@ -178,7 +178,7 @@ def test_daemon_serves_with_the_secret_only_and_stop_leaves_nothing(tmp_path: Pa
     secret = "s3cret-for-this-run-0123456789"
     port = 18730 + os.getpid() % 1000
     env = {**os.environ, "AIRGAP_LLM_RELAY_SECRET": secret}
-    start = subprocess.run(["python3", str(script), "start", "--dir", str(run_dir), "--address", "127.0.0.1",
+    start = subprocess.run([sys.executable, str(script), "start", "--dir", str(run_dir), "--address", "127.0.0.1",
                             "--port", str(port), "--root", str(root), "--allow", "127.0.0.1"],
                            env=env, capture_output=True, text=True, check=False)
     try:
@@ -197,11 +197,11 @@ def test_daemon_serves_with_the_secret_only_and_stop_leaves_nothing(tmp_path: Pa
                                env={**os.environ, "RSYNC_PASSWORD": secret}, check=False)
         assert write.returncode != 0  # read-only module
     finally:
-        stop = subprocess.run(["python3", str(script), "stop", "--dir", str(run_dir)], capture_output=True,
+        stop = subprocess.run([sys.executable, str(script), "stop", "--dir", str(run_dir)], capture_output=True,
                               text=True, check=True)
     assert '"stopped": true' in stop.stdout
     assert not run_dir.exists()
-    again = subprocess.run(["python3", str(script), "stop", "--dir", str(run_dir)], capture_output=True, text=True,
+    again = subprocess.run([sys.executable, str(script), "stop", "--dir", str(run_dir)], capture_output=True, text=True,
                            check=True)
     assert again.stdout.strip() == '{"stopped": false, "removed": false}'
 
