@@ -35,6 +35,11 @@
     {{ manifest | airgap_llm_bundle_needs(plan, verified) }}
         a host's missing models and the bytes it needs from the bundle, less the model files the host
         already verified (see airgap_llm.bundle_check)
+    {{ hostvars | airgap_llm_relay_wave(ansible_play_hosts_all, ansible_play_hosts, fanout) }}
+    {{ folders | airgap_llm_relay_held(verify_report.failures) }}
+        model_store's relay: the next wave (which host pulls which model from which, from the hosts'
+        facts; failed hosts left out) and the folders a host holds verified (see airgap_llm.relay); the
+        plan's model_relay is the preview of every wave for a site that holds nothing yet
     {{ airgap_llm_host_plan | airgap_llm_model_code_folders(airgap_llm_bundle_dir) }}
         the code repositories (models--ORG--NAME) the host's remote-code models name in auto_map
     {{ plan | airgap_llm_status_report(systemctl_show_stdout, health_results, gpu_json, journal_results,
@@ -78,7 +83,7 @@ except ImportError:  # running from a checkout without `pip install -e .`
 
 from ansible.errors import AnsibleFilterError
 
-from airgap_llm import gpu_devices, nvidia
+from airgap_llm import gpu_devices, nvidia, relay
 from airgap_llm.bundle_check import code_repo_folders, host_needs
 from airgap_llm.bundle_signers import bundle_signature_problems
 from airgap_llm.cluster_runtime import NODE_RUNTIME_PROBE, host_runtime_problems
@@ -113,7 +118,9 @@ def airgap_llm_plan(hostvars: Mapping[str, Any], hosts: Any, source: str = "", b
     plans = plan_hosts(by_host)
     if bundle and all(p.ok for p in plans):
         check_memory_fit_from_bundle(plans, Path(str(bundle)))
-    return plan_result(plans, str(source))
+    result = plan_result(plans, str(source))
+    result["model_relay"] = relay.preview_from_plan(result["hosts"], by_host)
+    return result
 
 
 def _managed() -> str:
@@ -224,6 +231,20 @@ def airgap_llm_status_report(
 
 def airgap_llm_status_promql(_: Any = None) -> dict[str, str]:
     return dict(PROMQL)
+
+
+def airgap_llm_relay_wave(hostvars: Mapping[str, Any], hosts: Any, alive: Any, fanout: Any) -> list[dict[str, Any]]:
+    names = [str(h) for h in to_plain(hosts)]
+    facts = {h: {k: to_plain(hostvars[h][k]) for k in relay.FACTS if k in hostvars[h]} for h in names}
+    try:
+        return relay.wave_from_hostvars(facts, names,
+                                        {str(h) for h in to_plain(alive)}, int(fanout))
+    except ValueError as exc:
+        raise AnsibleFilterError(f"airgap_llm_model_store_fanout: {exc}") from exc
+
+
+def airgap_llm_relay_held(folders: Any, failures: Any) -> list[str]:
+    return relay.held_folders([str(f) for f in to_plain(folders)], to_plain(failures))
 
 
 def airgap_llm_status_prometheus_services(answers: Mapping[str, Any] | None, host: str) -> list[str]:
@@ -363,6 +384,8 @@ class FilterModule:
             "airgap_llm_bundle_needs": airgap_llm_bundle_needs,
             "airgap_llm_bundle_signature_problems": airgap_llm_bundle_signature_problems,
             "airgap_llm_model_code_folders": airgap_llm_model_code_folders,
+            "airgap_llm_relay_wave": airgap_llm_relay_wave,
+            "airgap_llm_relay_held": airgap_llm_relay_held,
             "airgap_llm_monitoring_facts": airgap_llm_monitoring_facts,
             "airgap_llm_monitoring_files": airgap_llm_monitoring_files,
             "airgap_llm_monitoring_packages": airgap_llm_monitoring_packages,

@@ -743,8 +743,11 @@ def plan_hosts(hostvars_by_host: Mapping[str, Mapping[str, Any]]) -> list[HostPl
 
     plans = [plan_host(h, hv) for h, hv in hostvars_by_host.items()]
     check_multi_node(plans)
+    from airgap_llm.relay import settings_problems  # rule model-relay: model_store's relay settings
+
     for plan in plans:
         plan.problems += [Problem(plan.host, "monitoring", m) for m in check_host_vars(hostvars_by_host[plan.host])]
+        plan.problems += [Problem(plan.host, "model-relay", m) for m in settings_problems(hostvars_by_host[plan.host])]
     return plans
 
 

@@ -475,6 +475,9 @@ MAP_CASES = [
     MapCase("monitoring-on-every-address", gpu_host(airgap_llm_monitoring_listen_address="0.0.0.0"),
             ["host box-1: airgap_llm_monitoring_listen_address is '0.0.0.0': Prometheus never listens on every "
              "address; give the host's service address or 127.0.0.1 [monitoring]"]),
+    MapCase("model-relay-fanout-zero", gpu_host(airgap_llm_model_store_fanout=0),
+            ["host box-1: airgap_llm_model_store_fanout must be a whole number >= 1 (hosts one host serves a model "
+             "to), got 0 [model-relay]"]),
     MapCase("monitoring-variable-misspelt", gpu_host(airgap_llm_monitoring_retension="30d"),
             ["host box-1: variable 'airgap_llm_monitoring_retension' is not one the monitoring role reads (did you "
              "mean 'airgap_llm_monitoring_retention'?) [monitoring]"]),

@@ -27,6 +27,7 @@ SHELL_ENTRY_POINTS = (
 TOOL_PACKAGES = {
     "podman": "podman",
     "ip": "iproute2",
+    "tc": "iproute2",
     "ssh": "openssh-client",
     "ssh-keygen": "openssh-client",
     "rsync": "rsync",  # ansible.posix.synchronize runs it on the controller
