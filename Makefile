@@ -59,7 +59,7 @@ proof: setup
 	$(VENV)/bin/pytest -v -rA tests/proof tests/integration/test_bad_input.py
 	$(MAKE) bench
 
-BENCHES := bench/verify.py bench/delta.py bench/staging.py bench/fanout.py bench/install_noop.py bench/time_to_healthy.py bench/load.py
+BENCHES := bench/verify.py bench/delta.py bench/staging.py bench/fanout.py bench/install_noop.py bench/time_to_healthy.py bench/load.py bench/upgrade.py
 bench: setup
 	@for b in $(BENCHES); do echo "== $$b"; $(VENV)/bin/python "$$b" || exit 1; done
 

@@ -18,7 +18,7 @@ from airgap_llm.console import err_console
 from airgap_llm.errors import AirgapLlmError
 
 # Each module exposes register(subparsers); the order is the order of --help.
-COMMAND_MODULES = ("plan", "render", "bundle", "install", "status", "validate", "demo")
+COMMAND_MODULES = ("plan", "render", "bundle", "install", "upgrade", "rollback", "status", "validate", "demo")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -62,6 +62,16 @@ class HostPaths:
         return f"{self.state_dir}/hf/.airgap-llm-verified.json"
 
     @property
+    def releases_dir(self) -> str:
+        """The host's releases: <id>/files/ (copies of the rendered units and env files) and state.json."""
+        return f"{self.state_dir}/releases"
+
+    @property
+    def release_state(self) -> str:
+        """``{"live": release, "previous": release | null, "rolled_back_from": id | null}``."""
+        return f"{self.state_dir}/releases/state.json"
+
+    @property
     def os_repo_dir(self) -> str:
         return f"{self.state_dir}/os-repo"
 
@@ -75,7 +85,7 @@ class HostPaths:
                     nouveau_blacklist=NOUVEAU_BLACKLIST, prometheus_config_dir=PROMETHEUS_CONFIG_DIR,
                     prometheus_data_dir=PROMETHEUS_DATA_DIR, node_exporter_textfile_dir=NODE_EXPORTER_TEXTFILE_DIR)
         for name in ("venv", "venvs_dir", "libexec_dir", "hf_home", "hub_dir", "models_dir", "model_record",
-                     "os_repo_dir", "wheelhouse_dir"):
+                     "releases_dir", "release_state", "os_repo_dir", "wheelhouse_dir"):
             data[name] = getattr(self, name)
         return data
 

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-STEPS = ("plan", "preflight", "nvidia", "runtime", "models", "services", "monitoring", "validate")
+STEPS = ("plan", "preflight", "nvidia", "runtime", "models", "services", "monitoring", "release", "validate")
 
 # States of one host in one step, in the order they may move.
 PENDING, RUNNING, OK, CHANGED, FAILED, UNREACHABLE, SKIPPED = (

@@ -43,8 +43,12 @@ def run_playbook(
     check: bool = False,
     on_event: Callable[[RunProgress], None] | None = None,
     verbosity: int = 0,
+    skip_tags: str | None = None,
 ) -> RunProgress:
-    """Run ``playbooks/<playbook>`` against ``inventory``; return the final progress state."""
+    """Run ``playbooks/<playbook>`` against ``inventory``; return the final progress state.
+
+    ``skip_tags``: Ansible's --skip-tags (``upgrade`` runs site.yml without its validate step, then
+    validates on its own)."""
     import ansible_runner
     from ansible_runner.exceptions import AnsibleRunnerException
 
@@ -77,6 +81,7 @@ def run_playbook(
                 inventory=str(inventory.resolve()),
                 extravars=dict(extravars or {}),
                 limit=limit,
+                skip_tags=skip_tags,
                 cmdline=cmdline,
                 envvars=envvars,
                 event_handler=handler,

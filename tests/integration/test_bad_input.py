@@ -1028,3 +1028,56 @@ def test_control_plain_ansible_playbook_takes_a_well_signed_bundle(tmp_path: Pat
     out = proc.stdout + proc.stderr
     assert proc.returncode == 4, out  # past every controller-side check, the listener is no SSH server
     assert SIGNATURE_FAIL in tasks_run(proc.stdout) and listener.connections > 0
+
+
+# --- upgrade: the canary and serial -------------------------------------------------------------------
+
+UPGRADE_CASES = [
+    ("unknown canary", ["--canary", "box-9"], "--canary 'box-9': no such host in the inventory (hosts: box-1, box-2)"),
+    ("serial 0", ["--serial", "0"], "--serial '0': at least one host must move at a time (N >= 1, or 1%-100%)"),
+    ("serial 0%", ["--serial", "0%"], "--serial '0%': at least one host must move at a time (N >= 1, or 1%-100%)"),
+    ("serial over 100%", ["--serial", "150%"], "--serial '150%': a percentage is at most 100%"),
+    ("serial junk", ["--serial", "two"],
+     "--serial 'two': expected a number of hosts (N >= 1) or a percentage (N%, 1-100)"),
+    ("serial negative", ["--serial", "-1"],
+     "--serial '-1': expected a number of hosts (N >= 1) or a percentage (N%, 1-100)"),
+]
+
+
+@pytest.mark.parametrize(("what", "extra", "words"), UPGRADE_CASES, ids=[c[0] for c in UPGRADE_CASES])
+def test_upgrade_refuses_bad_canary_and_serial(
+    what: str, extra: list[str], words: str, tmp_path: Path, listener: Listener, capsys: pytest.CaptureFixture[str]
+) -> None:
+    inv = write_inventory(tmp_path, listener.port, CPU_HOST, hosts=("box-1", "box-2"))
+    code, _, err = run_cli(capsys, "upgrade", "-i", str(inv), "--bundle", str(write_bundle(tmp_path)), *extra)
+    assert code == 1
+    assert words in flat(err)
+    assert listener.connections == 0
+
+
+def test_upgrade_refuses_what_install_refuses(
+    tmp_path: Path, listener: Listener, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The same pre-check as install (here a delta) before any host, with valid --canary and --serial."""
+    inv = write_inventory(tmp_path, listener.port, CPU_HOST, hosts=("box-1", "box-2"))
+    bundle = write_bundle(tmp_path)
+    (bundle / "delta.json").write_text("{}")
+    code, _, err = run_cli(capsys, "upgrade", "-i", str(inv), "--bundle", str(bundle), "--canary", "box-2",
+                           "--serial", "50%")
+    assert code == 2
+    assert f"{bundle}: a delta bundle (delta.json), not a full one" in flat(err)
+    assert listener.connections == 0
+
+
+def test_control_upgrade_with_valid_input_contacts_the_canary(tmp_path: Path, listener: Listener) -> None:
+    """Valid --canary and --serial: upgrade gets past every check and connects (the listener is no SSH
+    server: the canary's install fails unreachable, exit 1, the other host not reached)."""
+    inv = write_inventory(tmp_path, listener.port, CPU_HOST, hosts=("box-1", "box-2"))
+    proc = console_script("upgrade", "-i", str(inv), "--bundle", str(write_bundle(tmp_path)), "--canary", "box-2",
+                          "--serial", "1", "--json", timeout=300)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert listener.connections > 0
+    result = json.loads(proc.stdout)
+    assert result["batches"] == [["box-2"], ["box-1"]]
+    assert result["failure"]["host"] == "box-2" and result["failure"]["not_reached"] == ["box-1"], result
+    assert result["hosts"]["box-1"]["result"] == "untouched"

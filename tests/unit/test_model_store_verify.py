@@ -264,6 +264,40 @@ def test_publish_refuses_unverified_files_and_links_verified_ones(staged: dict[s
     assert weights.stat().st_ino == inode and weights.read_bytes() == data
 
 
+def test_publish_keeps_the_snapshots_in_use_and_those_of_the_releases(staged: dict[str, Path], tmp_path: Path) -> None:
+    """A new revision is published: the old revisions the services' links and the host's live and previous
+    releases name stay (their files and the blobs their links resolve to); another old revision goes."""
+    assert run(staged)[0] == 0
+    live = tmp_path / "live"
+    repo = live / REPO_DIR
+    (repo / "blobs").mkdir(parents=True)
+    for rev in ("linked", "previous", "unnamed"):
+        (repo / "blobs" / f"blob-{rev}").write_text(rev)
+        (repo / "snapshots" / rev).mkdir(parents=True)
+        (repo / "snapshots" / rev / "w").symlink_to(f"../../blobs/blob-{rev}")
+    links = tmp_path / "models"
+    links.mkdir()
+    (links / "embed").symlink_to(repo / "snapshots" / "linked")
+    state = tmp_path / "state.json"
+    state.write_text(json.dumps({"live": {"models": {"embed": str(repo / "snapshots" / "linked")}},
+                                 "previous": {"models": {"embed": str(repo / "snapshots" / "previous")}}}))
+    assert vm.snapshots_in_use(str(links), str(state)) == [str(repo / "snapshots" / "linked")] * 2 + [
+        str(repo / "snapshots" / "previous")]
+    assert vm.snapshots_in_use(str(tmp_path / "none"), str(tmp_path / "none.json")) == []
+    rc = vm.main(["--expected", str(staged["expected"]), "--root", str(staged["hub"]), "--record",
+                  str(staged["record"]), "--publish", str(live), "--keep-links", str(links), "--keep-releases",
+                  str(state)])
+    assert rc == 0
+    for rev in ("linked", "previous"):
+        assert (repo / "snapshots" / rev / "w").read_text() == rev
+    assert not (repo / "snapshots" / "unnamed").exists() and not (repo / "blobs" / "blob-unnamed").exists()
+    assert (repo / "snapshots" / "c0ffee" / "model.safetensors").is_file()
+    # Without the keeps, the old revisions go (what publishing did before releases were kept).
+    assert vm.publish(str(staged["hub"]), str(live), vm.load_entries(str(staged["expected"]), []),
+                      str(staged["record"]))[1]["removed"] == 4
+    assert sorted(p.name for p in (repo / "snapshots").iterdir()) == ["c0ffee"]
+
+
 def test_watch_hashes_files_as_they_arrive_and_keeps_stdout_for_the_command(
     staged: dict[str, Path], tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:

@@ -40,7 +40,9 @@ channel). The exit status is CMD's.
 expected entries: each file is hard-linked into place under a temporary name and renamed over the old
 one (a running service keeps reading the old inode; no reader ever sees a half-written file), links
 are made the same way, and files, links and empty directories under the entries' model directories
-that the entries do not list are removed. It refuses (exit 1, nothing changed) unless the record
+that the entries do not list are removed, except what a kept snapshot holds (``--keep SNAPSHOT_DIR``,
+repeated: the snapshots of the host's live and previous releases, so that a rollback finds its model;
+the files of such a snapshot and the blobs its links point at stay). It refuses (exit 1, nothing changed) unless the record
 vouches for every file, i.e. only files verified with their expected sha256 reach DEST. Prints
 ``{"ok": true, "changed": [model dirs], "placed": N, "removed": N}``.
 """
@@ -475,7 +477,46 @@ def place(src: str, dest: str, link: str | None) -> None:
     os.replace(tmp, dest)
 
 
-def publish(root: str, dest: str, entries: list[Entry], record_path: str) -> tuple[int, dict[str, Any]]:
+def kept_paths(dest: str, keep: list[str]) -> set[str]:
+    """Paths (relative to ``dest``) that a kept snapshot directory holds: its files and links, and the files
+    its links resolve to (the blobs). A kept directory outside ``dest`` or missing keeps nothing."""
+    out: set[str] = set()
+    real_dest = os.path.realpath(dest)
+    for snap in keep:
+        top = os.path.normpath(os.path.join(dest, snap))
+        rel_top = os.path.relpath(top, dest)
+        if rel_top.startswith("..") or not os.path.isdir(top):
+            continue
+        for path in walk_files(top, dest):
+            out.add(path)
+            full = os.path.join(dest, path)
+            if os.path.islink(full):
+                target = os.path.relpath(os.path.realpath(full), real_dest)
+                if not target.startswith(".."):
+                    out.add(target)
+    return out
+
+
+def snapshots_in_use(links_dir: str | None, releases_state: str | None) -> list[str]:
+    """The snapshot directories the services' links point at now, and those the host's live and previous
+    releases name (``{"live": {"models": {service: dir}}, "previous": {...}}``); absent files name none."""
+    out: list[str] = []
+    if links_dir and os.path.isdir(links_dir):
+        for name in sorted(os.listdir(links_dir)):
+            path = os.path.join(links_dir, name)
+            if os.path.islink(path):
+                out.append(os.path.join(links_dir, os.readlink(path)))
+    if releases_state and os.path.isfile(releases_state):
+        with open(releases_state, encoding="utf-8") as fh:
+            state = json.load(fh)
+        for which in ("live", "previous"):
+            release = state.get(which) or {}
+            out += [str(d) for d in (release.get("models") or {}).values()]
+    return out
+
+
+def publish(root: str, dest: str, entries: list[Entry], record_path: str,
+            keep: list[str] | None = None) -> tuple[int, dict[str, Any]]:
     """Make ``dest`` match the verified ``root`` for these entries (see the module's docstring)."""
     record = load_record(record_path)
     seen = look(root, entries)
@@ -488,7 +529,7 @@ def publish(root: str, dest: str, entries: list[Entry], record_path: str) -> tup
     for entry in moves:
         place(os.path.join(root, entry.path), os.path.join(dest, entry.path), entry.link)
     folders = sorted({e.path.split("/", 1)[0] for e in entries})
-    expected = {e.path for e in entries}
+    expected = {e.path for e in entries} | kept_paths(dest, keep or [])
     removed = []
     for folder in folders:
         for path in extras(expected, walk_files(os.path.join(dest, folder), dest)):
@@ -509,6 +550,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="hashing threads")
     parser.add_argument("--only", action="append", default=[], metavar="DIR", help="only entries below DIR")
     parser.add_argument("--publish", metavar="DEST", help="put the verified files of the root in place under DEST")
+    parser.add_argument("--keep", action="append", default=[], metavar="SNAPSHOT_DIR",
+                        help="with --publish: a snapshot directory (absolute or below DEST) whose files stay")
+    parser.add_argument("--keep-links", metavar="DIR", help="with --publish: keep the snapshots DIR's links point at")
+    parser.add_argument("--keep-releases", metavar="STATE_JSON",
+                        help="with --publish: keep the snapshots of the host's live and previous releases")
     parser.add_argument("--watch", nargs=argparse.REMAINDER, help="run this command, hashing files as they arrive")
     args = parser.parse_args(argv)
     if (args.watch is not None or args.publish) and not args.record:
@@ -524,7 +570,8 @@ def main(argv: list[str] | None = None) -> int:
         return watch(args.watch, args.root, entries, args.record, args.workers)
     try:
         if args.publish:
-            rc, report = publish(args.root, args.publish, load_entries(args.expected, args.only), args.record)
+            rc, report = publish(args.root, args.publish, load_entries(args.expected, args.only), args.record,
+                                 args.keep + snapshots_in_use(args.keep_links, args.keep_releases))
         else:
             rc, report = run(args.expected, args.root, args.record, args.workers, args.only)
     except (OSError, ValueError, InputProblem) as exc:

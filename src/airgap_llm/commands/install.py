@@ -76,6 +76,18 @@ def prometheus_where(inventory: str) -> list[dict[str, Any]]:
     return prometheus_endpoints(plan_inventory(inv), inv.groups, inv.hosts, str(path if path.is_dir() else path.parent))
 
 
+def replaced_rollbacks(progress: Any) -> list[str]:
+    """A line per host where this install replaced a release that a rollback had made live (roles/release)."""
+    lines = []
+    for host in progress.hosts:
+        rel = progress.facts.get(host, {}).get("airgap_llm_release") or {}
+        r = rel.get("replaced_rolled_back")
+        if r:
+            lines.append(f"{host} had been rolled back ({r['from']} -> {r['to']}); this install replaced that "
+                         f"rolled-back release {r['live']} with {rel['live']} (`airgap-llm rollback` goes back to it)")
+    return lines
+
+
 def run(args: argparse.Namespace) -> int:
     bundle = Path(args.bundle).resolve()
     preflight(args.inventory, bundle)
@@ -92,8 +104,13 @@ def run(args: argparse.Namespace) -> int:
         )
         live.update(progress_table(progress, title, final=True))
     endpoints = prometheus_where(args.inventory) if progress.ok and not args.check else []
+    replaced = replaced_rollbacks(progress)
+    for line in replaced:
+        err_console.print(f"[bold yellow]WARNING[/]: {line}", highlight=False, soft_wrap=True)
     if args.json:
-        print(json.dumps({**run_result(progress), "prometheus": endpoints}, indent=2))
+        print(json.dumps({**run_result(progress), "prometheus": endpoints, "replaced_rolled_back": replaced,
+                          "releases": {h: progress.facts.get(h, {}).get("airgap_llm_release") for h in progress.hosts}},
+                         indent=2))
     else:
         console.print(summary_table(progress))
         if progress.failures or progress.artifacts:

@@ -21,7 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="units, GPUs, health and load per host",
         description="Read-only: the state of every service's unit, its GPU memory, its /health answer and its load "
         "(requests running and waiting, KV cache usage, generation tokens per second, time to first token p50/p95, "
-        "from two readings of its /metrics a few seconds apart); per GPU, memory used and utilization.",
+        "from two readings of its /metrics a few seconds apart); per GPU, memory used and utilization; per host, "
+        "the live and the previous release.",
     )
     add_inventory_argument(parser)
     add_report_arguments(parser)
@@ -141,6 +142,33 @@ def gpu_table(result: Mapping[str, Any]) -> Table | None:
     return t
 
 
+def release_cell(release: Mapping[str, Any] | None) -> str:
+    """A release as one cell: its id, venv, models and when it was made."""
+    if not release:
+        return "none"
+    models = ", ".join(f"{svc}@{snap[:10]}" for svc, snap in (release.get("models") or {}).items())
+    made = release.get("created") or ""
+    return f"{release['id']} (venv {release.get('venv') or '?'}; {models or 'no models'}; {made})"
+
+
+def release_table(result: Mapping[str, Any]) -> Table | None:
+    """Per host: the live and the previous release (roles/release), and whether a rollback put the live one there."""
+    rows = [(host, rep.get("releases")) for host, rep in result["hosts"].items() if rep]
+    if not rows:
+        return None
+    t = Table(title="releases", title_justify="left")
+    for col in ("host", "live", "previous", "note"):
+        t.add_column(col)
+    for host, rel in rows:
+        if not rel:
+            t.add_row(host, "none recorded", "", "installed before releases were kept, or never installed")
+            continue
+        back = rel.get("rolled_back")
+        note = f"rolled back from {back['from']}" if back else ""
+        t.add_row(host, release_cell(rel.get("live")), release_cell(rel.get("previous")), note)
+    return t
+
+
 def journals_text(result: Mapping[str, Any]) -> RenderableType | None:
     """Under the table: each service that is not ok, its state and the last lines of its journal."""
     parts: list[RenderableType] = []
@@ -163,7 +191,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _with_journals(t: Table, result: Mapping[str, Any]) -> RenderableType:
     parts: list[RenderableType] = [t]
-    for extra in (cluster_table(result), gpu_table(result)):
+    for extra in (cluster_table(result), gpu_table(result), release_table(result)):
         if extra is not None:
             parts.append(extra)
     journal = journals_text(result)
