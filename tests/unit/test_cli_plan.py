@@ -69,7 +69,7 @@ def test_seed_allocations(capsys: pytest.CaptureFixture[str]) -> None:
     assert len(nvl) == 2 and all(h["services"][0]["nodes"] == 2 for h in nvl.values())
     (cpu,) = gpus("local-cpu").values()
     assert cpu["engine"] == "vllm-cpu" and cpu["gpus"] == []
-    assert {s["name"]: s["port"] for s in cpu["services"]} == {"embed": 8001, "chat": 8003}
+    assert {s["name"]: s["port"] for s in cpu["services"]} == {"embed": 8001, "chat": 8003, "gateway": 8080}
 
 
 def test_table_shows_gib_fraction_and_headroom(capsys: pytest.CaptureFixture[str]) -> None:
