@@ -56,6 +56,7 @@ def test_seed_allocations(capsys: pytest.CaptureFixture[str]) -> None:
         "embedding": [1],
         "llm": [2, 3],
         "ocr": [4],
+        "gateway": [],  # every shipped inventory: the gateway on 8080, on the CPU
     }
     assert [g["index"] for g in hgx["gpus"] if not g["services"]] == [5, 6, 7]
     (h100,) = gpus("h100-8x80g").values()
@@ -64,6 +65,7 @@ def test_seed_allocations(capsys: pytest.CaptureFixture[str]) -> None:
         "ocr": ([4, 5], 2),
         "embedding": ([6], 1),
         "whisper": ([7], 1),
+        "gateway": ([], 1),
     }
     nvl = gpus("h100nvl-2node")
     assert len(nvl) == 2 and all(h["services"][0]["nodes"] == 2 for h in nvl.values())
