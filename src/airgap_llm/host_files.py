@@ -8,8 +8,10 @@ render`` writes the same content under ``DIR/<host>/<path>``, so the two agree b
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
+from airgap_llm import gateway
 from airgap_llm.bundle.layout import KEYRING_NAME
 from airgap_llm.gpu_devices import DEVICES_HELPER, DEVICES_UNIT, PERSISTENCED_UNIT, GpuDevices
 from airgap_llm.gpumap import HostPlan, ServicePlan
@@ -22,6 +24,7 @@ from airgap_llm.units import (
     UnitSettings,
     UnitSpec,
     command_line,
+    gateway_config_path,
     gpu_minors,
     ray_unit_spec,
     start_order,
@@ -88,6 +91,8 @@ def service_env(svc: ServicePlan, managed: str) -> str:
         ]
         if cluster.backend == "ray":
             lines.append(f"RAY_ADDRESS={cluster.head_address}:{RAY_PORT}")
+    if svc.kind == "gateway":
+        lines += gateway.environment_text(svc)
     lines += [f"{name}={value}" for name, value in sorted(svc.env.items())]
     return _header(managed) + "\n".join(lines) + "\n"
 
@@ -183,9 +188,10 @@ def devices_unit_text(plan: HostPlan, devices: GpuDevices | None, managed: str) 
 
 
 def unit_names(plan: HostPlan) -> list[str]:
-    """Every unit of the host's services in start order: a Ray head before the serving unit it drives."""
+    """Every unit of the host's services in start order: a Ray head before the serving unit it drives, a
+    gateway after the engines it routes."""
     names: list[str] = []
-    for svc in plan.services:
+    for svc in sorted(plan.services, key=lambda s: s.kind == "gateway"):
         if svc.cluster is not None and svc.cluster.backend == "ray" and svc.cluster.is_head:
             names.append(RAY_HEAD_UNIT)
         names.append(svc.unit)
@@ -206,11 +212,12 @@ def target_text(plan: HostPlan, managed: str) -> str:
 
 
 def service_files(plan: HostPlan, settings: UnitSettings, managed: str, address: str,
-                  devices: GpuDevices | None = None) -> list[HostFile]:
+                  devices: GpuDevices | None = None, addresses: Mapping[str, str] | None = None) -> list[HostFile]:
     """Every file of the services on ``plan.host`` but the API key, in a stable order.
 
     ``devices``: the host's GPU minors and NVSwitch decision (``gpu_devices``); None: minors are the
-    CUDA index and there is no fabric manager.
+    CUDA index and there is no fabric manager. ``addresses``: every host's service address, for a gateway
+    that routes services of other hosts (this host's is ``address``).
     """
     paths = plan.paths
     group = settings.group
@@ -230,6 +237,10 @@ def service_files(plan: HostPlan, settings: UnitSettings, managed: str, address:
         spec = unit_spec(plan, svc, settings, address, after[svc.name], devices)
         files.append(HostFile(f"{paths.unit_dir}/{svc.unit}", unit_text(spec, plan, settings, managed), "root",
                               "root", "0644", service=svc.name))
+        if svc.kind == "gateway":
+            where = {**(addresses or {}), plan.host: address}
+            files.append(HostFile(gateway_config_path(plan, svc), gateway.config_text(svc, where, managed), "root",
+                                  group, "0640", service=svc.name))
     if any(s.gpus for s in plan.services):
         files.append(HostFile(f"{paths.unit_dir}/{DEVICES_UNIT}", devices_unit_text(plan, devices, managed), "root",
                               "root", "0644"))
@@ -299,6 +310,8 @@ def restart_inputs(plan: HostPlan) -> dict[str, list[str]]:
             files.append(f"{paths.libexec_dir}/python/{HEADLESS_MODULE}.py")
         if svc.uses_engine:
             files += [f"{paths.libexec_dir}/python/airgap_llm_guard.py", paths.venv, f"{paths.models_dir}/{svc.name}"]
+        elif svc.uses_app:  # its venv and its configuration (the routed services, their addresses)
+            files += [paths.app_venv(svc.kind), gateway_config_path(plan, svc)]
         elif not svc.command[0].startswith("/"):
             files.append(paths.venv)
         inputs[svc.unit] = files

@@ -41,6 +41,14 @@ class HostPaths:
         return f"{self.root}/venvs"
 
     @property
+    def apps_dir(self) -> str:
+        """``<root>/apps/<kind>/``: each app kind's venvs and live link (airgap_llm.apps)."""
+        return f"{self.root}/apps"
+
+    def app_venv(self, kind: str) -> str:
+        return f"{self.apps_dir}/{kind}/venv"
+
+    @property
     def libexec_dir(self) -> str:
         return f"{self.root}/libexec"
 
@@ -84,8 +92,8 @@ class HostPaths:
         data.update(apt_keyring_dir=APT_KEYRING_DIR, apt_source_list=APT_SOURCE_LIST,
                     nouveau_blacklist=NOUVEAU_BLACKLIST, prometheus_config_dir=PROMETHEUS_CONFIG_DIR,
                     prometheus_data_dir=PROMETHEUS_DATA_DIR, node_exporter_textfile_dir=NODE_EXPORTER_TEXTFILE_DIR)
-        for name in ("venv", "venvs_dir", "libexec_dir", "hf_home", "hub_dir", "models_dir", "model_record",
-                     "releases_dir", "release_state", "os_repo_dir", "wheelhouse_dir"):
+        for name in ("venv", "venvs_dir", "apps_dir", "libexec_dir", "hf_home", "hub_dir", "models_dir",
+                     "model_record", "releases_dir", "release_state", "os_repo_dir", "wheelhouse_dir"):
             data[name] = getattr(self, name)
         return data
 

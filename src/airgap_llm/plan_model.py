@@ -11,11 +11,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from airgap_llm.apps import APPS, APPS_DIR, REQUIREMENTS_NAME, app_wheel_dir
 from airgap_llm.bundle.layout import model_folder, wheel_dir
 from airgap_llm.host_layout import PATH_KEYS, HostPaths
 from airgap_llm.targets import TARGETS, TargetOS, host_os_packages, manylinux_platforms
 
-ENGINE_KINDS = ("chat", "embedding", "transcription", "ocr")
+ENGINE_KINDS = ("chat", "embedding", "transcription", "ocr", "rerank")
+# Kinds served from an app venv of their own (airgap_llm.apps), not from the engine's.
+APP_KINDS = ("gateway",)
 DEFAULT_CEILING = 0.95
 DEFAULT_VLLM_VERSION = "0.32.0"
 DEFAULT_MIN_CONCURRENT_SEQS = 4
@@ -151,6 +154,28 @@ class ClusterPlan:
         )
 
 
+@dataclass(frozen=True)
+class Route:
+    """One engine service a gateway routes: clients ask for ``name``; the gateway sends the request to
+    ``service`` on ``host`` (its address is the host's, known at install or from the inventory)."""
+
+    name: str  # the model name at the gateway (route_as, else the service name)
+    service: str
+    host: str
+    port: int
+    kind: str
+    model: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "service": self.service, "host": self.host, "port": self.port,
+                "kind": self.kind, "model": self.model}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Route:
+        return cls(str(data["name"]), str(data["service"]), str(data["host"]), int(data["port"]), str(data["kind"]),
+                   str(data["model"]))
+
+
 @dataclass
 class ServicePlan:
     """One service as its unit needs it."""
@@ -174,10 +199,22 @@ class ServicePlan:
     ignore_patterns: tuple[str, ...] = ()
     distributed_backend: str = "ray"  # for nodes > 1: ray | mp
     cluster: ClusterPlan | None = None  # nodes > 1: this host's part, set by the cross-host rules
+    route_as: str | None = None  # engine services: the model name at the gateway (default: the service name)
+    routes: tuple[Route, ...] = ()  # a gateway: every engine service it routes, set by the cross-host rules
 
     @property
     def uses_engine(self) -> bool:
         return self.kind in ENGINE_KINDS
+
+    @property
+    def uses_app(self) -> bool:
+        """Served from an app venv of its own (the gateway), not from the engine's venv."""
+        return self.kind in APP_KINDS
+
+    @property
+    def route_name(self) -> str:
+        """The model name clients ask the gateway for: ``route_as``, else the service name."""
+        return self.route_as or self.name
 
     @property
     def serves_api(self) -> bool:
@@ -227,6 +264,10 @@ class ServicePlan:
             "cluster": self.cluster.as_dict() if self.cluster else None,
             "serves_api": self.serves_api,
             "role": self.role,
+            "uses_app": self.uses_app,
+            "route_as": self.route_as,
+            "route_name": self.route_name,
+            "routes": [r.as_dict() for r in self.routes],
         }
 
     @classmethod
@@ -252,6 +293,8 @@ class ServicePlan:
             ignore_patterns=tuple(str(p) for p in data.get("ignore_patterns", [])),
             distributed_backend=str(data.get("distributed_backend", "ray")),
             cluster=ClusterPlan.from_dict(data["cluster"]) if data.get("cluster") else None,
+            route_as=data.get("route_as"),
+            routes=tuple(Route.from_dict(r) for r in data.get("routes") or []),
         )
 
 
@@ -331,6 +374,27 @@ class HostPlan:
                                 any(s.gpus for s in self.services), cpu_compiles)
 
     @property
+    def apps(self) -> list[dict[str, Any]]:
+        """The app venvs the host needs, one per app kind among its services (airgap_llm.apps): the bundle's
+        wheel set, the venv's live link and what it must import."""
+        if self.target is None or not self.python:
+            return []
+        out = []
+        for kind in dict.fromkeys(s.kind for s in self.services if s.uses_app):
+            app = APPS[kind]
+            out.append({
+                "kind": kind,
+                "wheel_dir": app_wheel_dir(kind, self.python_tag, manylinux_platforms(self.target.glibc)[0]),
+                "requirements": REQUIREMENTS_NAME,
+                "venv": self.paths.app_venv(kind),
+                "root": f"{self.paths.apps_dir}/{kind}",
+                "wheelhouse": f"{self.paths.wheelhouse_dir}/{APPS_DIR}/{kind}",
+                "import_check": list(app.import_check),
+                "environment": {name: value for name, value, _ in app.environment},
+            })
+        return out
+
+    @property
     def wheel_dir(self) -> str | None:
         """The bundle's wheel set for this host (``wheels/<python tag>-<newest manylinux tag>``)."""
         if self.target is None or not self.python:
@@ -367,6 +431,7 @@ class HostPlan:
             "python": self.python,
             "python_tag": self.python_tag,
             "wheel_dir": self.wheel_dir,
+            "apps": self.apps,
             "os_packages": list(self.os_packages),
             "ceiling": self.ceiling,
             "gpus": [u.as_dict() for u in self.gpu_usage()],

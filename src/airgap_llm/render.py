@@ -48,7 +48,8 @@ def managed_string() -> str:
     return str(C.config.get_config_value("DEFAULT_MANAGED_STR"))
 
 
-def render_host(plan: HostPlan, hostvars: Mapping[str, Any], defaults: Mapping[str, Any], managed: str) -> RenderedHost:
+def render_host(plan: HostPlan, hostvars: Mapping[str, Any], defaults: Mapping[str, Any], managed: str,
+                addresses: Mapping[str, str] | None = None) -> RenderedHost:
     settings_vars = dict(defaults)
     settings_vars.update({k: v for k, v in hostvars.items() if k.startswith(ROLE_PREFIX)})
     settings = UnitSettings.from_vars(settings_vars)
@@ -64,7 +65,7 @@ def render_host(plan: HostPlan, hostvars: Mapping[str, Any], defaults: Mapping[s
         hostvars.get("airgap_llm_gpu") if isinstance(hostvars.get("airgap_llm_gpu"), Mapping) else None,
         hostvars.get("airgap_llm_nvidia_driver_fabricmanager", "auto"),
     )
-    files = os_files(plan, managed) + service_files(plan, settings, managed, address, devices)
+    files = os_files(plan, managed) + service_files(plan, settings, managed, address, devices, addresses)
     key_file = str(settings_vars.get(f"{ROLE_PREFIX}api_key_file", ""))
     if key_file:
         files.append(api_key_file(plan, SECRET_PLACEHOLDER))

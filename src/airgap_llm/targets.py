@@ -26,6 +26,9 @@ class TargetOS:
     # headers of the venv's Python come with it, see host_os_packages).
     compiler_packages: tuple[str, ...] = ()
     kernel_headers: str = "linux-headers-{release}"  # DKMS builds against the running kernel's headers
+    # The release's python3 to the patch level (what pip evaluates python_full_version markers against
+    # when it resolves an app's wheel set for these hosts); the release's updates may move it.
+    python_full: str = ""
 
     @property
     def python_tag(self) -> str:
@@ -49,6 +52,7 @@ TARGETS: dict[str, TargetOS] = {
             (2, 36),
             _DEBIAN_RUNTIME,
             compiler_packages=("gcc", "libc6-dev"),
+            python_full="3.11.2",
         ),
         TargetOS(
             "ubuntu-22.04",
@@ -60,6 +64,7 @@ TARGETS: dict[str, TargetOS] = {
             (2, 35),
             _DEBIAN_RUNTIME,
             compiler_packages=("gcc", "libc6-dev"),
+            python_full="3.10.12",
         ),
         TargetOS(
             "ubuntu-24.04",
@@ -71,6 +76,7 @@ TARGETS: dict[str, TargetOS] = {
             (2, 39),
             _DEBIAN_RUNTIME,
             compiler_packages=("gcc", "libc6-dev"),
+            python_full="3.12.3",
         ),
         TargetOS(
             "rhel-9",
@@ -83,6 +89,7 @@ TARGETS: dict[str, TargetOS] = {
             _RHEL_RUNTIME,
             compiler_packages=("gcc",),
             kernel_headers="kernel-devel-{release}",
+            python_full="3.11.9",
         ),
     )
 }

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from airgap_llm.apps import APPS
 from airgap_llm.gpu_devices import (
     DEVICES_UNIT,
     FABRICMANAGER_UNIT,
@@ -170,7 +171,7 @@ def engine_args(svc: ServicePlan) -> list[str]:
     if svc.max_model_len is not None:
         args += ["--max-model-len", str(svc.max_model_len)]
     args += ["--disable-access-log-for-endpoints", QUIET_ENDPOINTS]
-    if svc.kind == "embedding":
+    if svc.kind in ("embedding", "rerank"):  # a rerank model (a cross-encoder) serves /rerank and /score pooled
         args += ["--runner", "pooling"]
     elif svc.kind == "ocr":
         args += ["--trust-remote-code"]
@@ -182,9 +183,13 @@ def start_order(services: Sequence[ServicePlan]) -> dict[str, list[str]]:
     """For each service, the units it starts after: services sharing a GPU start one after another.
 
     vLLM instances initialising at once on one GPU collide when profiling memory. CPU engine services
-    of a host share its cores and memory the same way, so they are chained too. Inventory order.
+    of a host share its cores and memory the same way, so they are chained too. Inventory order. A
+    gateway starts after every engine service of its host that it routes.
     """
     after: dict[str, list[str]] = {s.name: [] for s in services}
+    for svc in services:
+        if svc.kind == "gateway":
+            after[svc.name] = [e.unit for e in services if e.uses_engine and e.serves_api]
     for i, svc in enumerate(services):
         if not svc.uses_engine:
             continue
@@ -194,6 +199,11 @@ def start_order(services: Sequence[ServicePlan]) -> dict[str, list[str]]:
             if set(svc.gpus) & set(earlier.gpus) or (not svc.gpus and not earlier.gpus):
                 after[svc.name].append(earlier.unit)
     return after
+
+
+def gateway_config_path(plan: HostPlan, svc: ServicePlan) -> str:
+    """The gateway's LiteLLM configuration on the host (no secret in it: 0640, root:the service group)."""
+    return f"{plan.paths.config_dir}/{svc.name}.yaml"
 
 
 def probe_url(address: str, svc: ServicePlan) -> str:
@@ -269,6 +279,14 @@ def unit_spec(plan: HostPlan, svc: ServicePlan, settings: UnitSettings, address:
                 f"{paths.venv}/bin/python", "-m", HEADLESS_MODULE, f"{paths.models_dir}/{svc.name}",
                 *engine_args(svc),
             ]
+    elif svc.uses_app:  # the gateway: LiteLLM's proxy from its own venv, configured by a file of the plan
+        app = APPS[svc.kind]
+        spec.exec_start = [f"{paths.app_venv(svc.kind)}/bin/{app.program}", "--config", gateway_config_path(plan, svc),
+                           "--host", address, "--port", str(svc.port), *svc.extra_args]
+        spec.comments["ExecStart"] = (
+            f"LiteLLM's proxy (its own venv, {paths.app_venv(svc.kind)}) in front of the engine services: "
+            "the master key and the engines' key come from api-key.env (VLLM_API_KEY), never from this line."
+        )
     else:
         program = svc.command[0] if svc.command[0].startswith("/") else f"{paths.venv}/bin/{svc.command[0]}"
         spec.exec_start = [program, *svc.command[1:]]

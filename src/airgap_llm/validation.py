@@ -11,7 +11,12 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-CHECKS = ("auth", "models", "chat", "embedding", "transcription", "ocr", "app")
+CHECKS = ("auth", "models", "chat", "embedding", "transcription", "ocr", "rerank", "app",
+          "gateway_auth", "gateway_models", "gateway_chat", "gateway_embedding", "gateway_transcription",
+          "gateway_rerank")
+# Through a gateway: the check a request to a route of this kind makes, and its verdict's name.
+GATEWAY_CHECKS = {"gateway_chat": "chat", "gateway_embedding": "embedding",
+                  "gateway_transcription": "transcription", "gateway_rerank": "rerank"}
 
 
 def _verdict(service: str, kind: str, check: str, ok: bool, detail: str, item: Mapping[str, Any]) -> dict[str, Any]:
@@ -64,6 +69,8 @@ def judge(check: str, item: Mapping[str, Any], expected_dims: Mapping[str, int],
     """One verdict for one registered uri result of a check."""
     svc = item["item"]
     name, kind = svc["name"], svc["kind"]
+    if check.startswith("gateway_"):
+        return _judge_gateway(check, item, api_key)
     if check == "auth":
         if not api_key:
             return _verdict(name, kind, check, True, "no API key configured: endpoints are open", item)
@@ -94,9 +101,44 @@ def judge(check: str, item: Mapping[str, Any], expected_dims: Mapping[str, int],
         if not isinstance(said, str):
             return _verdict(name, kind, check, False, "no text in the answer", item)
         return _verdict(name, kind, check, True, repr(said[:120]), item)
+    if check == "rerank":
+        return _judge_rerank(name, kind, check, data, item)
     if check == "app":
         return _verdict(name, kind, check, True, "health URL answered 200", item)
     raise ValueError(f"unknown check {check!r}")
+
+
+def _judge_rerank(name: str, kind: str, check: str, data: Any, item: Mapping[str, Any]) -> dict[str, Any]:
+    try:
+        scores = [(r["index"], r["relevance_score"]) for r in data["results"]]
+    except (KeyError, TypeError):
+        return _verdict(name, kind, check, False, "no results in the answer", item)
+    ok = bool(scores) and all(isinstance(v, (int, float)) for _, v in scores)
+    return _verdict(name, kind, check, ok, f"{len(scores)} documents scored, best index {scores[0][0]}" if ok
+                    else f"bad scores {scores!r}", item)
+
+
+def _judge_gateway(check: str, item: Mapping[str, Any], api_key: bool) -> dict[str, Any]:
+    """A check through a gateway: its name is the gateway's, its detail names the route (model name) asked."""
+    svc = item["item"]
+    name, route = svc["name"], svc.get("route")
+    label = check.replace("_", " ")
+    if check == "gateway_auth":
+        if not api_key:
+            return _verdict(name, "gateway", label, True, "no API key configured: the gateway is open", item)
+        problem = _status_problem(item, 401)
+        return _verdict(name, "gateway", label, problem is None, problem or "401 without the API key", item)
+    problem = _status_problem(item)
+    if problem:
+        return _verdict(name, "gateway", label, False, f"{route}: {problem}" if route else problem, item)
+    data: Any = item.get("json")
+    if check == "gateway_models":
+        ids = sorted({str(m.get("id")) for m in (data or {}).get("data", []) if isinstance(m, Mapping)})
+        missing = sorted(set(svc.get("routes") or []) - set(ids))
+        detail = f"lists every engine service's model name: {ids}" if not missing else f"{missing} not in {ids}"
+        return _verdict(name, "gateway", label, not missing, detail, item)
+    inner = judge(GATEWAY_CHECKS[check], {**item, "item": {"name": route, "kind": GATEWAY_CHECKS[check]}}, {}, api_key)
+    return _verdict(name, "gateway", label, inner["ok"], f"{route}: {inner['detail']}", item)
 
 
 def results(

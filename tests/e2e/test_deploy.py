@@ -102,9 +102,10 @@ def test_status_reports_active_and_healthy(
     assert {s["name"]: (s["active"], s["healthy"]) for s in rep["services"]} == {
         "embed": ("active", True),
         "chat": ("active", True),
+        "gateway": ("active", True),
     }
     # The load of each engine: from Prometheus once it has scraped the engine, else from its /metrics.
-    loads = {s["name"]: s["load"] for s in rep["services"]}
+    loads = {s["name"]: s["load"] for s in rep["services"] if s["name"] != "gateway"}
     assert all(load and load["source"] in ("Prometheus, the last minute", "/metrics, two readings 5 s apart")
                for load in loads.values()), loads
     assert loads["chat"]["requests_running"] == 0 and loads["chat"]["kv_cache_usage"] is not None, loads
@@ -200,9 +201,45 @@ def test_render_matches_what_install_wrote(
         on_host = base64.b64decode(ssh(target_set, target, f"base64 -w0 {path}"))
         assert on_host == rendered, f"{path} differs between render and the host"
         compared.append(path)
-    # the apt source of the local repository, common.env, 2 service envs, 2 units, the target; node exporter's
-    # drop-in, Prometheus's configuration, alert rules and drop-in
-    assert len(compared) == 11, compared
+    # the apt source of the local repository, common.env, 3 service envs, 3 units, the gateway's configuration, the
+    # target; node exporter's drop-in, Prometheus's configuration, alert rules and drop-in
+    assert len(compared) == 14, compared
+
+
+def test_the_openai_client_gets_a_chat_completion_and_an_embedding_through_the_gateway(
+    installed: dict[str, Any], inventory: Path, target_set: Any, target: Any
+) -> None:
+    """The official openai client, pointed at the gateway (LiteLLM, port 8080) with the install's key: the model
+    list names every engine service, a chat completion and an embedding come back; no key is refused (401), so
+    is a wrong one; the key is in no line of the gateway's unit, command line or journal."""
+    import openai
+
+    key = (inventory / "credentials" / "airgap_llm_api_key").read_text().strip()
+    base = f"http://{target.ip}:8080/v1"
+    client = openai.OpenAI(base_url=base, api_key=key, max_retries=0, timeout=120)
+    assert sorted(m.id for m in client.models.list()) == ["chat", "embed"]
+    started = time.monotonic()
+    answer = client.chat.completions.create(
+        model="chat", messages=[{"role": "user", "content": "What is the capital of France?"}], max_tokens=16,
+        temperature=0)
+    chat_s = time.monotonic() - started
+    assert answer.choices[0].message.content and answer.choices[0].message.content.strip()
+    vector = client.embeddings.create(model="embed", input="hello world").data[0].embedding
+    assert len(vector) == 384
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(f"{base}/models", timeout=30)
+    assert err.value.code == 401
+    with pytest.raises(openai.APIStatusError) as wrong:
+        openai.OpenAI(base_url=base, api_key="not-the-key", max_retries=0).models.list()
+    assert wrong.value.status_code in (400, 401)  # LiteLLM without a database: "No connected db." (400)
+    seen = ssh(target_set, target, "systemctl cat airgap-llm-gateway; ps -eo args; "
+               "journalctl -u airgap-llm-gateway -o cat --no-pager")
+    assert key not in seen
+    props = unit_props(target_set, target, "airgap-llm-gateway", "ExecMainStartTimestampMonotonic",
+                       "ActiveEnterTimestampMonotonic")
+    ready = (int(props["ActiveEnterTimestampMonotonic"]) - int(props["ExecMainStartTimestampMonotonic"])) / 1e6
+    print(f"gateway: healthy {ready:.1f} s after exec; chat through it {chat_s:.2f} s: "
+          f"{answer.choices[0].message.content!r}; embedding {len(vector)}-dim")
 
 
 UNITS = ("airgap-llm-embed", "airgap-llm-chat")

@@ -114,6 +114,11 @@ def test_validate_transcribes_and_reads_the_image(
     transcription, ocr = by[("whisper", "transcription")], by[("ocr", "ocr")]
     assert transcription["ok"] and transcription["status"] == 200, transcription
     assert ocr["ok"] and ocr["status"] == 200 and ocr["detail"] != "empty answer", ocr
+    # Through the gateway (LiteLLM): the same WAV, by the route's name; both model names listed; 401 without the key.
+    via = by[("gateway", "gateway transcription")]
+    assert via["ok"] and via["status"] == 200 and via["detail"].startswith("whisper: "), via
+    assert by[("gateway", "gateway models")]["ok"] and by[("gateway", "gateway auth")]["ok"]
+    MEASURED["transcription through the gateway"] = f"{via['seconds']:.2f} s: {via['detail'][:60]}"
     for service in UNITS:
         assert by[(service, "auth")]["detail"] == "401 without the API key"
         assert by[(service, "models")]["ok"], by[(service, "models")]
@@ -130,6 +135,7 @@ def test_status_reports_active_and_healthy(
     assert {s["name"]: (s["active"], s["healthy"]) for s in rep["services"]} == {
         "whisper": ("active", True),
         "ocr": ("active", True),
+        "gateway": ("active", True),
     }
 
 

@@ -36,7 +36,7 @@ DEMO_MANIFEST = Path.home() / ".cache" / "airgap-llm" / "demo" / "bundle" / "man
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 SMOLLM = "HuggingFaceTB/SmolLM2-135M-Instruct"
-KINDS = "chat, embedding, transcription, ocr, app"
+KINDS = "chat, embedding, transcription, ocr, rerank, app, gateway"
 
 # A valid GPU host: two 80 GiB cards, the embedding service on GPU 0, the chat model on both (TP=2).
 GPU_HOST: dict[str, Any] = {
@@ -273,6 +273,16 @@ def _cpu_two_hosts(backend: str) -> dict[str, dict[str, Any]]:
                 "airgap_llm_cluster_address": f"10.0.0.{i}"} for i, h in ((4, "box-1"), (5, "box-2"))}
 
 
+def _with_gateway(**changes: Any) -> dict[str, Any]:
+    """CPU_HOST with a gateway (port 8080 by default), then ``changes`` as for gpu_host."""
+    hv = copy.deepcopy(CPU_HOST)
+    hv["airgap_llm_services"]["gateway"] = {"kind": "gateway", "gpus": []}
+    for name, value in changes.items():
+        for key, v in value.items():
+            hv["airgap_llm_services"][name][key] = v
+    return hv
+
+
 MAP_CASES = [
     MapCase("gpu-index-out-of-range", gpu_host(chat={"gpus": [0, 2]}),
             ["host box-1, service chat, GPU 2: GPU index 2 is out of range: the host has 2 GPU(s), indexes 0..1 "
@@ -351,8 +361,8 @@ MAP_CASES = [
              "[model]"]),
     MapCase("revision-empty", gpu_host(chat={"revision": ""}),
             ["host box-1, service chat: revision must be a commit sha, tag or branch name, got '' [revision]"]),
-    MapCase("unknown-kind", gpu_host(chat={"kind": "rerank"}),
-            [f"host box-1, service chat: unknown kind 'rerank': kind must be one of {KINDS} [kind]"]),
+    MapCase("unknown-kind", gpu_host(chat={"kind": "classifier"}),
+            [f"host box-1, service chat: unknown kind 'classifier': kind must be one of {KINDS} [kind]"]),
     MapCase("kind-typo", gpu_host(embed={"kind": "embeding"}),
             ["host box-1, service embed: unknown kind 'embeding' (did you mean 'embedding'?): kind must be one of "
              f"{KINDS} [kind]"]),
@@ -472,6 +482,26 @@ MAP_CASES = [
     MapCase("multi-node-ray-on-vllm-cpu", CPU_HOST, hosts=("box-1", "box-2"), host_vars=_cpu_two_hosts("ray"),
             words=["host box-1, service llm: vLLM's CPU platform refuses the Ray backend (\"current platform cpu does "
                    "not support ray\"): set distributed_backend: mp [distributed-backend]"]),
+    MapCase("route-as-shared-by-different-models", _with_gateway(embed={"route_as": "chat"}),
+            ["host box-1, service embed: is one model named 'chat' at the gateway with other services, which must "
+             "then serve the same kind, model and revision (replicas), but they differ: box-1/embed embedding "
+             f"{MINILM}@main, box-1/chat chat {SMOLLM}@main; give it another route_as [route-as]"]),
+    MapCase("route-as-on-a-gateway", _with_gateway(gateway={"route_as": "api"}),
+            ["host box-1, service gateway: route_as is for engine services (a model the gateway routes), not "
+             "gateway [route-as]"]),
+    MapCase("gateway-port-clash", _with_gateway(gateway={"port": 8003}),
+            ["host box-1, service gateway: port 8003 is also used by chat [port-unique]",
+             "host box-1, service chat: port 8003 is also used by gateway [port-unique]"]),
+    MapCase("gateway-default-port-clash", _with_gateway(chat={"port": 8080}),
+            ["host box-1, service chat: port 8080 is also used by gateway [port-unique]"]),
+    MapCase("gateway-on-a-gpu", _with_gateway(gateway={"gpus": [1]}),
+            ["host box-1, service gateway: a gateway runs on the CPU: gpus must be [] [app-gpus]"]),
+    MapCase("gateway-with-a-model", _with_gateway(gateway={"model": SMOLLM}),
+            ["host box-1, service gateway: a gateway takes no model: it routes every engine service of the inventory "
+             "[model]"]),
+    MapCase("gateway-with-nothing-to-route", {**CPU_HOST, "airgap_llm_services": {"gateway": {"kind": "gateway"}}},
+            ["host box-1, service gateway: routes the engine services of the inventory, but the inventory has none "
+             "[gateway]"]),
     MapCase("monitoring-on-every-address", gpu_host(airgap_llm_monitoring_listen_address="0.0.0.0"),
             ["host box-1: airgap_llm_monitoring_listen_address is '0.0.0.0': Prometheus never listens on every "
              "address; give the host's service address or 127.0.0.1 [monitoring]"]),

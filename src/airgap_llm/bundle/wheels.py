@@ -55,7 +55,7 @@ def pip_command(spec: WheelSetSpec, dest: Path, pip_args: Sequence[str]) -> list
         str(dest),
         "--only-binary=:all:",
         "--python-version",
-        spec.python,
+        str(getattr(spec, "python_full", "") or spec.python),
         "--implementation",
         "cp",
         "--abi",
@@ -101,7 +101,7 @@ def header_lines(spec: WheelSetSpec, pip_args: Sequence[str]) -> list[str]:
     lines = [
         HEADER,
         f"# requirements: {' '.join(spec.requirements)}",
-        f"# python: {spec.python} platforms: {' '.join(spec.platforms)}",
+        f"# python: {getattr(spec, 'python_full', '') or spec.python} platforms: {' '.join(spec.platforms)}",
         f"# pip args: {' '.join(pip_args)}",
     ]
     if spec.excluded:

@@ -70,7 +70,31 @@ def sample_requests(inventory: Path) -> list[str]:
                 vector = data["data"][0]["embedding"]
                 head = ", ".join(f"{x:.4f}" for x in vector[:4])
                 lines.append(f"{svc.name} ({base}/embeddings): {len(vector)}-dim vector [{head}, ...]")
+            elif svc.kind == "gateway":
+                chat = next((r.name for r in svc.routes if r.kind == "chat"), None)
+                if chat is not None:
+                    body = {"model": chat, "messages": [{"role": "user", "content": "Name one planet."}],
+                            "max_tokens": 16, "temperature": 0}
+                    data = _post(f"{base}/chat/completions", body, key)
+                    answer = data["choices"][0]["message"]["content"]
+                    lines.append(f"{svc.name} ({base}, model {chat!r}): {answer!r}")
     return lines
+
+
+def gateway_lines(inventory: Path) -> list[str]:
+    """Where each gateway answers, the model names it serves and where its key is (the install's API key)."""
+    from airgap_llm.gpumap import plan_inventory
+    from airgap_llm.inventory import load_inventory
+
+    inv = load_inventory(inventory)
+    out = []
+    for plan in plan_inventory(inv):
+        for svc in plan.services:
+            if svc.kind == "gateway":
+                names = ", ".join(dict.fromkeys(r.name for r in svc.routes))
+                out.append(f"Gateway on {plan.host}: http://{inv.hosts[plan.host]['ansible_host']}:{svc.port}/v1 "
+                           f"(models {names}; key: the API key, in {inventory / 'credentials' / 'airgap_llm_api_key'})")
+    return out
 
 
 def _post(url: str, body: dict[str, Any], key: str) -> Any:
@@ -124,6 +148,8 @@ def run(args: argparse.Namespace) -> int:
         console.print("  " + line, highlight=False)
     for endpoint in prometheus_where(str(inventory)):
         console.print("  " + endpoint_line(endpoint), highlight=False)
+    for line in gateway_lines(inventory):
+        console.print("  " + line, highlight=False)
     console.print(
         f"\n  finished in {time.monotonic() - started:.0f} s. The API key is in "
         f"{inventory / 'credentials' / 'airgap_llm_api_key'}.\n"

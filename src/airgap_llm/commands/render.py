@@ -54,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"-o {out}: exists and is not a directory")
     defaults = role_defaults(project_root())
     managed = managed_string()
-    rendered = [render_host(p, inventory.hosts[p.host], defaults, managed) for p in chosen]
+    addresses = {p.host: p.address or f"<address of {p.host}>" for p in plans}  # a gateway routes every host's
+    rendered = [render_host(p, inventory.hosts[p.host], defaults, managed, addresses) for p in chosen]
     monitoring_defaults = role_defaults(project_root(), "monitoring")
     servers = monitoring_servers(plans, inventory.groups)
     for r, p in zip(rendered, chosen, strict=True):

@@ -87,7 +87,7 @@ def service_estimate(
         tensor_parallel or svc.tensor_parallel_size,
         svc.nodes,
         svc.max_model_len,
-        svc.kind == "embedding",
+        svc.kind in ("embedding", "rerank"),
         large_gpu,
     )
     return estimate(files.weights, shape, settings)
