@@ -55,6 +55,23 @@ class Deployment:
 # ---------------------------------------------------------------- talking to the CLI and the target
 
 
+def demo_bundle(deployment: Deployment, hf_home: Path) -> Path:
+    """The demo's bundle (``deployment.cache`` is "demo"), built from the demo's own inventory when it is
+    missing, so that it stays the demo's; the modules that share it install other inventories from it."""
+    out = deployment.bundle_dir
+    if not (out / "manifest.json").is_file():
+        rc = main(["bundle", "build", "-i", str(REPO / "inventories" / "local-cpu"), "-o", str(out),
+                   "--models-from", str(hf_home)])
+        assert rc == 0
+    return out
+
+
+def ansible_env() -> dict[str, str]:
+    """The environment plain ``ansible-playbook`` runs in, as a user runs it from the repository."""
+    return {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
 def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, Any]:
     """Run the CLI in-process; its stdout parsed as JSON when it is JSON."""
     rc = main(list(args))

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import tiny_models
 import yaml
-from deployments import REPO, Deployment, cli, ssh, unit_props
+from deployments import REPO, Deployment, ansible_env, cli, ssh, unit_props
 
 from airgap_llm.cli import main
 
@@ -249,12 +249,11 @@ VENV_LINK = "/opt/airgap-llm/venv"
 
 def playbook_killed_at(inventory: Path, bundle: Path, play: str) -> str:
     """Run plain ansible-playbook site.yml and kill it (and every process it started) when ``play`` begins."""
-    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     proc = subprocess.Popen(
         [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory), "playbooks/site.yml",
          "-e", f"airgap_llm_bundle_dir={bundle}"],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        cwd=REPO, env=ansible_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
     )
     seen = []
     assert proc.stdout is not None

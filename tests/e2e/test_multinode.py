@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import json
-import os
 import re
 import shlex
 import subprocess
@@ -21,7 +20,7 @@ from typing import Any
 
 import pytest
 import tiny_models
-from deployments import REPO, Deployment, cli, ssh, unit_props
+from deployments import REPO, Deployment, ansible_env, cli, demo_bundle, ssh, unit_props
 
 from airgap_llm.cli import main
 from airgap_llm.gpumap import HostPlan, plan_inventory
@@ -58,13 +57,7 @@ RANK0_SIGNATURE = "EngineDeadError"
 
 @pytest.fixture(scope="module")
 def bundle(deployment: Deployment, hf_home: Path) -> Path:
-    """The demo's bundle, built from the demo's own inventory (incremental) so that it stays the demo's."""
-    out = deployment.bundle_dir
-    if not (out / "manifest.json").is_file():
-        rc = main(["bundle", "build", "-i", str(REPO / "inventories" / "local-cpu"), "-o", str(out),
-                   "--models-from", str(hf_home)])
-        assert rc == 0
-    return out
+    return demo_bundle(deployment, hf_home)
 
 
 def _journal(target_set: Any, target: Any, unit: str, lines: int = 60) -> str:
@@ -156,12 +149,10 @@ def test_status_shows_the_cluster_with_each_nodes_part(installed: dict[str, Any]
 
 def _services_step(inventory: Path, bundle: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     """Plain ansible-playbook of the services step, as a user runs one step."""
-    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     return subprocess.run(
         [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory), "playbooks/services.yml",
          "-e", f"airgap_llm_bundle_dir={bundle}", *extra],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+        cwd=REPO, env=ansible_env(), capture_output=True, text=True, timeout=600,
     )
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import tiny_models
 import yaml
-from deployments import REPO, Deployment, ssh, unit_props
+from deployments import REPO, Deployment, demo_bundle, ssh, unit_props
 from deployments import cli as _cli
 
 from airgap_llm.cli import main
@@ -48,13 +48,7 @@ def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, Any]:
 
 @pytest.fixture(scope="module")
 def bundle(deployment: Deployment, hf_home: Path) -> Path:
-    """The demo's bundle, built from the demo's own inventory (incremental) so that it stays the demo's."""
-    out = deployment.bundle_dir
-    if not (out / "manifest.json").is_file():
-        rc = main(["bundle", "build", "-i", str(REPO / "inventories" / "local-cpu"), "-o", str(out),
-                   "--models-from", str(hf_home)])
-        assert rc == 0
-    return out
+    return demo_bundle(deployment, hf_home)
 
 
 def set_args(inventory: Path, args: list[str]) -> None:
