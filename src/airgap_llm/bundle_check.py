@@ -65,6 +65,8 @@ def host_needs(
                 f"({built_from}no {prefix}/refs/{revision} in its manifest)"
             )
             continue
+        if plan.get("models_source"):
+            continue  # on a shared mount, read in place: no space taken on the host
         for a in artifacts:
             path = str(a["path"])
             if not path.startswith(prefix + "/") or "link" in a or path in counted:

@@ -80,6 +80,7 @@ HOST_VARS = (
     "airgap_llm_cluster_interface",
     "airgap_llm_cluster_address",
     "airgap_llm_ray_object_store_gib",
+    "airgap_llm_models_source",  # a hub already mounted on the host (NFS): used in place, verified on the host
 )
 SERVICE_KEYS = (
     "kind",
@@ -475,6 +476,24 @@ def _model_patterns(raw: Mapping[str, Any], key: str, name: str, kind: str | Non
 INTERFACE_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,15}$")  # a Linux interface name (IFNAMSIZ - 1)
 
 
+# Directories a service unit does not see as they are (ProtectHome=, PrivateTmp=): a models mount there
+# would be hidden from the engine.
+HIDDEN_FROM_UNITS = ("/home", "/root", "/run/user", "/tmp", "/var/tmp")
+
+
+def _models_source_problem(source: object) -> str | None:
+    """What is wrong with airgap_llm_models_source, or None."""
+    if not isinstance(source, str) or not source.startswith("/") or any(
+            part in ("..", ".") for part in source.split("/")) or any(c.isspace() for c in source):
+        return ("airgap_llm_models_source must be the absolute path of a Hugging Face hub directory mounted on the "
+                f"host (holding models--ORG--NAME/), got {source!r}")
+    hidden = next((d for d in HIDDEN_FROM_UNITS if source == d or source.startswith(d + "/")), None)
+    if hidden:
+        return (f"airgap_llm_models_source {source} is under {hidden}, which the services' hardened units do not "
+                f"see (ProtectHome=, PrivateTmp=): mount the models elsewhere, e.g. /srv/models")
+    return None
+
+
 def _parse_cluster_vars(hostvars: Mapping[str, Any], address: str | None,
                         c: _Collector) -> tuple[str | None, str | None]:
     """(airgap_llm_cluster_interface, this host's cluster address: airgap_llm_cluster_address, else the
@@ -580,6 +599,12 @@ def plan_host(host: str, hostvars: Mapping[str, Any]) -> HostPlan:
               f"airgap_llm_ray_object_store_gib must be a number of GiB >= 0.1 (Ray's object store on this node, "
               f"in /dev/shm), got {object_store!r}")
         object_store = None
+    source = hostvars.get("airgap_llm_models_source") or None
+    if source is not None:
+        problem = _models_source_problem(source)
+        if problem:
+            c.add("models-source", problem)
+            source = None
 
     plan = HostPlan(
         host=host,
@@ -599,6 +624,7 @@ def plan_host(host: str, hostvars: Mapping[str, Any]) -> HostPlan:
         cluster_interface=interface,
         cluster_address=cluster_address,
         ray_object_store_gib=None if object_store is None else float(object_store),
+        models_source=source,
     )
 
     # The memory fractions on each GPU must fit under the ceiling.

@@ -116,6 +116,7 @@ def unit_text(spec: UnitSpec, plan: HostPlan, settings: UnitSettings, managed: s
         f"After={' '.join(spec.after)}",
         f"Wants={' '.join(spec.wants)}",
         *([f"Requires={' '.join(spec.requires)}"] if spec.requires else []),
+        *([f"RequiresMountsFor={' '.join(spec.mounts)}"] if spec.mounts else []),
         f"PartOf={' '.join([TARGET_UNIT, *spec.part_of])}",
         *limits,
         "",

@@ -354,6 +354,9 @@ class HostPlan:
     cluster_address: str | None = None
     # Ray's object store on this node (GiB, in /dev/shm); None: Ray's default (30% of memory, capped by /dev/shm).
     ray_object_store_gib: float | None = None
+    # A Hugging Face hub already mounted on the host (airgap_llm_models_source): the services' models are
+    # linked from it, not copied, and their units require the mount.
+    models_source: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -445,6 +448,7 @@ class HostPlan:
             "cluster_interface": self.cluster_interface,
             "cluster_address": self.cluster_address,
             "ray_object_store_gib": self.ray_object_store_gib,
+            "models_source": self.models_source,
         }
 
     @classmethod
@@ -475,4 +479,5 @@ class HostPlan:
             cluster_address=data.get("cluster_address"),
             ray_object_store_gib=(None if data.get("ray_object_store_gib") is None
                                   else float(data["ray_object_store_gib"])),
+            models_source=data.get("models_source") or None,
         )

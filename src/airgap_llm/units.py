@@ -149,6 +149,7 @@ class UnitSpec:
     restart: str = "on-failure"
     start_limit: bool = True  # False: StartLimitIntervalSec=0 (a Ray worker retries joining for ever)
     api_key: bool = True  # reads api-key.env (a Ray node serves no API: it does not)
+    mounts: list[str] = field(default_factory=list)  # RequiresMountsFor= (a shared models mount)
 
 
 def engine_args(svc: ServicePlan) -> list[str]:
@@ -243,6 +244,9 @@ def unit_spec(plan: HostPlan, svc: ServicePlan, settings: UnitSettings, address:
     spec = UnitSpec(service=svc, description=f"airgap-llm {svc.name} ({svc.kind}{model})")
     _order_after_network_and_gpus(spec, svc, devices)
     spec.after += list(after)
+    if svc.model and plan.models_source:
+        # Weights on a shared mount (NFS): at boot the engine waits for it instead of failing to find them.
+        spec.mounts.append(plan.models_source)
     if svc.uses_engine:
         spec.environment.append(("PYTHONPATH", f"{paths.libexec_dir}/python"))
         spec.comments["PYTHONPATH"] = (

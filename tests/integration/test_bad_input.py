@@ -456,6 +456,12 @@ MAP_CASES = [
             host_vars=_two_hosts({"airgap_llm_ray_object_store_gib": "8G"}),
             words=["host box-2: airgap_llm_ray_object_store_gib must be a number of GiB >= 0.1 (Ray's object store on "
                    "this node, in /dev/shm), got '8G' [ray-object-store]"]),
+    MapCase("models-source-relative", gpu_host(airgap_llm_models_source="models/hub"),
+            ["host box-1: airgap_llm_models_source must be the absolute path of a Hugging Face hub directory mounted "
+             "on the host (holding models--ORG--NAME/), got 'models/hub' [models-source]"]),
+    MapCase("models-source-hidden-from-units", gpu_host(airgap_llm_models_source="/home/models"),
+            ["host box-1: airgap_llm_models_source /home/models is under /home, which the services' hardened units do "
+             "not see (ProtectHome=, PrivateTmp=): mount the models elsewhere, e.g. /srv/models [models-source]"]),
     MapCase("multi-node-bad-cluster-address", gpu_host(), hosts=("box-1", "box-2"),
             host_vars=_two_hosts({"airgap_llm_cluster_address": "node-2"}),
             words=["host box-2: airgap_llm_cluster_address must be an IP address, got 'node-2' [cluster-address]"]),

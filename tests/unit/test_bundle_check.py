@@ -64,6 +64,19 @@ def test_model_files_the_host_already_verified_need_no_space() -> None:
     assert host_needs(m, plan(), {hub_path: {"size": 499, "sha256": "ab" * 32}})["models_bytes"] == 540
 
 
+def test_models_on_a_shared_mount_need_no_space_on_the_host_but_must_be_in_the_bundle() -> None:
+    svc = {"embed": {"kind": "embedding", "model": "sentence-transformers/all-MiniLM-L6-v2", "revision": "main",
+                     "port": 8001, "gpus": []}}
+    shared = plan_host("box-1", {"airgap_llm_services": svc, "airgap_llm_models_source": "/srv/models"}).as_dict()
+    needs = host_needs(manifest(), shared)
+    assert needs["problems"] == [] and needs["models_bytes"] == 0 and needs["models_present_bytes"] == 0
+    # The host checks the mount against the manifest: a model the bundle lacks is still a problem.
+    m = manifest()
+    m["artifacts"] = [a for a in m["artifacts"] if "MiniLM" not in a["path"]]
+    (problem,) = host_needs(m, shared)["problems"]
+    assert "model sentence-transformers/all-MiniLM-L6-v2@main is not in the bundle" in problem
+
+
 def test_two_services_of_one_model_count_its_files_once() -> None:
     svc = {"kind": "embedding", "model": "sentence-transformers/all-MiniLM-L6-v2", "revision": "main", "gpus": []}
     needs = host_needs(manifest(), plan(a={**svc, "port": 1}, b={**svc, "port": 2}))

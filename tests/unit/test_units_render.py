@@ -53,6 +53,18 @@ def test_unit_of_a_gpu_service() -> None:
            "airgap-llm-llm.service\n" in target
 
 
+def test_units_of_models_on_a_shared_mount_require_the_mount() -> None:
+    assert "RequiresMountsFor" not in "".join(files_of(plan_host("box", TEST_BOX)).values())
+    plan = plan_host("box", {**TEST_BOX, "airgap_llm_models_source": "/srv/models/hub"})
+    assert plan.ok, plan.problems
+    assert plan.as_dict()["models_source"] == "/srv/models/hub"
+    assert HostPlan.from_dict(plan.as_dict()).models_source == "/srv/models/hub"
+    units = {p: c for p, c in files_of(plan).items() if p.endswith(".service") and "/airgap-llm-" in p}
+    assert units
+    for path, unit in units.items():
+        assert "RequiresMountsFor=/srv/models/hub\n" in unit, path
+
+
 def test_paths_move_with_airgap_llm_paths() -> None:
     hv = {**TEST_BOX, "airgap_llm_paths": {"root": "/srv/agl", "config_dir": "/srv/agl/etc"}}
     plan = plan_host("box", hv)
