@@ -33,7 +33,8 @@ def target_set(deployment: Deployment) -> Iterator[Any]:
     if os.geteuid() != 0:
         pytest.skip("end-to-end tests start podman containers: run as root (make test does)")
     os.environ.setdefault("CONTAINERS_CONF", str(deployments.REPO / "tests" / "hosts" / "containers.conf"))
-    ts = targets.TargetSet(deployment.name, count=deployment.count, subnet=deployment.subnet, group="airgap_llm")
+    ts = targets.TargetSet(deployment.name, count=deployment.count, subnet=deployment.subnet, group="airgap_llm",
+                            shared_dir=deployment.shared_dir)
     ts.down()  # leftovers of an interrupted run
     try:
         STARTED.append(deployment.name)

@@ -42,6 +42,7 @@ class Deployment:
     cache: str  # <cache>/<cache>/hf (the models' hub) and <cache>/<cache>/bundle
     models: Callable[[Path], object]  # writes the inventory's models into a hub root
     count: int = 1  # targets in the set: <name>-1 ... <name>-<count>, all in the inventory's airgap_llm group
+    shared_dir: str | None = None  # a path mounted read-only on every target from one directory here (a shared mount)
 
     @property
     def hf_home(self) -> Path:

@@ -12,6 +12,7 @@ import ipaddress
 import json
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -39,7 +40,10 @@ DEPLOYMENT = Deployment(
     cache="demo",  # the demo's bundle carries this inventory's model, engine and wheel set
     models=tiny_models.all_models_cache,
     count=2,
+    shared_dir="/srv/airgap-llm-models",  # one directory of this machine on both nodes, read only (as NFS)
 )
+CHAT_FOLDER = "models--HuggingFaceTB--SmolLM2-135M-Instruct"
+HUB = "/var/lib/airgap-llm/hf/hub"
 # Ray is no vLLM dependency and the CPU bundle carries none: its pinned wheel (the one the bundle
 # builder adds for a Ray service) and msgpack, fetched once into this cache beside the bundle.
 RAY_WHEELS = ("ray==2.48.0", "msgpack>=1.0,<2")
@@ -182,6 +186,73 @@ def test_nodes_on_different_venvs_are_refused_before_anything_starts(
     proc = _services_step(inventory, bundle, "--limit", head.name)
     assert proc.returncode != 0 and f"but {rank1.name} is not in this run" in " ".join(proc.stdout.split()), \
         proc.stdout[-3000:]
+
+
+# ---------------------------------------------------------------- models on a shared mount
+
+
+def _shared_step(inventory: Path, bundle: Path, tags: str) -> subprocess.CompletedProcess[str]:
+    """Plain ansible-playbook of the models (and services) step with the models on the shared mount."""
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory), "playbooks/site.yml",
+         "--tags", tags, "-e", f"airgap_llm_bundle_dir={bundle}",
+         "-e", f"airgap_llm_models_source={DEPLOYMENT.shared_dir}"],
+        cwd=REPO, env=ansible_env(), capture_output=True, text=True, timeout=900,
+    )
+
+
+def test_models_from_a_shared_mount_are_verified_on_each_node_and_served(
+        installed: dict[str, Any], inventory: Path, bundle: Path, hf_home: Path, target_set: Any) -> None:
+    """The chat model on one read-only mount of both nodes (airgap_llm_models_source): a file on it that
+    differs from the bundle's manifest stops both nodes before their links change; once it matches, both
+    link into the mount, the engine starts from it (the copies under HF_HOME moved away), a rerun changes
+    nothing."""
+    head, rank1 = target_set.targets
+    shared = target_set.shared_host_dir
+    shutil.copytree(hf_home / "hub" / CHAT_FOLDER, shared / CHAT_FOLDER, symlinks=True)
+    (snapshot,) = (shared / CHAT_FOLDER / "snapshots").iterdir()
+    config = (snapshot / "config.json").resolve()
+    good = config.read_bytes()
+    for t in (head, rank1):
+        assert ssh(target_set, t, "findmnt -no OPTIONS /srv/airgap-llm-models").split(",")[0] == "ro"
+    link_before = {t.name: ssh(target_set, t, "readlink /var/lib/airgap-llm/models/chat") for t in (head, rank1)}
+    assert all(v.startswith(HUB) for v in link_before.values()), link_before
+
+    config.write_bytes(good.replace(b'"', b"'", 1))  # one byte changed, same size
+    proc = _shared_step(inventory, bundle, "models")
+    out = " ".join(proc.stdout.split())
+    assert proc.returncode != 0, proc.stdout[-3000:]
+    for t in (head, rank1):
+        assert (f"model files on {t.name} under {DEPLOYMENT.shared_dir} do not match the bundle manifest: 1 "
+                f"problem(s): ") in out, proc.stdout[-3000:]
+        assert ssh(target_set, t, "readlink /var/lib/airgap-llm/models/chat") == link_before[t.name]
+    assert f"{CHAT_FOLDER}/blobs/{config.name}" in out, proc.stdout[-3000:]
+
+    config.write_bytes(good)
+    invocation: dict[str, str] = {}
+    for t in (head, rank1):  # the only copy the engine can find is the mount's
+        ssh(target_set, t, f"mv {HUB}/{CHAT_FOLDER} /var/lib/airgap-llm/hf/chat-moved-away")
+        invocation[t.name] = ssh(target_set, t, f"systemctl show -p InvocationID --value {UNIT}")
+    started = time.monotonic()
+    proc = _shared_step(inventory, bundle, "models,services")
+    print(f"models from the shared mount, verified on both nodes, chat restarted: {time.monotonic() - started:.1f} s")
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    for t in (head, rank1):
+        assert ssh(target_set, t, "readlink /var/lib/airgap-llm/models/chat") == \
+            f"{DEPLOYMENT.shared_dir}/{CHAT_FOLDER}/snapshots/{snapshot.name}"
+        unit = ssh(target_set, t, f"systemctl cat {UNIT}")
+        assert f"RequiresMountsFor={DEPLOYMENT.shared_dir}" in unit, unit
+        assert ssh(target_set, t, f"systemctl is-active {UNIT}") == "active"
+        assert ssh(target_set, t, f"systemctl show -p InvocationID --value {UNIT}") != invocation[t.name]
+    health = ssh(target_set, head, "python3 -c 'import urllib.request; print(urllib.request.urlopen("
+                 f"\"http://{head.ip}:8003/health\", timeout=10).status)'")
+    assert health == "200", _journal(target_set, head, UNIT)
+
+    proc = _shared_step(inventory, bundle, "models")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    for t in (head, rank1):
+        assert re.search(rf"^{t.name}\s*:.*\bchanged=0\b", proc.stdout, re.M), proc.stdout[-3000:]
+        assert "0 hashed (0 bytes)" in " ".join(proc.stdout.split()), proc.stdout[-3000:]
 
 
 # ---------------------------------------------------------------- the Ray units

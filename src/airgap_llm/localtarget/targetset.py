@@ -73,6 +73,7 @@ class TargetSet:
         image: str = DEFAULT_IMAGE,
         subnet: ipaddress.IPv4Network | None = None,
         group: str = "targets",
+        shared_dir: str | None = None,
     ) -> None:
         if not name.replace("-", "").isalnum():
             raise TargetError(f"target set name {name!r} must be letters, digits and '-'")
@@ -86,6 +87,10 @@ class TargetSet:
         self.key_file = self.dir / "id_ed25519"
         self.inventory_path = self.dir / "inventory.json"
         self._subnet = subnet
+        # A directory of this machine mounted read-only at ``shared_dir`` on every target, as a file
+        # server's export is on every node of a cluster (models on a shared mount).
+        self.shared_dir = shared_dir
+        self.shared_host_dir = self.dir / "shared"
 
     @property
     def subnet(self) -> ipaddress.IPv4Network:
@@ -123,9 +128,13 @@ class TargetSet:
                 named_systemd = cgroups.host_has_named_systemd_hierarchy()
                 if named_systemd:
                     cgroups.prepare(target.name)
+                shared: list[str] = []
+                if self.shared_dir:
+                    self.shared_host_dir.mkdir(parents=True, exist_ok=True)
+                    shared = [f"--volume={self.shared_host_dir}:{self.shared_dir}:ro"]
                 run(["podman", "run", "-d", "--name", target.name, "--hostname", target.name,
                      "--label", f"{LABEL}={self.name}", "--network", self.network, "--ip", str(target.ip),
-                     *cgroups.run_options(target.name, named_systemd), self.image])
+                     *shared, *cgroups.run_options(target.name, named_systemd), self.image])
                 if named_systemd:
                     run(cgroups.keeper_command(target.name))
             self.install_key(target)
