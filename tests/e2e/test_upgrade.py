@@ -128,6 +128,12 @@ def bundle_b(bundle: Path, hf_home: Path, tmp_path_factory: pytest.TempPathFacto
     return BundleB(out, delta, old, new)
 
 
+def report(capsys: pytest.CaptureFixture[str], line: str) -> None:
+    """A measurement, printed past the capture: ``cli`` reads and drops what the test printed before it."""
+    with capsys.disabled():
+        print(f"\n  {line}")
+
+
 def set_args(inventory: Path, args: list[str]) -> None:
     path = inventory / "group_vars" / "airgap_llm.yml"
     data = yaml.safe_load(path.read_text())
@@ -216,7 +222,7 @@ def installed_a(bundle: Path, inventory: Path, target_set: Any) -> dict[str, Any
 def test_install_records_a_release_on_each_host(installed_a: dict[str, Any], inventory: Path, target_set: Any,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
     assert installed_a["rc"] == 0
-    print(f"install A on two hosts: {installed_a['seconds']} s")
+    report(capsys, f"install A on two hosts: {installed_a['seconds']} s")
     rel = releases(capsys, inventory)
     assert set(rel) == {"up-1", "up-2"}
     for host, r in rel.items():
@@ -243,7 +249,7 @@ def test_upgrade_to_b_canary_first_then_the_other(inventory: Path, bundle_b: Bun
     started = time.monotonic()
     rc, out = cli(capsys, "upgrade", "-i", str(inventory), "--bundle", str(bundle_b.path), "--canary", "up-1",
                   "--json")
-    print(f"upgrade A->B of two hosts: {time.monotonic() - started:.1f} s")
+    report(capsys, f"upgrade A->B of two hosts: {time.monotonic() - started:.1f} s")
     assert rc == 0, out
     assert out["batches"] == [["up-1"], ["up-2"]]
     assert {h: r["result"] for h, r in out["hosts"].items()} == {"up-1": "upgraded", "up-2": "upgraded"}
@@ -285,7 +291,7 @@ def test_broken_upgrade_c_rolls_the_canary_back_and_leaves_host_2_untouched(
     assert model_link(target_set, h1) == model_link(target_set, h2) == f"{SNAPSHOTS}/{bundle_b.new}"
     assert unit_props(target_set, h2, UNIT) == h2_before
     assert "--no-such-engine-flag" not in exec_start(target_set, h2)
-    print(f"client loop on up-2 during the failed upgrade: {loop.sent} requests, {len(loop.failed)} failed")
+    report(capsys, f"client loop on up-2 during the failed upgrade: {loop.sent} requests, {len(loop.failed)} failed")
     assert loop.sent > 0 and loop.failed == [], loop.failed
     now = releases(capsys, inventory)
     assert {h: r["live"]["id"] for h, r in now.items()} == {h: r["live"]["id"] for h, r in b.items()}
