@@ -120,3 +120,39 @@ def test_ubuntu_os_part_from_a_loopback_mirror(
     keyring = repo / "airgap-llm-archive-keyring.gpg"
     check = subprocess.run(["gpgv", "--keyring", str(keyring), str(repo / "InRelease")], capture_output=True)
     assert check.returncode == 0, check.stderr
+
+
+def test_repo_metadata_is_rewritten_only_when_the_packages_change(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rebuild with the same packages and key leaves the signed metadata byte for byte (a delta bundle then
+    carries no OS file); a new package, a corrupted signature or a lost keyring rewrites and re-signs it."""
+    from ubuntu_mirror import Deb, _deb
+
+    from airgap_llm.bundle.os_packages import KEYRING_NAME, write_repo_metadata
+
+    monkeypatch.setenv("AIRGAP_LLM_CACHE", str(tmp_path / "cache"))  # a signing key of the test's own
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _deb(repo, Deb("hello", "1.0"))
+    names = ("Packages", "Packages.gz", "Release", "InRelease", "Release.gpg", KEYRING_NAME)
+
+    def files() -> dict[str, bytes]:
+        return {n: (repo / n).read_bytes() for n in names}
+
+    write_repo_metadata(repo, "noble")
+    first = files()
+    time.sleep(1.1)  # Release's Date: would differ if it were written again
+    write_repo_metadata(repo, "noble")
+    assert files() == first
+
+    (repo / "InRelease").write_bytes(first["InRelease"].replace(b"Suite: airgap-llm", b"Suite: airgap-LLM"))
+    write_repo_metadata(repo, "noble")
+    assert files()["Release"] != first["Release"]
+    second = files()
+    check = subprocess.run(["gpgv", "--keyring", str(repo / KEYRING_NAME), str(repo / "InRelease")],
+                           capture_output=True)
+    assert check.returncode == 0, check.stderr
+
+    _deb(repo, Deb("world", "2.0"))
+    write_repo_metadata(repo, "noble")
+    assert b"Package: world" in (repo / "Packages").read_bytes() and files()["Release"] != second["Release"]

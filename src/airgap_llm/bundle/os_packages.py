@@ -20,6 +20,7 @@ refused with a message saying so (``os_archives.unsupported_message``).
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
 import re
 import shutil
@@ -142,6 +143,12 @@ def write_repo_metadata(repo: Path, codename: str) -> None:
     if proc.returncode != 0:
         raise UsageError(f"dpkg-scanpackages failed in {repo}: {proc.stderr.strip()}")
     packages = proc.stdout
+    env = {**os.environ, "GNUPGHOME": str(signing_home())}
+    keyring = subprocess.run(["gpg", "--batch", "--export", KEY_UID], capture_output=True, env=env, check=True).stdout
+    if _metadata_current(repo, packages.encode(), keyring):
+        # Same packages, same key: the signed metadata stays as it is, byte for byte, so a rebuild is
+        # reproducible and a delta bundle carries no OS file when no package changed.
+        return
     _atomic(repo / "Packages", packages.encode())
     _atomic(repo / "Packages.gz", gzip.compress(packages.encode(), mtime=0))
     for name in ("Release", "Release.gpg", "InRelease"):
@@ -167,7 +174,6 @@ def write_repo_metadata(repo: Path, codename: str) -> None:
     if release.returncode != 0:
         raise UsageError(f"apt-ftparchive release failed in {repo}: {release.stderr.strip()}")
     _atomic(repo / "Release", release.stdout.encode())
-    env = {**os.environ, "GNUPGHOME": str(signing_home())}
     for args, name in ((["--clearsign"], "InRelease"), (["--detach-sign", "--armor"], "Release.gpg")):
         tmp = repo / (name + PARTIAL_SUFFIX)
         run_tool(
@@ -176,8 +182,24 @@ def write_repo_metadata(repo: Path, codename: str) -> None:
             env,
         )
         os.replace(tmp, repo / name)
-    exported = subprocess.run(["gpg", "--batch", "--export", KEY_UID], capture_output=True, env=env, check=True)
-    _atomic(repo / KEYRING_NAME, exported.stdout)
+    _atomic(repo / KEYRING_NAME, keyring)
+
+
+def _metadata_current(repo: Path, packages: bytes, keyring: bytes) -> bool:
+    """True when ``repo`` already has this Packages index and keyring, and its Release is signed by that key."""
+    names = ("Packages", "Packages.gz", "Release", "InRelease", "Release.gpg", KEYRING_NAME)
+    if not all((repo / n).is_file() for n in names):
+        return False
+    if (repo / "Packages").read_bytes() != packages or (repo / KEYRING_NAME).read_bytes() != keyring:
+        return False
+    release = (repo / "Release").read_text(errors="replace")
+    if not all(hashlib.sha256((repo / n).read_bytes()).hexdigest() in release for n in ("Packages", "Packages.gz")):
+        return False
+    for args in ([str(repo / "InRelease")], [str(repo / "Release.gpg"), str(repo / "Release")]):
+        check = subprocess.run(["gpgv", "--keyring", str(repo / KEYRING_NAME), *args], capture_output=True)
+        if check.returncode != 0:
+            return False
+    return True
 
 
 def _atomic(path: Path, data: bytes) -> None:
