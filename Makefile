@@ -49,15 +49,14 @@ molecule: setup
 	@if [ -x tests/hosts/molecule-run ]; then tests/hosts/molecule-run $(ROLE); else echo "no molecule runner"; exit 1; fi
 
 e2e: setup
-	@if [ -d tests/e2e ] && ls tests/e2e/test_*.py >/dev/null 2>&1; then $(VENV)/bin/pytest tests/e2e --ignore=tests/e2e/test_upgrade.py; else echo "no e2e tests yet"; fi
+	@if [ -d tests/e2e ] && ls tests/e2e/test_*.py >/dev/null 2>&1; then $(VENV)/bin/pytest tests/e2e; else echo "no e2e tests yet"; fi
 
 test: unit lint syntax molecule e2e
 
 # The proof of issue-level promises under faults, bad input and load. The bad-input catalogue
-# (tests/integration/test_bad_input.py) also runs in `make test`; the rest needs more time. The upgrade
-# scenario (tests/e2e/test_upgrade.py, two targets, four installs) runs here until make test has room.
+# (tests/integration/test_bad_input.py) also runs in `make test`; the rest needs more time.
 proof: setup
-	$(VENV)/bin/pytest -v -rA tests/proof tests/integration/test_bad_input.py tests/e2e/test_upgrade.py
+	$(VENV)/bin/pytest -v -rA tests/proof tests/integration/test_bad_input.py
 	$(MAKE) bench
 
 BENCHES := bench/verify.py bench/delta.py bench/staging.py bench/fanout.py bench/install_noop.py bench/time_to_healthy.py bench/load.py bench/upgrade.py

@@ -203,7 +203,8 @@ def test_units_run_as_the_service_user(installed: str, target_set: Any, target: 
         rows = [[r[0], r[1], r[2], r[4]] for r in (line.split(None, 4) for line in procs) if r[3] == unit]
         print(f"{unit}: {len(rows)} processes: " + "; ".join(f"{r[0]} {r[2]} {r[3]}" for r in rows))
         assert props["MainPID"] in {r[0] for r in rows}
-        assert any(r[1] == props["MainPID"] for r in rows), f"{unit}: the engine has no child process: {rows}"
+        if unit in {f"airgap-llm-{name}.service" for name in ENGINES}:  # the gateway is one process
+            assert any(r[1] == props["MainPID"] for r in rows), f"{unit}: the engine has no child process: {rows}"
         assert {r[2] for r in rows} == {SERVICE_USER}, rows
 
 
