@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -71,6 +72,15 @@ def ansible_env() -> dict[str, str]:
     """The environment plain ``ansible-playbook`` runs in, as a user runs it from the repository."""
     return {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
+def ansible_playbook(inventory: Path, playbook: str, *args: str,
+                     timeout: int = 600) -> subprocess.CompletedProcess[str]:
+    """Plain ``ansible-playbook -i INVENTORY playbooks/PLAYBOOK ARGS...`` from the repository, as a user runs it."""
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory), f"playbooks/{playbook}", *args],
+        cwd=REPO, env=ansible_env(), capture_output=True, text=True, timeout=timeout,
+    )
 
 
 def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, Any]:

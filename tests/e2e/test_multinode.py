@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 import tiny_models
-from deployments import REPO, Deployment, ansible_env, cli, demo_bundle, ssh, unit_props
+from deployments import REPO, Deployment, ansible_playbook, cli, demo_bundle, ssh, unit_props
 
 from airgap_llm.cli import main
 from airgap_llm.gpumap import HostPlan, plan_inventory
@@ -153,11 +153,7 @@ def test_status_shows_the_cluster_with_each_nodes_part(installed: dict[str, Any]
 
 def _services_step(inventory: Path, bundle: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     """Plain ansible-playbook of the services step, as a user runs one step."""
-    return subprocess.run(
-        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory), "playbooks/services.yml",
-         "-e", f"airgap_llm_bundle_dir={bundle}", *extra],
-        cwd=REPO, env=ansible_env(), capture_output=True, text=True, timeout=600,
-    )
+    return ansible_playbook(inventory, "services.yml", "-e", f"airgap_llm_bundle_dir={bundle}", *extra)
 
 
 def test_nodes_on_different_venvs_are_refused_before_anything_starts(
@@ -192,13 +188,9 @@ def test_nodes_on_different_venvs_are_refused_before_anything_starts(
 
 
 def _shared_step(inventory: Path, bundle: Path, tags: str) -> subprocess.CompletedProcess[str]:
-    """Plain ansible-playbook of the models (and services) step with the models on the shared mount."""
-    return subprocess.run(
-        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory), "playbooks/site.yml",
-         "--tags", tags, "-e", f"airgap_llm_bundle_dir={bundle}",
-         "-e", f"airgap_llm_models_source={DEPLOYMENT.shared_dir}"],
-        cwd=REPO, env=ansible_env(), capture_output=True, text=True, timeout=900,
-    )
+    """Plain ansible-playbook of the models step with the models on the shared mount."""
+    return ansible_playbook(inventory, "site.yml", "--tags", tags, "-e", f"airgap_llm_bundle_dir={bundle}",
+                            "-e", f"airgap_llm_models_source={DEPLOYMENT.shared_dir}", timeout=900)
 
 
 def test_models_from_a_shared_mount_are_verified_on_each_node_and_served(
@@ -256,9 +248,6 @@ def test_models_from_a_shared_mount_are_verified_on_each_node_and_served(
 
 
 def _ray_wheels(deployment: Deployment) -> Path:
-    import subprocess
-    import sys
-
     out = deployment.bundle_dir.parent / "ray-wheels"
     if not list(out.glob("ray-2.48.0-*.whl")) or not list(out.glob("msgpack-*.whl")):
         subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
@@ -312,8 +301,6 @@ def ray_cluster(installed: dict[str, Any], inventory: Path, deployment: Deployme
         target_set.ssh(t, f"systemctl stop {UNIT}; systemctl reset-failed {UNIT} || true")
         target_set.exec(t, "mkdir", "-p", "/tmp/ray-wheels")
         for whl in wheels.glob("*.whl"):
-            import subprocess
-
             subprocess.run(["podman", "cp", str(whl), f"{t.name}:/tmp/ray-wheels/"], check=True)
         target_set.ssh(t, "/opt/airgap-llm/venv/bin/pip install -q --no-index --find-links /tmp/ray-wheels "
                           "ray==2.48.0")
