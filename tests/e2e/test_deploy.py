@@ -96,18 +96,25 @@ def test_validate_gets_real_answers(
 def test_status_reports_active_and_healthy(
     installed: dict[str, Any], inventory: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    rc, result = cli(capsys, "status", "-i", str(inventory), "--json")
-    assert rc == 0, result
-    (rep,) = result["hosts"].values()
-    assert {s["name"]: (s["active"], s["healthy"]) for s in rep["services"]} == {
-        "embed": ("active", True),
-        "chat": ("active", True),
-        "gateway": ("active", True),
-    }
-    # The load of each engine: from Prometheus once it has scraped the engine, else from its /metrics.
-    loads = {s["name"]: s["load"] for s in rep["services"] if s["name"] != "gateway"}
-    assert all(load and load["source"] in ("Prometheus, the last minute", "/metrics, two readings 5 s apart")
-               for load in loads.values()), loads
+    # Prometheus's gauge is the value at its last scrape (every 15 s): a scrape during the previous test's
+    # chat request reads 1 running until the next one. An idle engine must read 0 within a few scrapes.
+    deadline = time.monotonic() + 60
+    while True:
+        rc, result = cli(capsys, "status", "-i", str(inventory), "--json")
+        assert rc == 0, result
+        (rep,) = result["hosts"].values()
+        assert {s["name"]: (s["active"], s["healthy"]) for s in rep["services"]} == {
+            "embed": ("active", True),
+            "chat": ("active", True),
+            "gateway": ("active", True),
+        }
+        # The load of each engine: from Prometheus once it has scraped the engine, else from its /metrics.
+        loads = {s["name"]: s["load"] for s in rep["services"] if s["name"] != "gateway"}
+        assert all(load and load["source"] in ("Prometheus, the last minute", "/metrics, two readings 5 s apart")
+                   for load in loads.values()), loads
+        if loads["chat"]["requests_running"] == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(5)
     assert loads["chat"]["requests_running"] == 0 and loads["chat"]["kv_cache_usage"] is not None, loads
 
 
