@@ -264,6 +264,21 @@ def follow_step(want: list[vm.Entry], ready: list[vm.Entry], parent: dict[str, A
     return "wait"
 
 
+def run_beating(cmd: list[str], own_state: str) -> subprocess.CompletedProcess[str]:
+    """Run ``cmd`` (an rsync pull), noting in this host's state every few seconds that its receiver lives."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        child = subprocess.Popen(cmd, stdout=out, stderr=err, text=True)  # noqa: S603
+        while True:
+            try:
+                child.wait(timeout=vm.HEARTBEAT_S)
+                break
+            except subprocess.TimeoutExpired:
+                vm.update_state(own_state)
+        out.seek(0)
+        err.seek(0)
+        return subprocess.CompletedProcess(cmd, child.returncode, out.read(), err.read())
+
+
 def follow(args: argparse.Namespace) -> int:
     entries = vm.load_entries(args.expected, [args.folder])
     files = [e for e in entries if e.link is None]
@@ -291,7 +306,10 @@ def follow(args: argparse.Namespace) -> int:
         seen = vm.look(args.root, files)
         want = [e for e in files if not vm.vouched(e, seen[e.path], record)]
         parent = parent_state(args.source, args.port)
-        now = (len(want), parent and parent["folders"].get(args.folder), parent and len(parent["verified"]))
+        # Progress: a file arrived here, or the parent's state moved (a file verified there, or its receiver's
+        # heartbeat while a long file arrives).
+        now = (len(want), parent and parent["folders"].get(args.folder), parent and len(parent["verified"]),
+               parent and parent.get("alive"))
         if now != last_seen:
             last_seen, last_change = now, time.monotonic()
         ready = wanted_now(files, want, parent) if parent else []
@@ -300,10 +318,9 @@ def follow(args: argparse.Namespace) -> int:
             with tempfile.NamedTemporaryFile("w", prefix="airgap-llm-relay-", suffix=".list") as listing:
                 listing.write("".join(e.path + "\n" for e in ready))
                 listing.flush()
-                got = subprocess.run(  # noqa: S603
+                got = run_beating(
                     [*base, f"--files-from={listing.name}", f"--link-dest={args.hub}",
-                     rsync_url(args.source, args.port, MODULE), args.root.rstrip("/") + "/"],
-                    capture_output=True, text=True, check=False)
+                     rsync_url(args.source, args.port, MODULE), args.root.rstrip("/") + "/"], own_state)
             if got.returncode != 0:
                 rsync_errors += 1
                 if rsync_errors >= 3:
@@ -347,6 +364,7 @@ def follow(args: argparse.Namespace) -> int:
             status = parent["folders"].get(args.folder) if parent else None
             return done(NOT_RECEIVED, f"{args.source} {'failed' if status == 'failed' else 'lacks files'} "
                                       f"of {args.folder} ({len(want)} not received here)")
+        vm.update_state(own_state)  # this receiver is alive (its children wait on it)
         if time.monotonic() - last_change > args.stall:
             return done(NOT_RECEIVED, f"no progress from {args.source} for {args.stall:g} s "
                                       f"({'its state cannot be read' if parent is None else 'still receiving'})")

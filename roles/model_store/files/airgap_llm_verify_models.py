@@ -374,6 +374,7 @@ def save_record(path: str, files: dict[str, dict[str, Any]]) -> None:
 
 # --- the relay's state file (read by the hosts that pull from this one) --------------------------------
 STATE_FORMAT = 1
+HEARTBEAT_S = 5.0
 
 
 def load_state(path: str) -> dict[str, Any]:
@@ -392,7 +393,9 @@ def load_state(path: str) -> dict[str, Any]:
 def update_state(
     path: str | None, folders: dict[str, str] | None = None, verified: dict[str, str] | None = None
 ) -> None:
-    """Merge folder states and verified files into the state file (under a lock, replaced atomically, 0644).
+    """Merge folder states and verified files into the state file (under a lock, replaced atomically, 0644),
+    and note the time (``alive``): while a copy arrives here, its receiver calls this every few seconds, so
+    a host pulling from this one tells a long file from a receiver that died.
 
     Nothing when ``path`` is None or its directory does not exist: only a host that serves others has one."""
     if not path or not os.path.isdir(os.path.dirname(path)):
@@ -401,6 +404,7 @@ def update_state(
         state = load_state(path)
         state["folders"].update(folders or {})
         state["verified"].update(verified or {})
+        state["alive"] = int(time.time())
         fd, tmp = tempfile.mkstemp(prefix=".state.", suffix=".tmp", dir=os.path.dirname(path))
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
@@ -502,13 +506,16 @@ def watch(cmd: list[str], root: str, entries: list[Entry], record_path: str, wor
     # rsync handles these itself; here they must not kill the watcher before the child is reaped.
     for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGPIPE):
         signal.signal(sig, lambda *_: None)
+    beat = [time.monotonic()]
+
     def announce() -> None:
         # The record first: a host that pulls a file from this one gets it from a copy the record vouches for.
         fresh = {p: v["sha256"] for p, v in verified.items() if p not in announced}
-        if fresh:
+        if fresh or time.monotonic() - beat[0] >= HEARTBEAT_S:
             merge_record(record_path, verified)
             update_state(state_path, verified=fresh)
             announced.update(fresh)
+            beat[0] = time.monotonic()
 
     child = subprocess.Popen(cmd)  # noqa: S603 (rsync's own server command line)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
