@@ -373,3 +373,18 @@ def test_follow_from_a_real_daemon_file_by_file_then_a_bad_copy_then_a_failed_pa
         subprocess.run([sys.executable, str(RELAY_SCRIPT), "stop", "--dir", str(run_dir)], capture_output=True,
                        check=True)
     assert not run_dir.exists()
+
+
+@pytest.mark.skipif(shutil.which("rsync") is None, reason="needs rsync")
+def test_follow_gives_up_on_a_parent_it_cannot_reach(tmp_path: Path) -> None:
+    """Nothing listens on the parent's port (a firewall between the nodes): not received (3), naming it."""
+    expected = tmp_path / "expected.json"
+    expected.write_text(json.dumps(_manifest(tmp_path, {"blobs/1": b"1"}, {})))
+    got = subprocess.run(
+        [sys.executable, str(RELAY_SCRIPT), "follow", "--dir", str(tmp_path / "run"), "--source", "127.0.0.1",
+         "--port", "9", "--folder", M, "--expected", str(expected), "--root", str(tmp_path / "staging"),
+         "--record", str(tmp_path / "record.json"), "--hub", str(tmp_path / "hub"), "--connect-timeout", "1",
+         "--poll", "0.2"],
+        env={**os.environ, "RSYNC_PASSWORD": "x" * 20}, capture_output=True, text=True, timeout=60, check=False)
+    assert got.returncode == 3, got.stdout + got.stderr
+    assert json.loads(got.stdout)["reason"] == "cannot reach the relay on 127.0.0.1:9 for 1 s"

@@ -299,13 +299,19 @@ def follow(args: argparse.Namespace) -> int:
     record = vm.load_record(args.record)
     vm.update_state(own_state, {args.folder: "receiving"}, vm.vouched_files(args.root, files, record))
     last_seen: Any = None
-    last_change = time.monotonic()
+    started = last_change = time.monotonic()
+    reached = False
     rsync_errors = 0
     while True:
         record = vm.load_record(args.record)
         seen = vm.look(args.root, files)
         want = [e for e in files if not vm.vouched(e, seen[e.path], record)]
         parent = parent_state(args.source, args.port)
+        reached = reached or parent is not None
+        if not reached and time.monotonic() - started > args.connect_timeout:
+            # Its daemon started before this pull did: a parent never reached is a network or firewall matter.
+            return done(NOT_RECEIVED, f"cannot reach the relay on {args.source}:{args.port} "
+                                      f"for {args.connect_timeout:g} s")
         # Progress: a file arrived here, or the parent's state moved (a file verified there, or its receiver's
         # heartbeat while a long file arrives).
         now = (len(want), parent and parent["folders"].get(args.folder), parent and len(parent["verified"]),
@@ -396,6 +402,8 @@ def main(argv: list[str] | None = None) -> int:
     p_follow.add_argument("--partial-dir", default=PARTIAL_DIR)
     p_follow.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     p_follow.add_argument("--stall", type=float, default=600.0, help="give up after this long with no progress")
+    p_follow.add_argument("--connect-timeout", type=float, default=60.0,
+                          help="give up when the parent's relay never answered for this long")
     p_follow.add_argument("--poll", type=float, default=0.5)
     p_follow.add_argument("rsync_opts", nargs="*", help="more rsync options (after --)")
     p_stop = sub.add_parser("stop")
