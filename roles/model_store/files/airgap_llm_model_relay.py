@@ -404,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
     p_follow.add_argument("--stall", type=float, default=600.0, help="give up after this long with no progress")
     p_follow.add_argument("--connect-timeout", type=float, default=60.0,
                           help="give up when the parent's relay never answered for this long")
-    p_follow.add_argument("--poll", type=float, default=0.5)
+    p_follow.add_argument("--poll", type=float, default=0.25)
     p_follow.add_argument("rsync_opts", nargs="*", help="more rsync options (after --)")
     p_stop = sub.add_parser("stop")
     p_stop.add_argument("--dir", required=True)
