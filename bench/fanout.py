@@ -9,18 +9,20 @@ in the Hugging Face cache layout, as bench/staging.py makes it). Each run starts
 nothing and times ``ansible-playbook playbooks/models.yml`` (plan, copy, sha256 on every host, publish):
 
 - 1 host (the controller sends the model once: relay and direct push are the same run);
-- 4 hosts with the relay (``airgap_llm_model_store_fanout``, default 2);
+- 4 hosts with the relay, for each ``--fanout`` (``airgap_llm_model_store_fanout``; default: 1, a chain,
+  and 2, the role's default);
 - 4 hosts with direct push (``airgap_llm_model_store_relay: false``).
 
 It prints the ratios 4 hosts / 1 host (the relay's goal: <= 1.5; direct push: about 4) and the model
-of how the time grows with N (the relay's waves from ``airgap_llm.relay.relay_waves``: a wave takes as
-long as its busiest sender's share of the link; direct push: N copies through the controller's link),
-fitted to the 1-host time. Figures are printed, never asserted.
+of how the time grows with N (the relay's tree from ``airgap_llm.relay.relay_waves``, every level at once,
+each host passing a shard on as soon as it verified it: the busiest sender's share of its link, plus
+one shard per level to fill the pipeline; store-and-forward waves, as the relay ran before, for
+comparison; direct push: N copies through the controller's link). Figures are printed, never asserted.
 
-    .venv/bin/python bench/fanout.py [--gib 2] [--mbit 200] [--fanout 2] [--keep]
+    .venv/bin/python bench/fanout.py [--gib 2] [--mbit 200] [--fanout 1 --fanout 2] [--keep]
 
-Runtime: about 1 + 4 + 4 transfers of ``--gib`` at ``--mbit`` plus the set-up: about 14 min with the
-defaults (86 s per transfer of 2 GiB at 200 Mbit/s). Needs root, podman, tc and nsenter, and about
+Runtime: about 1 + 1.4 + 2.5 + 4 transfers of ``--gib`` at ``--mbit`` plus the set-up: about 15 min with
+the defaults (86 s per transfer of 2 GiB at 200 Mbit/s). Needs root, podman, tc and nsenter, and about
 3 x gib GiB of free disk.
 """
 
@@ -69,6 +71,22 @@ def relay_model(n: int, fanout: int) -> float:
             per_source[t.source] = per_source.get(t.source, 0) + 1
         total += max(per_source.values())
     return total
+
+
+def pipelined_model(n: int, fanout: int, shards: int) -> float:
+    """Time of the pipelined relay to n hosts (the role's pass), in transfers over one link.
+
+    Every level of the tree runs at once: a sender feeding k hosts gives each 1/k of its link, so the
+    model arrives everywhere at the busiest sender's share (k transfers), after the pipeline fills: each
+    level below the first starts one shard (1/shards of the model, at that share) after its parent.
+    """
+    waves = relay_waves({f"h{i}": ["m"] for i in range(n)}, fanout=fanout)
+    per_source: dict[str | None, int] = {}
+    for wave in waves:
+        for t in wave:
+            per_source[t.source] = per_source.get(t.source, 0) + 1
+    busiest = max(per_source.values(), default=1)
+    return busiest * (1 + (len(waves) - 1) / shards)
 
 
 def direct_model(n: int) -> float:
@@ -149,10 +167,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--gib", type=float, default=2.0, help="size of the synthetic model (default 2)")
     parser.add_argument("--shards", type=int, default=8, help="number of weight shards (default 8)")
     parser.add_argument("--mbit", type=int, default=200, help="every link's rate in Mbit/s (default 200)")
-    parser.add_argument("--fanout", type=int, default=2, help="airgap_llm_model_store_fanout (default 2)")
+    parser.add_argument("--fanout", type=int, action="append",
+                        help="airgap_llm_model_store_fanout of a relay run (repeat; default: 1 and 2)")
     parser.add_argument("--work", type=Path, default=Path("/var/tmp/airgap-llm-bench-fanout"))
     parser.add_argument("--keep", action="store_true", help="keep the bundle under --work")
     args = parser.parse_args(argv)
+    fanouts = args.fanout or [1, 2]
     benchlib.header([sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
     args.work.mkdir(parents=True, exist_ok=True)
     bundle = staging.make_bundle(args.work / f"bundle-{args.gib:g}g-{args.shards}", args.gib, args.shards)
@@ -167,13 +187,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         shaped = shape(ts, args.mbit)
         print(f"links limited to {args.mbit} Mbit/s: {', '.join(shaped)}; model {size / 2**30:.2f} GiB "
               f"({size * 8 / 1e6:.0f} Mbit: {link_s:.0f} s per transfer at line rate)", flush=True)
-        for key, count, relay in (("1 host", 1, True), ("4 hosts, relay", 4, True), ("4 hosts, direct push", 4, False)):
+        runs = [("1 host", 1, True, fanouts[0])]
+        runs += [(f"4 hosts, relay, fan-out {f}", 4, True, f) for f in fanouts]
+        runs += [("4 hosts, direct push", 4, False, fanouts[0])]
+        for key, count, relay, fanout in runs:
             reset(ts)
             staging.drop_caches()
-            secs, out = run_models(write_inventory(args.work, ts, count, args.fanout, relay), bundle)
+            secs, out = run_models(write_inventory(args.work, ts, count, fanout, relay), bundle)
             times[key] = secs
-            waves_seen += [f"{key}: wave " + line.split("relay wave", 1)[1].strip().rstrip('"')
-                           for line in out.splitlines() if '"msg": "relay wave' in line]
+            waves_seen += [f"{key}: " + line.split('"msg": "', 1)[1].strip().rstrip('"')
+                           for line in out.splitlines() if '"msg": "relay wave' in line or '"msg": "relay pass' in line]
             print(f"{key}: {secs:.1f} s", flush=True)
     finally:
         unshape(ts)
@@ -182,24 +205,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             shutil.rmtree(args.work, ignore_errors=True)
 
     one = times["1 host"]
-    relay_ratio = times["4 hosts, relay"] / one
-    direct_ratio = times["4 hosts, direct push"] / one
+    rows = [["1 host", f"{one:.1f}", "1.00", "1", ""]]
+    for f in fanouts:
+        ratio = times[f"4 hosts, relay, fan-out {f}"] / one
+        rows.append([f"4 hosts, relay, fan-out {f}", f"{times[f'4 hosts, relay, fan-out {f}']:.1f}", f"{ratio:.2f}",
+                     f"{pipelined_model(4, f, args.shards):.2f}",
+                     f"<= {GOAL_RELAY} ({'met' if ratio <= GOAL_RELAY else 'missed'})"])
+    rows.append(["4 hosts, direct push", f"{times['4 hosts, direct push']:.1f}",
+                 f"{times['4 hosts, direct push'] / one:.2f}", f"{direct_model(4):g}", "about 4"])
     print()
-    print("relay waves:", *waves_seen, sep="\n  ")
+    print("relay plan as the runs showed it:", *waves_seen, sep="\n  ")
     print()
+    print(benchlib.markdown_table(["run", "seconds", "/ 1 host", "model (transfers)", "goal"], rows))
+    print()
+    counts = (1, 2, 4, 8, 16, 32, 64)
+    print(f"Model, in transfers of the model over one link ({link_s:.0f} s each here at line rate; "
+          f"{args.shards} shards):")
     print(benchlib.markdown_table(
-        ["run", "seconds", "/ 1 host", "model (transfers)", "goal"],
-        [["1 host", f"{one:.1f}", "1.00", "1", ""],
-         [f"4 hosts, relay (fan-out {args.fanout})", f"{times['4 hosts, relay']:.1f}", f"{relay_ratio:.2f}",
-          f"{relay_model(4, args.fanout):g}", f"<= {GOAL_RELAY} ({'met' if relay_ratio <= GOAL_RELAY else 'missed'})"],
-         ["4 hosts, direct push", f"{times['4 hosts, direct push']:.1f}", f"{direct_ratio:.2f}",
-          f"{direct_model(4):g}", "about 4"]]))
-    print()
-    print(f"Model, in transfers of the model over one link ({link_s:.0f} s each here at line rate):")
-    print(benchlib.markdown_table(
-        ["N hosts"] + [str(n) for n in (1, 2, 4, 8, 16, 32, 64)],
-        [[f"relay, fan-out {f}"] + [f"{relay_model(n, f):g}" for n in (1, 2, 4, 8, 16, 32, 64)] for f in (1, 2, 3)]
-        + [["direct push"] + [f"{direct_model(n):g}" for n in (1, 2, 4, 8, 16, 32, 64)]]))
+        ["N hosts"] + [str(n) for n in counts],
+        [[f"relay, fan-out {f}"] + [f"{pipelined_model(n, f, args.shards):.2f}" for n in counts] for f in (1, 2, 3)]
+        + [[f"store-and-forward waves, fan-out {f}"] + [f"{relay_model(n, f):g}" for n in counts] for f in (1, 2)]
+        + [["direct push"] + [f"{direct_model(n):g}" for n in counts]]))
     return 0
 
 

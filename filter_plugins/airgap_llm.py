@@ -36,10 +36,12 @@
         a host's missing models and the bytes it needs from the bundle, less the model files the host
         already verified (see airgap_llm.bundle_check)
     {{ hostvars | airgap_llm_relay_wave(ansible_play_hosts_all, ansible_play_hosts, fanout) }}
+    {{ hostvars | airgap_llm_relay_tree(ansible_play_hosts_all, ansible_play_hosts, fanout) }}
     {{ folders | airgap_llm_relay_held(verify_report.failures) }}
         model_store's relay: the next wave (which host pulls which model from which, from the hosts'
-        facts; failed hosts left out) and the folders a host holds verified (see airgap_llm.relay); the
-        plan's model_relay is the preview of every wave for a site that holds nothing yet
+        facts; failed hosts left out), every level of the pipelined pass at once, and the folders a
+        host holds verified (see airgap_llm.relay); the plan's model_relay is the preview of every
+        wave for a site that holds nothing yet
     {{ airgap_llm_host_plan | airgap_llm_gateway_requests }}
         what validate asks each gateway of the host (airgap_llm.gateway.validation_requests)
     {{ airgap_llm_host_plan | airgap_llm_model_code_folders(airgap_llm_bundle_dir) }}
@@ -257,6 +259,15 @@ def airgap_llm_relay_wave(hostvars: Mapping[str, Any], hosts: Any, alive: Any, f
         raise AnsibleFilterError(f"airgap_llm_model_store_fanout: {exc}") from exc
 
 
+def airgap_llm_relay_tree(hostvars: Mapping[str, Any], hosts: Any, alive: Any, fanout: Any) -> list[dict[str, Any]]:
+    names = [str(h) for h in to_plain(hosts)]
+    facts = {h: {k: to_plain(hostvars[h][k]) for k in relay.FACTS if k in hostvars[h]} for h in names}
+    try:
+        return relay.tree_from_hostvars(facts, names, {str(h) for h in to_plain(alive)}, int(fanout))
+    except ValueError as exc:
+        raise AnsibleFilterError(f"airgap_llm_model_store_fanout: {exc}") from exc
+
+
 def airgap_llm_relay_held(folders: Any, failures: Any) -> list[str]:
     return relay.held_folders([str(f) for f in to_plain(folders)], to_plain(failures))
 
@@ -400,6 +411,7 @@ class FilterModule:
             "airgap_llm_bundle_signature_problems": airgap_llm_bundle_signature_problems,
             "airgap_llm_model_code_folders": airgap_llm_model_code_folders,
             "airgap_llm_relay_wave": airgap_llm_relay_wave,
+            "airgap_llm_relay_tree": airgap_llm_relay_tree,
             "airgap_llm_relay_held": airgap_llm_relay_held,
             "airgap_llm_monitoring_facts": airgap_llm_monitoring_facts,
             "airgap_llm_monitoring_files": airgap_llm_monitoring_files,

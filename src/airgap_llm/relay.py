@@ -150,6 +150,26 @@ def wave_from_hostvars(
     return [t.as_dict() for t in wave]
 
 
+def tree_from_hostvars(
+    hostvars: Mapping[str, Mapping[str, Any]],
+    hosts: Sequence[str],
+    alive: Collection[str],
+    fanout: int,
+) -> list[dict[str, Any]]:
+    """Every transfer of the relay's pipelined pass, from the same facts as :func:`wave_from_hostvars`.
+
+    The whole tree at once (:func:`relay_waves`, every transfer assumed to succeed), each transfer with
+    its level (``wave``): the pass runs every level at the same time, a host passing each file on as soon
+    as it verified it. What the pass leaves undone (a copy that failed, a parent that stopped) is done by
+    the waves after it, from the hosts' facts then.
+    """
+    order = [h for h in hosts if "airgap_llm_model_store_relay_holds" in hostvars.get(h, {}) and h in alive]
+    needs = {h: list(hostvars[h].get("airgap_llm_model_store_folders", [])) for h in order}
+    holds = {h: set(hostvars[h]["airgap_llm_model_store_relay_holds"]) for h in order}
+    return [{**t.as_dict(), "wave": level}
+            for level, wave in enumerate(relay_waves(needs, holds, fanout, order), start=1) for t in wave]
+
+
 def plan_preview(folders_by_host: Mapping[str, Sequence[str]], fanout: int, relay: bool) -> dict[str, Any]:
     """The plan's view of model staging for a site where no host holds a model yet."""
     if not relay:

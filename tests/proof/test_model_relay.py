@@ -2,9 +2,10 @@
 rlrelay-1 -> rlrelay-2 -> rlrelay-3, so rlrelay-2 is a middle host):
 
 - rlrelay-2 holds a corrupted copy of the model's weights in its staging area (one byte flipped, same size
-  and mtime as the bundle's file, so rsync's quick check keeps it, as a bad disk would): its verification
-  catches it, it publishes nothing and serves nothing; rlrelay-3, its child in the tree, pulls from
-  rlrelay-1 instead and ends with a good copy, as does rlrelay-1; the run fails naming the file; afterwards
+  and mtime as the bundle's file, so rsync's quick check keeps it, as a bad disk would): in the pipelined
+  pass its pull hashes the file and catches it, it publishes nothing and passes nothing on; rlrelay-3,
+  its child in the tree, gives up on it and a wave after the pass pulls from rlrelay-1 instead, and it
+  ends with a good copy, as does rlrelay-1; the run fails naming the file; afterwards
   no relay daemon, secret or configuration is left on any host and nothing listens on the relay's port;
 - ``kill -9`` of the run while a host serves a wave leaves its daemon behind (the controller could not stop
   it); the next run stops it first, then completes, and leaves nothing behind;
@@ -140,7 +141,9 @@ def leftovers(ts: Any) -> dict[str, str]:
 
 
 def wave_lines(output: str) -> list[str]:
-    return [line.split('"msg": "', 1)[1].rstrip('"') for line in output.splitlines() if '"msg": "relay wave' in line]
+    """The relay's plan as the run showed it: the pipelined pass's tree, then each wave after it."""
+    return [line.split('"msg": "', 1)[1].rstrip('"') for line in output.splitlines()
+            if '"msg": "relay wave' in line or '"msg": "relay pass' in line]
 
 
 def test_a_corrupted_copy_on_a_middle_host_is_caught_there_and_not_passed_on(
@@ -163,10 +166,11 @@ def test_a_corrupted_copy_on_a_middle_host_is_caught_there_and_not_passed_on(
     out = result.stdout + result.stderr
     assert result.returncode != 0, out[-3000:]
     waves = wave_lines(out)
-    # Planned chain 1 -> 2 -> 3; the middle host's copy fails, its child pulls from the first host.
-    assert waves == [f"relay wave 1: {first.name} <- controller ({MODEL})",
-                     f"relay wave 2: {middle.name} <- {first.name} ({MODEL})",
-                     f"relay wave 3: {last.name} <- {first.name} ({MODEL})"], "\n".join(waves) + out[-3000:]
+    # The pass runs the chain 1 -> 2 -> 3 at once; the middle host's copy fails there, so its child gets
+    # nothing more from it and a wave after the pass takes the model from the first host.
+    assert waves == [f"relay pass (level by level, all at once): {first.name} <- controller ({MODEL}); "
+                     f"{middle.name} <- {first.name} ({MODEL}); {last.name} <- {middle.name} ({MODEL})",
+                     f"relay wave 1: {last.name} <- {first.name} ({MODEL})"], "\n".join(waves) + out[-3000:]
     assert f"corrupted: {w['path']}" in out and w["sha256"] in out
     assert f"fatal: [{middle.name}]" in out
     # Caught there: nothing published on the middle host, good copies on the others.

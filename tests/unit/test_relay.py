@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -112,6 +116,29 @@ def test_wave_from_the_roles_facts() -> None:
         {"host": "c", "folder": M, "source": "a"}]
 
 
+def test_tree_of_the_pipelined_pass_from_the_roles_facts() -> None:
+    empty = {"airgap_llm_model_store_folders": [M], "airgap_llm_model_store_relay_holds": [],
+             "airgap_llm_model_store_relay_received": []}
+    facts = {h: dict(empty) for h in "abcd"}
+    facts["x"] = {}
+    # Every level at once: the controller sends a, a serves b and c (fan-out 2), b serves d.
+    assert relay.tree_from_hostvars(facts, list("abcdx"), set("abcdx"), 2) == [
+        {"host": "a", "folder": M, "source": None, "wave": 1},
+        {"host": "b", "folder": M, "source": "a", "wave": 2},
+        {"host": "c", "folder": M, "source": "a", "wave": 2},
+        {"host": "d", "folder": M, "source": "b", "wave": 3}]
+    # A chain with fan-out 1; a host that already holds the model serves from the first level.
+    facts["c"] = {**empty, "airgap_llm_model_store_relay_holds": [M]}
+    assert relay.tree_from_hostvars(facts, list("abcd"), set("abcd"), 1) == [
+        {"host": "a", "folder": M, "source": "c", "wave": 1},
+        {"host": "b", "folder": M, "source": "a", "wave": 2},
+        {"host": "d", "folder": M, "source": "b", "wave": 3}]
+    # A failed host takes no part; nothing to do when every host holds the model.
+    assert [t["host"] for t in relay.tree_from_hostvars(facts, list("abcd"), set("acd"), 1)] == ["a", "d"]
+    held = {h: {**empty, "airgap_llm_model_store_relay_holds": [M]} for h in "ab"}
+    assert relay.tree_from_hostvars(held, ["a", "b"], {"a", "b"}, 2) == []
+
+
 def test_held_folders_from_the_verify_report() -> None:
     failures = [{"path": f"{E}/blobs/abc", "problem": "missing", "detail": ""}]
     assert relay.held_folders([M, E], failures) == [M]
@@ -209,8 +236,155 @@ def test_daemon_serves_with_the_secret_only_and_stop_leaves_nothing(tmp_path: Pa
 def test_the_fanout_benchmarks_model_of_time_against_n() -> None:
     """bench/fanout.py's model: a wave lasts as long as its busiest sender's share of its link."""
     sys.path.insert(0, str(REPO / "bench"))
-    from fanout import direct_model, relay_model
+    from fanout import direct_model, pipelined_model, relay_model
+
+    # Pipelined: the busiest sender's share, plus one shard per level to fill the pipe.
+    assert pipelined_model(1, 2, 8) == 1
+    assert pipelined_model(4, 1, 8) == 1 + 3 / 8  # a chain: every link used once
+    assert pipelined_model(4, 2, 8) == 2 * (1 + 2 / 8)  # the first host feeds two at half its link each
 
     assert [relay_model(n, 2) for n in (1, 2, 4, 8, 64)] == [1, 2, 4, 6, 12]
     assert [relay_model(n, 1) for n in (1, 4)] == [1, 4]  # a chain: one transfer per host
     assert [direct_model(n) for n in (1, 4, 64)] == [1, 4, 64]
+
+
+# --- the pipelined pass: `follow` pulls file by file what the parent verified, from a real rsync daemon ----
+
+verify_script = load_script(REPO / "roles" / "model_store" / "files" / "airgap_llm_verify_models.py",
+                            "airgap_llm_verify_models")
+
+
+def _entry(path: str, sha: str = "s", link: str | None = None) -> Any:
+    return verify_script.Entry(path, 1, sha, link)
+
+
+def test_follow_pulls_what_the_parent_verified_and_gives_up_only_when_it_cannot_get_the_rest() -> None:
+    step = relay_script.follow_step
+    one, two = _entry(f"{M}/blobs/1", "a"), _entry(f"{M}/blobs/2", "b")
+    parent = {"folders": {M: "receiving"}, "verified": {one.path: "a"}}
+    assert relay_script.wanted_now([one, two], [one, two], parent) == [one]
+    # Same path, another sha256 than the manifest's: not taken.
+    assert relay_script.wanted_now([one], [one], {"folders": {}, "verified": {one.path: "x"}}) == []
+    assert step([one, two], [one], parent, M) == "pull"
+    assert step([two], [], parent, M) == "wait"  # the parent is still receiving the rest
+    assert step([two], [], None, M) == "wait"  # its state cannot be read now (not up yet, a blip)
+    assert step([], [], {"folders": {M: "done"}, "verified": {}}, M) == "finish"
+    assert step([], [], parent, M) == "wait"  # all files here; the links come once the parent is done
+    assert step([two], [], {"folders": {M: "done"}, "verified": {}}, M) == "give-up"  # done, and lacks one
+    assert step([two], [], {"folders": {M: "failed"}, "verified": {}}, M) == "give-up"
+    assert step([two], [], {"folders": {}, "verified": {}}, M) == "give-up"  # it does not have the model at all
+
+
+def _manifest(root: Path, files: dict[str, bytes], links: dict[str, str]) -> dict[str, Any]:
+    entries = [{"path": f"models/hub/{M}/{p}", "size": len(d), "sha256": hashlib.sha256(d).hexdigest()}
+               for p, d in files.items()]
+    entries += [{"path": f"models/hub/{M}/{p}", "link": t, "size": len(files[t.split("../../")[-1]]),
+                 "sha256": hashlib.sha256(files[t.split("../../")[-1]]).hexdigest()} for p, t in links.items()]
+    return {"format": 1, "prefix": "models/hub/", "entries": entries}
+
+
+def _put(root: Path, files: dict[str, bytes], links: dict[str, str] | None = None) -> None:
+    for p, d in files.items():
+        (root / M / p).parent.mkdir(parents=True, exist_ok=True)
+        (root / M / p).write_bytes(d)
+    for p, t in (links or {}).items():
+        (root / M / p).parent.mkdir(parents=True, exist_ok=True)
+        (root / M / p).symlink_to(t)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("rsync") is None,
+                    reason="needs root (chroot, uid 65534) and rsync")
+def test_follow_from_a_real_daemon_file_by_file_then_a_bad_copy_then_a_failed_parent(tmp_path: Path) -> None:
+    os.chmod(tmp_path, 0o755)
+    files = {"blobs/1": b"1" * 5000, "blobs/2": b"2" * 7000, "blobs/3": b"3" * 3000}
+    links = {"snapshots/c1/weights": "../../blobs/3"}
+    expected = tmp_path / "expected.json"
+    expected.write_text(json.dumps(_manifest(tmp_path, files, links)))
+    parent, child = tmp_path / "parent", tmp_path / "child"
+    parent_record, child_record = tmp_path / "parent.json", tmp_path / "child.json"
+    (child / M).mkdir(parents=True)
+    (tmp_path / "hub").mkdir()
+    # The parent holds two files verified so far (still receiving the third).
+    _put(parent, {p: d for p, d in files.items() if p != "blobs/3"})
+    subprocess.run([sys.executable, str(verify_script.__file__), "--expected", str(expected), "--root", str(parent),
+                    "--record", str(parent_record)], capture_output=True, check=False)
+    run_dir = tmp_path / "run"
+    secret = "s3cret-for-this-run-0123456789"
+    port = 19730 + os.getpid() % 1000
+    start = subprocess.run([sys.executable, str(RELAY_SCRIPT), "start", "--dir", str(run_dir), "--address", "127.0.0.1",
+                            "--port", str(port), "--root", str(parent), "--allow", "127.0.0.1", "--expected",
+                            str(expected), "--record", str(parent_record), "--receiving", M],
+                           env={**os.environ, "AIRGAP_LLM_RELAY_SECRET": secret}, capture_output=True, text=True,
+                           check=False)
+    state = run_dir / "state" / "state.json"
+
+    def follow(*extra: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, str(RELAY_SCRIPT), "follow", "--dir", str(tmp_path / "child-run"), "--source",
+             "127.0.0.1", "--port", str(port), "--folder", M, "--expected", str(expected), "--root", str(child),
+             "--record", str(child_record), "--hub", str(tmp_path / "hub"), "--poll", "0.1", *extra],
+            env={**os.environ, "RSYNC_PASSWORD": secret}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    try:
+        assert start.returncode == 0, start.stdout + start.stderr
+        assert json.loads(state.read_text())["folders"] == {M: "receiving"}
+        assert set(json.loads(state.read_text())["verified"]) == {f"{M}/blobs/1", f"{M}/blobs/2"}
+        proc = follow()
+        deadline = time.monotonic() + 30
+        while not ((child / M / "blobs/1").exists() and (child / M / "blobs/2").exists()):
+            assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
+            time.sleep(0.1)
+        # Taken before the parent had the third file; nothing unverified is taken.
+        assert not (child / M / "blobs/3").exists() and proc.poll() is None
+        _put(parent, {"blobs/3": files["blobs/3"]}, links)
+        sha3 = hashlib.sha256(files["blobs/3"]).hexdigest()
+        verify_script.update_state(str(state), {M: "done"}, {f"{M}/blobs/3": sha3})
+        out, err = proc.communicate(timeout=60)
+        report = json.loads(out)
+        assert proc.returncode == 0 and report["ok"] and report["pulled"] == 3, out + err
+        assert (child / M / "blobs/3").read_bytes() == files["blobs/3"]
+        assert os.readlink(child / M / "snapshots/c1/weights") == "../../blobs/3"
+        assert set(json.loads(child_record.read_text())["files"]) == {f"{M}/{p}" for p in files}
+
+        # A copy with one byte flipped, the parent's size and mtime (rsync's quick check keeps it): caught here.
+        shutil.rmtree(child / M)
+        child_record.unlink()
+        bad = bytearray(files["blobs/2"])
+        bad[10] ^= 0xFF
+        _put(child, {"blobs/2": bytes(bad)})
+        st = (parent / M / "blobs/2").stat()
+        os.utime(child / M / "blobs/2", ns=(st.st_atime_ns, st.st_mtime_ns))
+        proc = follow()
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 1, out + err
+        assert [(f["path"], f["problem"]) for f in json.loads(out)["failures"]] == [(f"{M}/blobs/2", "corrupted")]
+        assert f"{M}/blobs/2" not in json.loads(child_record.read_text())["files"]
+
+        # A parent whose copy failed: not received (3), at once, nothing pulled.
+        shutil.rmtree(child / M)
+        verify_script.update_state(str(state), {M: "failed"})
+        json_state = json.loads(state.read_text())
+        json_state["verified"] = {}
+        state.write_text(json.dumps(json_state))
+        proc = follow()
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 3 and "failed" in json.loads(out)["reason"], out + err
+    finally:
+        subprocess.run([sys.executable, str(RELAY_SCRIPT), "stop", "--dir", str(run_dir)], capture_output=True,
+                       check=True)
+    assert not run_dir.exists()
+
+
+@pytest.mark.skipif(shutil.which("rsync") is None, reason="needs rsync")
+def test_follow_gives_up_on_a_parent_it_cannot_reach(tmp_path: Path) -> None:
+    """Nothing listens on the parent's port (a firewall between the nodes): not received (3), naming it."""
+    expected = tmp_path / "expected.json"
+    expected.write_text(json.dumps(_manifest(tmp_path, {"blobs/1": b"1"}, {})))
+    got = subprocess.run(
+        [sys.executable, str(RELAY_SCRIPT), "follow", "--dir", str(tmp_path / "run"), "--source", "127.0.0.1",
+         "--port", "9", "--folder", M, "--expected", str(expected), "--root", str(tmp_path / "staging"),
+         "--record", str(tmp_path / "record.json"), "--hub", str(tmp_path / "hub"), "--connect-timeout", "1",
+         "--poll", "0.2"],
+        env={**os.environ, "RSYNC_PASSWORD": "x" * 20}, capture_output=True, text=True, timeout=60, check=False)
+    assert got.returncode == 3, got.stdout + got.stderr
+    assert json.loads(got.stdout)["reason"] == "cannot reach the relay on 127.0.0.1:9 for 1 s"

@@ -36,14 +36,20 @@ file into place only once it is whole), so hashing overlaps the transfer. Files 
 to the record (under a lock, merged with what is there); nothing is printed on stdout (it is rsync's
 channel). The exit status is CMD's.
 
+With ``--state FILE`` (the relay's state file of a host that serves others, see
+airgap_llm_model_relay.py), the files verified so far are added to it as they are, with the folder
+``receiving``, and ``done`` (CMD exited 0) or ``failed`` at the end; nothing when FILE's directory does not
+exist (a host that serves no one).
+
 ``--publish DEST`` makes DEST (the live hub) match the root (the verified staging copy) for the
 expected entries: each file is hard-linked into place under a temporary name and renamed over the old
 one (a running service keeps reading the old inode; no reader ever sees a half-written file), links
 are made the same way, and files, links and empty directories under the entries' model directories
 that the entries do not list are removed, except what a kept snapshot holds (``--keep SNAPSHOT_DIR``,
 repeated: the snapshots of the host's live and previous releases, so that a rollback finds its model;
-the files of such a snapshot and the blobs its links point at stay). It refuses (exit 1, nothing changed) unless the record
-vouches for every file, i.e. only files verified with their expected sha256 reach DEST. Prints
+the files of such a snapshot and the blobs its links point at stay). It refuses (exit 1, nothing
+changed) unless the record vouches for every file, i.e. only files verified with their expected
+sha256 reach DEST. Prints
 ``{"ok": true, "changed": [model dirs], "placed": N, "removed": N}``.
 """
 
@@ -366,6 +372,60 @@ def save_record(path: str, files: dict[str, dict[str, Any]]) -> None:
         raise
 
 
+# --- the relay's state file (read by the hosts that pull from this one) --------------------------------
+STATE_FORMAT = 1
+HEARTBEAT_S = 5.0
+
+
+def load_state(path: str) -> dict[str, Any]:
+    """The relay state: per folder "receiving" | "done" | "failed", and the files verified (path -> sha256)."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError):
+        data = None
+    if (not isinstance(data, dict) or data.get("format") != STATE_FORMAT
+            or not isinstance(data.get("folders"), dict) or not isinstance(data.get("verified"), dict)):
+        return {"format": STATE_FORMAT, "folders": {}, "verified": {}}
+    return data
+
+
+def update_state(
+    path: str | None, folders: dict[str, str] | None = None, verified: dict[str, str] | None = None
+) -> None:
+    """Merge folder states and verified files into the state file (under a lock, replaced atomically, 0644),
+    and note the time (``alive``): while a copy arrives here, its receiver calls this every few seconds, so
+    a host pulling from this one tells a long file from a receiver that died.
+
+    Nothing when ``path`` is None or its directory does not exist: only a host that serves others has one."""
+    if not path or not os.path.isdir(os.path.dirname(path)):
+        return
+    with RecordLock(path):
+        state = load_state(path)
+        state["folders"].update(folders or {})
+        state["verified"].update(verified or {})
+        state["alive"] = int(time.time())
+        fd, tmp = tempfile.mkstemp(prefix=".state.", suffix=".tmp", dir=os.path.dirname(path))
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump(state, fh, sort_keys=True)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+
+
+def vouched_files(root: str, entries: list[Entry], record: dict[str, Any]) -> dict[str, str]:
+    """The regular files the record vouches for as they are now: path -> sha256."""
+    files = [e for e in entries if e.link is None]
+    seen = look(root, files)
+    return {e.path: e.sha256 for e in files if vouched(e, seen[e.path], record)}
+
+
 def load_entries(expected_path: str, folders: list[str]) -> list[Entry]:
     with open(expected_path, encoding="utf-8") as fh:
         return only_under(parse_expected(json.load(fh)), folders)
@@ -406,10 +466,15 @@ def run(
     return (0 if not failures else 1), report
 
 
-def watch(cmd: list[str], root: str, entries: list[Entry], record_path: str, workers: int, poll_s: float = 0.2) -> int:
-    """Run ``cmd``; hash each expected file as it appears whole under its final name; record the good ones."""
+def watch(cmd: list[str], root: str, entries: list[Entry], record_path: str, workers: int, poll_s: float = 0.2,
+          state_path: str | None = None) -> int:
+    """Run ``cmd``; hash each expected file as it appears whole under its final name; record the good ones
+    (and name them in the relay's state file as they are verified, when there is one)."""
     files = [e for e in entries if e.link is None]
     record = load_record(record_path)
+    folders = sorted({e.path.split("/", 1)[0] for e in entries})
+    update_state(state_path, {f: "receiving" for f in folders}, vouched_files(root, files, record))
+    announced: set[str] = set()
     queued: dict[str, tuple[int, int, int]] = {}
     pending: dict[Future[str], tuple[Entry, Seen]] = {}
     verified: dict[str, dict[str, Any]] = {}
@@ -441,16 +506,31 @@ def watch(cmd: list[str], root: str, entries: list[Entry], record_path: str, wor
     # rsync handles these itself; here they must not kill the watcher before the child is reaped.
     for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGPIPE):
         signal.signal(sig, lambda *_: None)
+    beat = [time.monotonic()]
+
+    def announce() -> None:
+        # The record first: a host that pulls a file from this one gets it from a copy the record vouches for.
+        fresh = {p: v["sha256"] for p, v in verified.items() if p not in announced}
+        if fresh or time.monotonic() - beat[0] >= HEARTBEAT_S:
+            merge_record(record_path, verified)
+            update_state(state_path, verified=fresh)
+            announced.update(fresh)
+            beat[0] = time.monotonic()
+
     child = subprocess.Popen(cmd)  # noqa: S603 (rsync's own server command line)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         while child.poll() is None:
             sweep(pool)
             collect(block=False)
+            if state_path:
+                announce()
             time.sleep(poll_s)
         if child.returncode == 0:
             sweep(pool)  # files renamed into place at the very end
         collect(block=True)
     merge_record(record_path, verified)
+    announce()
+    update_state(state_path, {f: "done" if child.returncode == 0 else "failed" for f in folders})
     return child.returncode
 
 
@@ -555,6 +635,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep-links", metavar="DIR", help="with --publish: keep the snapshots DIR's links point at")
     parser.add_argument("--keep-releases", metavar="STATE_JSON",
                         help="with --publish: keep the snapshots of the host's live and previous releases")
+    parser.add_argument("--state", metavar="FILE", help="with --watch: the relay's state file to keep up to date")
     parser.add_argument("--watch", nargs=argparse.REMAINDER, help="run this command, hashing files as they arrive")
     args = parser.parse_args(argv)
     if (args.watch is not None or args.publish) and not args.record:
@@ -567,7 +648,7 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, ValueError, InputProblem) as exc:
             print(f"airgap_llm_verify_models: {exc}", file=sys.stderr)
             return 2
-        return watch(args.watch, args.root, entries, args.record, args.workers)
+        return watch(args.watch, args.root, entries, args.record, args.workers, state_path=args.state)
     try:
         if args.publish:
             rc, report = publish(args.root, args.publish, load_entries(args.expected, args.only), args.record,
