@@ -83,20 +83,19 @@ def config_text(run_dir: str, address: str, port: int, root: str, allow: list[st
         # Each receiver: a pull and, in the pipelined pass, a read of the state file.
         f"max connections = {2 * max(1, len(allow))}",
         "",
-        f"[{MODULE}]",
-        f"    path = {root}",
-        "    read only = yes",
-        "    write only = no",
-        "    list = no",
-        f"    auth users = {USER}",
-        f"    secrets file = {run_dir}/rsyncd.secrets",
-        "    strict modes = yes",
-        f"    hosts allow = {' '.join(allow)}",
-        "    hosts deny = *",
+        *module_text(MODULE, root, run_dir, allow),
         f"    exclude = {PARTIAL_DIR}/",
         "",
-        f"[{STATE_MODULE}]",
-        f"    path = {run_dir}/{STATE_MODULE}",
+        *module_text(STATE_MODULE, f"{run_dir}/{STATE_MODULE}", run_dir, allow),
+        "",
+    ])
+
+
+def module_text(name: str, path: str, run_dir: str, allow: list[str]) -> list[str]:
+    """A read-only, unlisted module open to the relay's user with the run's secret, from ``allow`` only."""
+    return [
+        f"[{name}]",
+        f"    path = {path}",
         "    read only = yes",
         "    write only = no",
         "    list = no",
@@ -105,8 +104,7 @@ def config_text(run_dir: str, address: str, port: int, root: str, allow: list[st
         "    strict modes = yes",
         f"    hosts allow = {' '.join(allow)}",
         "    hosts deny = *",
-        "",
-    ])
+    ]
 
 
 def write_private(path: str, text: str) -> None:

@@ -353,15 +353,17 @@ def merge_record(path: str, verified: dict[str, dict[str, Any]]) -> bool:
         return True
 
 
-def save_record(path: str, files: dict[str, dict[str, Any]]) -> None:
+def replace_json(path: str, data: dict[str, Any], prefix: str, durable: bool) -> None:
+    """Write ``data`` to a temporary file beside ``path`` (0644; fsync'ed when ``durable``) and rename it over."""
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".verified.", suffix=".tmp", dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump({"format": RECORD_FORMAT, "files": files}, fh, indent=1, sort_keys=True)
+            json.dump(data, fh, indent=1 if durable else None, sort_keys=True)
             fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
@@ -370,6 +372,10 @@ def save_record(path: str, files: dict[str, dict[str, Any]]) -> None:
         except OSError:
             pass
         raise
+
+
+def save_record(path: str, files: dict[str, dict[str, Any]]) -> None:
+    replace_json(path, {"format": RECORD_FORMAT, "files": files}, ".verified.", durable=True)
 
 
 # --- the relay's state file (read by the hosts that pull from this one) --------------------------------
@@ -405,18 +411,8 @@ def update_state(
         state["folders"].update(folders or {})
         state["verified"].update(verified or {})
         state["alive"] = int(time.time())
-        fd, tmp = tempfile.mkstemp(prefix=".state.", suffix=".tmp", dir=os.path.dirname(path))
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(state, fh, sort_keys=True)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        # Read by the hosts pulling from this one during the run only: no fsync.
+        replace_json(path, state, ".state.", durable=False)
 
 
 def vouched_files(root: str, entries: list[Entry], record: dict[str, Any]) -> dict[str, str]:
