@@ -249,23 +249,23 @@ def airgap_llm_status_promql(_: Any = None) -> dict[str, str]:
     return dict(PROMQL)
 
 
-def airgap_llm_relay_wave(hostvars: Mapping[str, Any], hosts: Any, alive: Any, fanout: Any) -> list[dict[str, Any]]:
+def _relay_from_hostvars(compute: Any, hostvars: Mapping[str, Any], hosts: Any, alive: Any,
+                         fanout: Any) -> list[dict[str, Any]]:
+    """``compute`` (relay.wave_from_hostvars or relay.tree_from_hostvars) over the hosts' relay facts."""
     names = [str(h) for h in to_plain(hosts)]
     facts = {h: {k: to_plain(hostvars[h][k]) for k in relay.FACTS if k in hostvars[h]} for h in names}
     try:
-        return relay.wave_from_hostvars(facts, names,
-                                        {str(h) for h in to_plain(alive)}, int(fanout))
+        return list(compute(facts, names, {str(h) for h in to_plain(alive)}, int(fanout)))
     except ValueError as exc:
         raise AnsibleFilterError(f"airgap_llm_model_store_fanout: {exc}") from exc
+
+
+def airgap_llm_relay_wave(hostvars: Mapping[str, Any], hosts: Any, alive: Any, fanout: Any) -> list[dict[str, Any]]:
+    return _relay_from_hostvars(relay.wave_from_hostvars, hostvars, hosts, alive, fanout)
 
 
 def airgap_llm_relay_tree(hostvars: Mapping[str, Any], hosts: Any, alive: Any, fanout: Any) -> list[dict[str, Any]]:
-    names = [str(h) for h in to_plain(hosts)]
-    facts = {h: {k: to_plain(hostvars[h][k]) for k in relay.FACTS if k in hostvars[h]} for h in names}
-    try:
-        return relay.tree_from_hostvars(facts, names, {str(h) for h in to_plain(alive)}, int(fanout))
-    except ValueError as exc:
-        raise AnsibleFilterError(f"airgap_llm_model_store_fanout: {exc}") from exc
+    return _relay_from_hostvars(relay.tree_from_hostvars, hostvars, hosts, alive, fanout)
 
 
 def airgap_llm_relay_held(folders: Any, failures: Any) -> list[str]:

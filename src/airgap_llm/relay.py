@@ -129,6 +129,16 @@ def held_folders(folders: Sequence[str], failures: Sequence[Mapping[str, Any]]) 
     return [f for f in folders if f not in bad]
 
 
+def _needs_and_holds(
+    hostvars: Mapping[str, Mapping[str, Any]], hosts: Sequence[str]
+) -> tuple[list[str], dict[str, list[str]], dict[str, set[str]]]:
+    """The hosts that take part (those with the role's relay facts), in order, with what each needs and holds."""
+    order = [h for h in hosts if "airgap_llm_model_store_relay_holds" in hostvars.get(h, {})]
+    needs = {h: list(hostvars[h].get("airgap_llm_model_store_folders", [])) for h in order}
+    holds = {h: set(hostvars[h]["airgap_llm_model_store_relay_holds"]) for h in order}
+    return order, needs, holds
+
+
 def wave_from_hostvars(
     hostvars: Mapping[str, Mapping[str, Any]],
     hosts: Sequence[str],
@@ -141,9 +151,7 @@ def wave_from_hostvars(
     (verified folders) and ``airgap_llm_model_store_relay_received`` (transfers it verified); hosts not in
     ``alive`` have failed. Hosts without these facts (no model to stage) take no part.
     """
-    order = [h for h in hosts if "airgap_llm_model_store_relay_holds" in hostvars.get(h, {})]
-    needs = {h: list(hostvars[h].get("airgap_llm_model_store_folders", [])) for h in order}
-    holds = {h: set(hostvars[h]["airgap_llm_model_store_relay_holds"]) for h in order}
+    order, needs, holds = _needs_and_holds(hostvars, hosts)
     received = {h: list(hostvars[h].get("airgap_llm_model_store_relay_received", [])) for h in order}
     failed = [h for h in order if h not in alive]
     wave = next_wave(needs, holds, fanout, order, served_counts(received), failed)
@@ -163,9 +171,7 @@ def tree_from_hostvars(
     as it verified it. What the pass leaves undone (a copy that failed, a parent that stopped) is done by
     the waves after it, from the hosts' facts then.
     """
-    order = [h for h in hosts if "airgap_llm_model_store_relay_holds" in hostvars.get(h, {}) and h in alive]
-    needs = {h: list(hostvars[h].get("airgap_llm_model_store_folders", [])) for h in order}
-    holds = {h: set(hostvars[h]["airgap_llm_model_store_relay_holds"]) for h in order}
+    order, needs, holds = _needs_and_holds(hostvars, [h for h in hosts if h in alive])
     return [{**t.as_dict(), "wave": level}
             for level, wave in enumerate(relay_waves(needs, holds, fanout, order), start=1) for t in wave]
 

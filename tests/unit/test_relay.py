@@ -262,9 +262,9 @@ def test_follow_pulls_what_the_parent_verified_and_gives_up_only_when_it_cannot_
     step = relay_script.follow_step
     one, two = _entry(f"{M}/blobs/1", "a"), _entry(f"{M}/blobs/2", "b")
     parent = {"folders": {M: "receiving"}, "verified": {one.path: "a"}}
-    assert relay_script.wanted_now([one, two], [one, two], parent) == [one]
+    assert relay_script.wanted_now([one, two], parent) == [one]
     # Same path, another sha256 than the manifest's: not taken.
-    assert relay_script.wanted_now([one], [one], {"folders": {}, "verified": {one.path: "x"}}) == []
+    assert relay_script.wanted_now([one], {"folders": {}, "verified": {one.path: "x"}}) == []
     assert step([one, two], [one], parent, M) == "pull"
     assert step([two], [], parent, M) == "wait"  # the parent is still receiving the rest
     assert step([two], [], None, M) == "wait"  # its state cannot be read now (not up yet, a blip)

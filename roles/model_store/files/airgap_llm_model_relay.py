@@ -243,7 +243,7 @@ def parent_state(address: str, port: int) -> dict[str, Any] | None:
         return vm.load_state(os.path.join(tmp, "state.json"))
 
 
-def wanted_now(files: list[vm.Entry], want: list[vm.Entry], parent: dict[str, Any]) -> list[vm.Entry]:
+def wanted_now(want: list[vm.Entry], parent: dict[str, Any]) -> list[vm.Entry]:
     """The files this host still needs that the parent holds verified with the manifest's sha256. Pure."""
     held = parent.get("verified", {})
     return [e for e in want if held.get(e.path) == e.sha256]
@@ -316,7 +316,7 @@ def follow(args: argparse.Namespace) -> int:
                parent and parent.get("alive"))
         if now != last_seen:
             last_seen, last_change = now, time.monotonic()
-        ready = wanted_now(files, want, parent) if parent else []
+        ready = wanted_now(want, parent) if parent else []
         step = follow_step(want, ready, parent, args.folder)
         if step == "pull":
             with tempfile.NamedTemporaryFile("w", prefix="airgap-llm-relay-", suffix=".list") as listing:

@@ -525,8 +525,8 @@ def watch(cmd: list[str], root: str, entries: list[Entry], record_path: str, wor
             sweep(pool)  # files renamed into place at the very end
         collect(block=True)
     merge_record(record_path, verified)
-    announce()
-    update_state(state_path, {f: "done" if child.returncode == 0 else "failed" for f in folders})
+    update_state(state_path, {f: "done" if child.returncode == 0 else "failed" for f in folders},
+                 {p: v["sha256"] for p, v in verified.items() if p not in announced})
     return child.returncode
 
 
