@@ -87,7 +87,7 @@ except ImportError:  # running from a checkout without `pip install -e .`
 
 from ansible.errors import AnsibleFilterError
 
-from airgap_llm import gateway, gpu_devices, nvidia, relay
+from airgap_llm import gateway, gpu_devices, nvidia, relay, webui
 from airgap_llm.bundle_check import code_repo_folders, host_needs
 from airgap_llm.bundle_signers import bundle_signature_problems
 from airgap_llm.cluster_runtime import NODE_RUNTIME_PROBE, host_runtime_problems
@@ -146,17 +146,33 @@ def airgap_llm_service_files(host_plan: Mapping[str, Any], role_vars: Mapping[st
         )
     gpus = gpu_devices.GpuDevices.from_dict(to_plain(devices)) if devices else None
     known = {str(k): str(v) for k, v in (to_plain(addresses) or {}).items()}
-    missing = sorted({r.host for s in plan.services for r in s.routes if r.host != plan.host and r.host not in known})
+    missing = sorted({r.host for s in plan.services if s.kind == "gateway" for r in s.routes
+                      if r.host != plan.host and r.host not in known})
     if missing:
         raise AnsibleFilterError(
             f"host {plan.host}: its gateway routes services of {', '.join(missing)}, whose address is not known: set "
             "ansible_host to their IP addresses, or do not --limit the run to part of the hosts"
+        )
+    far = sorted({s.upstream.host for s in plan.services if s.upstream is not None
+                  and s.upstream.host != plan.host and s.upstream.host not in known})
+    if far:
+        raise AnsibleFilterError(
+            f"host {plan.host}: its web UI talks to the gateway on {', '.join(far)}, whose address is not known: set "
+            "ansible_host to its IP address, or do not --limit the run to part of the hosts"
         )
     return [f.as_dict() for f in service_files(plan, settings, _managed(), chosen, gpus, known)]
 
 
 def airgap_llm_gateway_requests(host_plan: Mapping[str, Any]) -> list[dict[str, Any]]:
     return gateway.validation_requests(list(to_plain(host_plan).get("services", [])))
+
+
+def airgap_llm_webui_requests(host_plan: Mapping[str, Any]) -> list[dict[str, Any]]:
+    return webui.validation_requests(list(to_plain(host_plan).get("services", [])))
+
+
+def airgap_llm_webui_secret(api_key: str, session_secret: str, admin_password: str) -> str:
+    return webui.secret_text(str(api_key), str(session_secret), str(admin_password))
 
 
 def airgap_llm_gpu_devices(smi_q: Any, gpu: Mapping[str, Any] | None = None,
@@ -393,6 +409,8 @@ class FilterModule:
             "airgap_llm_service_files": airgap_llm_service_files,
             "airgap_llm_gpu_devices": airgap_llm_gpu_devices,
             "airgap_llm_gateway_requests": airgap_llm_gateway_requests,
+            "airgap_llm_webui_requests": airgap_llm_webui_requests,
+            "airgap_llm_webui_secret": airgap_llm_webui_secret,
             "airgap_llm_unit_names": airgap_llm_unit_names,
             "airgap_llm_cluster_runtime_problems": airgap_llm_cluster_runtime_problems,
             "airgap_llm_node_runtime_probe": airgap_llm_node_runtime_probe,

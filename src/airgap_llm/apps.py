@@ -8,7 +8,7 @@ engine's, every wheel is pinned with its sha256 in the set's ``requirements.txt`
 ``pip install --require-hashes``: a wheel changed after the build (or a release swapped on the index
 under the same version) is refused on the host.
 
-A second app kind needs one more entry in ``APPS`` (and its kind in ``plan_model.APP_KINDS``): the bundle
+Another app kind needs one more entry in ``APPS`` (and its kind in ``plan_model.APP_KINDS``): the bundle
 builder, the python_runtime role (``tasks/app_venv.yml``) and the unit's program path all read it from here.
 """
 
@@ -63,7 +63,32 @@ GATEWAY = AppPackage(
         ("NO_DOCS", "True", "no Swagger page (it would load its scripts from a CDN in the browser)"),
     ),
 )
-APPS: dict[str, AppPackage] = {GATEWAY.kind: GATEWAY}
+# Open WebUI, pinned (0.12.4, the newest release on PyPI, checked 2026-12-01; Python 3.11-3.12). Its
+# sentence-transformers wants torch: the CPU build (``torch==2.13.0+cpu``, as the CPU engine's) keeps the
+# venv free of CUDA's several GB; the web UI computes nothing itself (embeddings, speech and chat are the
+# engine services', through the gateway). Every switch below was checked in 0.12.4's env.py and config.py.
+OPEN_WEBUI_VERSION = "0.12.4"
+WEBUI = AppPackage(
+    kind="webui",
+    requirements=(f"open-webui=={OPEN_WEBUI_VERSION}", "torch==2.13.0+cpu"),
+    import_check=("open_webui", "uvicorn", "chromadb"),
+    program="open-webui",
+    environment=(
+        ("OFFLINE_MODE", "true", "no version check, no model download, no pip install of tools' requirements"),
+        ("HF_HUB_OFFLINE", "1", "no Hugging Face download (OFFLINE_MODE sets it too, after some imports)"),
+        ("ENABLE_VERSION_UPDATE_CHECK", "false", "no release check against GitHub"),
+        ("ANONYMIZED_TELEMETRY", "false", "no telemetry from the vector store (chromadb)"),
+        ("DO_NOT_TRACK", "true", "no telemetry from the libraries that honour it"),
+        ("SCARF_NO_ANALYTICS", "true", "no install analytics"),
+        ("ENABLE_OLLAMA_API", "false", "no Ollama (its default is a local Ollama the host does not run)"),
+        ("ENABLE_PERSISTENT_CONFIG", "false", "the inventory, not the web UI's database, is the truth"),
+        ("ENABLE_SIGNUP", "false", "accounts are made by the admin, none by visitors"),
+        ("ENABLE_WEB_SEARCH", "false", "no web search (no route out)"),
+        ("ENABLE_COMMUNITY_SHARING", "false", "no sharing to the public community site"),
+        ("RAG_TEXT_SPLITTER", "character", "no tiktoken encoding to download (the token splitter needs one)"),
+    ),
+)
+APPS: dict[str, AppPackage] = {GATEWAY.kind: GATEWAY, WEBUI.kind: WEBUI}
 
 
 def app_wheel_dir(kind: str, python_tag: str, platform: str) -> str:

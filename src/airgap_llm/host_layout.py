@@ -48,6 +48,10 @@ class HostPaths:
     def app_venv(self, kind: str) -> str:
         return f"{self.apps_dir}/{kind}/venv"
 
+    def app_data(self, service: str) -> str:
+        """``<state>/apps/<service>``: what an app service keeps (the web UI's accounts, chats, documents)."""
+        return f"{self.state_dir}/apps/{service}"
+
     @property
     def libexec_dir(self) -> str:
         return f"{self.root}/libexec"

@@ -18,7 +18,7 @@ from airgap_llm.targets import TARGETS, TargetOS, host_os_packages, manylinux_pl
 
 ENGINE_KINDS = ("chat", "embedding", "transcription", "ocr", "rerank")
 # Kinds served from an app venv of their own (airgap_llm.apps), not from the engine's.
-APP_KINDS = ("gateway",)
+APP_KINDS = ("gateway", "webui")
 DEFAULT_CEILING = 0.95
 DEFAULT_VLLM_VERSION = "0.32.0"
 DEFAULT_MIN_CONCURRENT_SEQS = 4
@@ -200,7 +200,8 @@ class ServicePlan:
     distributed_backend: str = "ray"  # for nodes > 1: ray | mp
     cluster: ClusterPlan | None = None  # nodes > 1: this host's part, set by the cross-host rules
     route_as: str | None = None  # engine services: the model name at the gateway (default: the service name)
-    routes: tuple[Route, ...] = ()  # a gateway: every engine service it routes, set by the cross-host rules
+    routes: tuple[Route, ...] = ()  # a gateway (and a web UI): every engine service it routes, by the cross-host rules
+    upstream: Route | None = None  # a web UI: the gateway it talks to (kind "gateway"), set by the cross-host rules
 
     @property
     def uses_engine(self) -> bool:
@@ -208,7 +209,7 @@ class ServicePlan:
 
     @property
     def uses_app(self) -> bool:
-        """Served from an app venv of its own (the gateway), not from the engine's venv."""
+        """Served from an app venv of its own (the gateway, the web UI), not from the engine's venv."""
         return self.kind in APP_KINDS
 
     @property
@@ -268,6 +269,7 @@ class ServicePlan:
             "route_as": self.route_as,
             "route_name": self.route_name,
             "routes": [r.as_dict() for r in self.routes],
+            "upstream": self.upstream.as_dict() if self.upstream else None,
         }
 
     @classmethod
@@ -295,6 +297,7 @@ class ServicePlan:
             cluster=ClusterPlan.from_dict(data["cluster"]) if data.get("cluster") else None,
             route_as=data.get("route_as"),
             routes=tuple(Route.from_dict(r) for r in data.get("routes") or []),
+            upstream=Route.from_dict(data["upstream"]) if data.get("upstream") else None,
         )
 
 

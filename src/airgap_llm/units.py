@@ -150,6 +150,8 @@ class UnitSpec:
     start_limit: bool = True  # False: StartLimitIntervalSec=0 (a Ray worker retries joining for ever)
     api_key: bool = True  # reads api-key.env (a Ray node serves no API: it does not)
     mounts: list[str] = field(default_factory=list)  # RequiresMountsFor= (a shared models mount)
+    secret_env: str = ""  # an environment file of the service's own secrets (0600, root; the web UI's)
+    rw_paths: list[str] = field(default_factory=list)  # ReadWritePaths= besides the cache (an app's data)
 
 
 def engine_args(svc: ServicePlan) -> list[str]:
@@ -185,12 +187,14 @@ def start_order(services: Sequence[ServicePlan]) -> dict[str, list[str]]:
 
     vLLM instances initialising at once on one GPU collide when profiling memory. CPU engine services
     of a host share its cores and memory the same way, so they are chained too. Inventory order. A
-    gateway starts after every engine service of its host that it routes.
+    gateway starts after every engine service of its host that it routes, a web UI after its host's gateway.
     """
     after: dict[str, list[str]] = {s.name: [] for s in services}
     for svc in services:
         if svc.kind == "gateway":
             after[svc.name] = [e.unit for e in services if e.uses_engine and e.serves_api]
+        if svc.kind == "webui":
+            after[svc.name] = [g.unit for g in services if g.kind == "gateway"]
     for i, svc in enumerate(services):
         if not svc.uses_engine:
             continue
@@ -283,6 +287,17 @@ def unit_spec(plan: HostPlan, svc: ServicePlan, settings: UnitSettings, address:
                 f"{paths.venv}/bin/python", "-m", HEADLESS_MODULE, f"{paths.models_dir}/{svc.name}",
                 *engine_args(svc),
             ]
+    elif svc.kind == "webui":  # Open WebUI from its own venv, configured by its environment files
+        app = APPS[svc.kind]
+        spec.exec_start = [f"{paths.app_venv(svc.kind)}/bin/{app.program}", "serve", "--host", address,
+                           "--port", str(svc.port), *svc.extra_args]
+        spec.api_key = False
+        spec.secret_env = f"{paths.config_dir}/{svc.name}.secret.env"
+        spec.rw_paths.append(paths.app_data(svc.name))
+        spec.comments["ExecStart"] = (
+            f"Open WebUI (its own venv, {paths.app_venv(svc.kind)}) in front of the gateway: the key, the session "
+            f"secret and the admin's password come from {svc.name}.secret.env, never from this line."
+        )
     elif svc.uses_app:  # the gateway: LiteLLM's proxy from its own venv, configured by a file of the plan
         app = APPS[svc.kind]
         spec.exec_start = [f"{paths.app_venv(svc.kind)}/bin/{app.program}", "--config", gateway_config_path(plan, svc),

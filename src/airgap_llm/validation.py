@@ -13,7 +13,7 @@ from typing import Any
 
 CHECKS = ("auth", "models", "chat", "embedding", "transcription", "ocr", "rerank", "app",
           "gateway_auth", "gateway_models", "gateway_chat", "gateway_embedding", "gateway_transcription",
-          "gateway_rerank")
+          "gateway_rerank", "webui_health", "webui_login", "webui_models", "webui_chat")
 # Through a gateway: the check a request to a route of this kind makes, and its verdict's name.
 GATEWAY_CHECKS = {"gateway_chat": "chat", "gateway_embedding": "embedding",
                   "gateway_transcription": "transcription", "gateway_rerank": "rerank"}
@@ -71,6 +71,8 @@ def judge(check: str, item: Mapping[str, Any], expected_dims: Mapping[str, int],
     name, kind = svc["name"], svc["kind"]
     if check.startswith("gateway_"):
         return _judge_gateway(check, item, api_key)
+    if check.startswith("webui_"):
+        return _judge_webui(check, item)
     if check == "auth":
         if not api_key:
             return _verdict(name, kind, check, True, "no API key configured: endpoints are open", item)
@@ -139,6 +141,33 @@ def _judge_gateway(check: str, item: Mapping[str, Any], api_key: bool) -> dict[s
         return _verdict(name, "gateway", label, not missing, detail, item)
     inner = judge(GATEWAY_CHECKS[check], {**item, "item": {"name": route, "kind": GATEWAY_CHECKS[check]}}, {}, api_key)
     return _verdict(name, "gateway", label, inner["ok"], f"{route}: {inner['detail']}", item)
+
+
+def _judge_webui(check: str, item: Mapping[str, Any]) -> dict[str, Any]:
+    """A check of a web UI (Open WebUI): /health without a login, a login with the generated account, its
+    model list (the gateway's) and a chat completion through its own API, as its page sends them."""
+    svc = item["item"]
+    name, label = svc["name"], check.replace("_", " ")
+    problem = _status_problem(item)
+    if problem:
+        return _verdict(name, "webui", label, False, problem, item)
+    data: Any = item.get("json")
+    if check == "webui_health":
+        ok = isinstance(data, Mapping) and data.get("status") is True
+        return _verdict(name, "webui", label, ok, "/health answered without a login" if ok else f"{data!r:.200}", item)
+    if check == "webui_login":
+        role = data.get("role") if isinstance(data, Mapping) else None
+        ok = bool(isinstance(data, Mapping) and data.get("token")) and role == "admin"
+        return _verdict(name, "webui", label, ok, f"signed in as {svc.get('email')} ({role})" if ok
+                        else f"no admin session for {svc.get('email')} (role {role!r})", item)
+    if check == "webui_models":
+        ids = sorted({str(m.get("id")) for m in (data or {}).get("data", []) if isinstance(m, Mapping)})
+        missing = sorted(set(svc.get("routes") or []) - set(ids))
+        detail = f"offers every model of the gateway: {ids}" if not missing else f"{missing} not in {ids}"
+        return _verdict(name, "webui", label, not missing, detail, item)
+    text = _message_content(data).strip()
+    return _verdict(name, "webui", label, bool(text), f"{svc.get('chat')}: {text[:120]!r}" if text
+                    else f"{svc.get('chat')}: empty answer", item)
 
 
 def results(

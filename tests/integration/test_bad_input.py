@@ -36,7 +36,7 @@ DEMO_MANIFEST = Path.home() / ".cache" / "airgap-llm" / "demo" / "bundle" / "man
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 SMOLLM = "HuggingFaceTB/SmolLM2-135M-Instruct"
-KINDS = "chat, embedding, transcription, ocr, rerank, app, gateway"
+KINDS = "chat, embedding, transcription, ocr, rerank, app, gateway, webui"
 
 # A valid GPU host: two 80 GiB cards, the embedding service on GPU 0, the chat model on both (TP=2).
 GPU_HOST: dict[str, Any] = {

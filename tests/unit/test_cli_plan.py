@@ -56,7 +56,8 @@ def test_seed_allocations(capsys: pytest.CaptureFixture[str]) -> None:
         "embedding": [1],
         "llm": [2, 3],
         "ocr": [4],
-        "gateway": [],  # every shipped inventory: the gateway on 8080, on the CPU
+        "gateway": [],  # every shipped inventory: the gateway on 8080 and the web UI on 3000, on the CPU
+        "webui": [],
     }
     assert [g["index"] for g in hgx["gpus"] if not g["services"]] == [5, 6, 7]
     (h100,) = gpus("h100-8x80g").values()
@@ -66,12 +67,14 @@ def test_seed_allocations(capsys: pytest.CaptureFixture[str]) -> None:
         "embedding": ([6], 1),
         "whisper": ([7], 1),
         "gateway": ([], 1),
+        "webui": ([], 1),
     }
     nvl = gpus("h100nvl-2node")
     assert len(nvl) == 2 and all(h["services"][0]["nodes"] == 2 for h in nvl.values())
     (cpu,) = gpus("local-cpu").values()
     assert cpu["engine"] == "vllm-cpu" and cpu["gpus"] == []
-    assert {s["name"]: s["port"] for s in cpu["services"]} == {"embed": 8001, "chat": 8003, "gateway": 8080}
+    assert {s["name"]: s["port"] for s in cpu["services"]} == {"embed": 8001, "chat": 8003, "gateway": 8080,
+                                                              "webui": 3000}
 
 
 def test_table_shows_gib_fraction_and_headroom(capsys: pytest.CaptureFixture[str]) -> None:

@@ -195,18 +195,18 @@ def test_bad_model_id_and_kind() -> None:
     assert rules(box(llm={"model": "not a model"})) == ["model"]
     assert texts(box(llm={"kind": "reranker"})) == [
         "host h1, service llm: unknown kind 'reranker' (did you mean 'rerank'?): kind must be one of chat, "
-        "embedding, transcription, ocr, rerank, app, gateway [kind]"
+        "embedding, transcription, ocr, rerank, app, gateway, webui [kind]"
     ]
 
 
 def test_kind_typo_gets_a_did_you_mean_and_a_missing_kind_says_so() -> None:
     assert texts(box(llm={"kind": "embeding"})) == [
         "host h1, service llm: unknown kind 'embeding' (did you mean 'embedding'?): kind must be one of "
-        "chat, embedding, transcription, ocr, rerank, app, gateway [kind]"
+        "chat, embedding, transcription, ocr, rerank, app, gateway, webui [kind]"
     ]
     assert texts(box(llm={"kind": None})) == [
         "host h1, service llm: kind is missing: set one of chat, embedding, transcription, ocr, rerank, app, "
-        "gateway [kind]"
+        "gateway, webui [kind]"
     ]
 
 

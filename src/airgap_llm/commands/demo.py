@@ -27,6 +27,7 @@ from airgap_llm.localtarget import TargetSet
 from airgap_llm.monitoring.hosts import endpoint_line
 from airgap_llm.runner import project_root
 from airgap_llm.tinymodels.demo_models import all_models_cache
+from airgap_llm.webui import ADMIN_EMAIL
 
 DEMO_NAME = "demo"
 DEMO_SUBNET = ipaddress.IPv4Network("10.213.9.0/24")  # inventories/local-cpu/hosts.yml: demo-1 = .11
@@ -82,7 +83,8 @@ def sample_requests(inventory: Path) -> list[str]:
 
 
 def gateway_lines(inventory: Path) -> list[str]:
-    """Where each gateway answers, the model names it serves and where its key is (the install's API key)."""
+    """Where each gateway answers, the model names it serves and where its key is (the install's API key);
+    where each web UI answers and how to log in."""
     from airgap_llm.gpumap import plan_inventory
     from airgap_llm.inventory import load_inventory
 
@@ -94,6 +96,11 @@ def gateway_lines(inventory: Path) -> list[str]:
                 names = ", ".join(dict.fromkeys(r.name for r in svc.routes))
                 out.append(f"Gateway on {plan.host}: http://{inv.hosts[plan.host]['ansible_host']}:{svc.port}/v1 "
                            f"(models {names}; key: the API key, in {inventory / 'credentials' / 'airgap_llm_api_key'})")
+            elif svc.kind == "webui":
+                email = svc.env.get("WEBUI_ADMIN_EMAIL", ADMIN_EMAIL)
+                out.append(f"Web UI on {plan.host}: http://{inv.hosts[plan.host]['ansible_host']}:{svc.port}/ "
+                           f"(log in as {email}, password in "
+                           f"{inventory / 'credentials' / 'airgap_llm_webui_admin_password'})")
     return out
 
 
