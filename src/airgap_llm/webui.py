@@ -49,6 +49,9 @@ def environment_lines(svc: ServicePlan, addresses: Mapping[str, str], data_dir: 
              f"DATA_DIR={data_dir}", f"STATIC_DIR={data_dir}/static",
              f"WEBUI_ADMIN_EMAIL={ADMIN_EMAIL}", f"WEBUI_ADMIN_NAME={ADMIN_NAME}",
              "ENABLE_OPENAI_API=true", f"OPENAI_API_BASE_URL={base}"]
+    chat = first_route(svc, "chat")
+    if chat:
+        lines += ["# A new chat starts on the first chat service.", f"DEFAULT_MODELS={chat}"]
     embedding = first_route(svc, "embedding")
     if embedding:
         lines += ["# Documents are embedded by the embedding service, through the gateway.",

@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 import tiny_models
+import webui_browser
 import yaml
 from deployments import REPO, Deployment, ansible_env, cli, ssh, unit_props
 
@@ -107,9 +108,10 @@ def test_status_reports_active_and_healthy(
             "embed": ("active", True),
             "chat": ("active", True),
             "gateway": ("active", True),
+            "webui": ("active", True),
         }
         # The load of each engine: from Prometheus once it has scraped the engine, else from its /metrics.
-        loads = {s["name"]: s["load"] for s in rep["services"] if s["name"] != "gateway"}
+        loads = {s["name"]: s["load"] for s in rep["services"] if s["name"] not in ("gateway", "webui")}
         assert all(load and load["source"] in ("Prometheus, the last minute", "/metrics, two readings 5 s apart")
                    for load in loads.values()), loads
         if loads["chat"]["requests_running"] == 0 or time.monotonic() > deadline:
@@ -209,9 +211,9 @@ def test_render_matches_what_install_wrote(
         on_host = base64.b64decode(ssh(target_set, target, f"base64 -w0 {path}"))
         assert on_host == rendered, f"{path} differs between render and the host"
         compared.append(path)
-    # the apt source of the local repository, common.env, 3 service envs, 3 units, the gateway's configuration, the
+    # the apt source of the local repository, common.env, 4 service envs, 4 units, the gateway's configuration, the
     # target; node exporter's drop-in, Prometheus's configuration, alert rules and drop-in
-    assert len(compared) == 14, compared
+    assert len(compared) == 16, compared
 
 
 def test_the_openai_client_gets_a_chat_completion_and_an_embedding_through_the_gateway(
@@ -248,6 +250,98 @@ def test_the_openai_client_gets_a_chat_completion_and_an_embedding_through_the_g
     ready = (int(props["ActiveEnterTimestampMonotonic"]) - int(props["ExecMainStartTimestampMonotonic"])) / 1e6
     print(f"gateway: healthy {ready:.1f} s after exec; chat through it {chat_s:.2f} s: "
           f"{answer.choices[0].message.content!r}; embedding {len(vector)}-dim")
+
+
+WEBUI_EMAIL = "admin@airgap-llm.local"
+# Where the browser test leaves its screenshot (the README's picture is one of these).
+TEST_OUTPUT = Path(os.environ.get("AIRGAP_LLM_TEST_OUTPUT", REPO / "build" / "test-output"))
+
+
+def webui_session(inventory: Path, target: Any) -> tuple[str, str]:
+    """The web UI's address and a session token of the generated admin account."""
+    base = f"http://{target.ip}:3000"
+    password = (inventory / "credentials" / "airgap_llm_webui_admin_password").read_text().strip()
+    signed_in = webui_browser.api(base, "/api/v1/auths/signin", body={"email": WEBUI_EMAIL, "password": password})
+    return base, signed_in["token"]
+
+
+def test_the_web_ui_in_a_real_browser_logs_in_and_shows_the_models_answer(
+    installed: dict[str, Any], inventory: Path, target_set: Any, target: Any, tmp_path: Path
+) -> None:
+    """Headless Chromium opens the web UI (port 3000), logs in with the generated account through the login
+    form, sends a message, and the page shows the chat model's answer (through the gateway); a screenshot
+    of it is kept. The page loads nothing from outside: the target has no route out, and the browser here
+    would show a broken page if it did (it fetches only from the web UI's own address)."""
+    base = f"http://{target.ip}:3000"
+    password = (inventory / "credentials" / "airgap_llm_webui_admin_password").read_text().strip()
+    driver = webui_browser.browser(tmp_path)
+    try:
+        started = time.monotonic()
+        webui_browser.log_in(driver, base, WEBUI_EMAIL, password)
+        webui_browser.dismiss_dialogs(driver)
+        logged_in_s = time.monotonic() - started
+        answer = webui_browser.send_message(driver, "What is the capital of France? Answer in one sentence.")
+        TEST_OUTPUT.mkdir(parents=True, exist_ok=True)
+        shot = TEST_OUTPUT / "webui-chat.png"
+        driver.save_screenshot(str(shot))
+        outside = [e["name"] for e in driver.execute_script("return performance.getEntriesByType('resource')")
+                   if not str(e["name"]).startswith((base, "data:", "blob:"))]
+    finally:
+        driver.quit()
+    assert answer, "the page shows no answer"
+    assert shot.stat().st_size > 10_000
+    assert outside == [], f"the page asked for resources outside the web UI: {outside}"
+    print(f"web UI: logged in in {logged_in_s:.1f} s; the page shows {answer[:120]!r}; screenshot {shot}")
+
+
+def test_a_document_uploaded_to_the_web_ui_is_embedded_and_retrieved(
+    installed: dict[str, Any], inventory: Path, target_set: Any, target: Any
+) -> None:
+    """RAG through the web UI's own API, as its page calls it: two small text documents are uploaded and
+    processed (split, embedded by the embedding service through the gateway, stored in the web UI's vector
+    store); a question about one retrieves that one first, and a chat with it attached answers. The check is
+    the retrieval, not the tiny chat model's wording."""
+    base, token = webui_session(inventory, target)
+    vault = ("Facility notes. The spare parts vault of the Haifa data centre is on floor 12, and its door code "
+             "is ZEBRA-4417. Only the night shift supervisor may open it.").encode()
+    soup = ("Kitchen notes. To make lentil soup, fry an onion and two carrots, add red lentils, cumin and water, "
+            "simmer for twenty minutes and blend.").encode()
+    ids = {}
+    for name, text in (("vault.txt", vault), ("soup.txt", soup)):
+        uploaded = webui_browser.api(base, "/api/v1/files/?process=true&process_in_background=false", token,
+                                     files={"file": (name, text)})
+        ids[name] = uploaded["id"]
+        assert uploaded.get("data", {}).get("status") in (None, "completed"), uploaded
+    found = webui_browser.api(base, "/api/v1/retrieval/query/collection", token, body={
+        "collection_names": [f"file-{ids['vault.txt']}", f"file-{ids['soup.txt']}"],
+        "query": "What is the door code of the spare parts vault?", "k": 1})
+    (best,) = found["documents"][0]
+    assert "ZEBRA-4417" in best, found
+    answer = webui_browser.api(base, "/api/chat/completions", token, body={
+        "model": "chat", "stream": False, "max_tokens": 48, "temperature": 0,
+        "messages": [{"role": "user", "content": "What is the door code of the spare parts vault?"}],
+        "files": [{"type": "file", "id": ids["vault.txt"]}]})
+    text = answer["choices"][0]["message"]["content"]
+    assert text.strip(), answer
+    metrics = urllib.request.urlopen(f"http://{target.ip}:8001/metrics", timeout=30).read().decode()
+    embedded = sum(float(m) for m in re.findall(r'^vllm:request_success_total\{[^}]*\} ([0-9.e+]+)$', metrics, re.M))
+    print(f"RAG: the vault note retrieved first ({best[:60]!r}...); the chat with it answered {text[:80]!r}; "
+          f"the embedding service has served {embedded:.0f} requests")
+
+
+def test_the_web_uis_secrets_are_in_no_unit_command_line_or_log(
+    installed: dict[str, Any], inventory: Path, target_set: Any, target: Any
+) -> None:
+    key = (inventory / "credentials" / "airgap_llm_api_key").read_text().strip()
+    password = (inventory / "credentials" / "airgap_llm_webui_admin_password").read_text().strip()
+    assert oct((inventory / "credentials" / "airgap_llm_webui_admin_password").stat().st_mode & 0o777) == "0o600"
+    seen = ssh(target_set, target, "systemctl cat airgap-llm-webui; cat /etc/airgap-llm/webui.env; ps -eo args; "
+               "journalctl -u airgap-llm-webui -o cat --no-pager")
+    assert key not in seen and password not in seen
+    assert ssh(target_set, target, "stat -c '%a %U' /etc/airgap-llm/webui.secret.env") == "600 root"
+    score = ssh(target_set, target, "systemd-analyze security airgap-llm-webui --no-pager | tail -1")
+    exposure = float(re.search(r"([0-9.]+)", score.split(":", 1)[1]).group(1))  # type: ignore[union-attr]
+    assert exposure <= 3.0, score
 
 
 UNITS = ("airgap-llm-embed", "airgap-llm-chat")

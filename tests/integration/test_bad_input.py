@@ -508,6 +508,13 @@ MAP_CASES = [
     MapCase("gateway-with-nothing-to-route", {**CPU_HOST, "airgap_llm_services": {"gateway": {"kind": "gateway"}}},
             ["host box-1, service gateway: routes the engine services of the inventory, but the inventory has none "
              "[gateway]"]),
+    MapCase("webui-without-a-gateway",
+            {**CPU_HOST, "airgap_llm_services": {**CPU_HOST["airgap_llm_services"], "ui": {"kind": "webui"}}},
+            ["host box-1, service ui: talks to the models through the inventory's gateway, but the inventory has "
+             "none: add a service of kind gateway [webui]"]),
+    MapCase("webui-with-a-model", _with_gateway(chat={"kind": "webui", "port": 3000}),
+            ["host box-1, service chat: a web UI takes no model: it offers every model of the inventory's gateway "
+             "[model]"]),
     MapCase("monitoring-on-every-address", gpu_host(airgap_llm_monitoring_listen_address="0.0.0.0"),
             ["host box-1: airgap_llm_monitoring_listen_address is '0.0.0.0': Prometheus never listens on every "
              "address; give the host's service address or 127.0.0.1 [monitoring]"]),

@@ -45,7 +45,8 @@ SERVICES: dict[str, dict[str, Any]] = yaml.safe_load(
 UNITS = sorted(f"airgap-llm-{name}.service" for name in SERVICES)
 # The vLLM engines: the key checks below walk vLLM's own OpenAPI spec (the gateway, LiteLLM, has its own
 # guard; validate and tests/e2e check it: 401 without the key, the key in no log).
-ENGINES = {name: svc for name, svc in SERVICES.items() if svc["kind"] != "gateway"}
+ENGINES = {name: svc for name, svc in SERVICES.items() if svc["kind"] not in ("gateway", "webui")}
+WEBUIS = [name for name, svc in SERVICES.items() if svc["kind"] == "webui"]
 SERVICE_USER = "airgap-llm"
 MAX_EXPOSURE = 3.0
 # What answers without the key (the role's airgap_llm_inference_service_open_paths).
@@ -232,6 +233,8 @@ def test_secret_files_are_private(
     print("\n".join(f"{path} {mode} {owner}" for path, (mode, owner) in sorted(modes.items())))
     assert modes["/etc/airgap-llm"] == ("750", f"root:{SERVICE_USER}")
     assert modes["/etc/airgap-llm/api-key.env"] == ("600", "root:root")
+    for name in WEBUIS:  # a web UI's secrets: the key it calls the gateway with, its session secret, its admin's
+        assert modes[f"/etc/airgap-llm/{name}.secret.env"] == ("600", "root:root")
     for name in ["common", *SERVICES]:
         assert modes[f"/etc/airgap-llm/{name}.env"] == ("640", f"root:{SERVICE_USER}")
     # The key is in the one root-only file (systemd reads it before dropping privileges), nowhere else
@@ -241,7 +244,8 @@ def test_secret_files_are_private(
         f"grep -rlF -- {api_key} /etc /var/lib/airgap-llm /var/cache/airgap-llm /opt/airgap-llm/libexec "
         "/root /tmp /var/tmp || true"
     ))
-    assert holders.split() == ["/etc/airgap-llm/api-key.env"]
+    assert sorted(holders.split()) == sorted(["/etc/airgap-llm/api-key.env",
+                                              *(f"/etc/airgap-llm/{name}.secret.env" for name in WEBUIS)])
     denied = target_set.ssh(target, f"runuser -u {SERVICE_USER} -- cat /etc/airgap-llm/api-key.env 2>&1 || echo denied")
     assert denied.stdout.strip().endswith("denied") and api_key not in denied.stdout
     # Nor on a command line (it reaches the engine as VLLM_API_KEY in its environment).
@@ -400,6 +404,30 @@ def test_another_bind_address_is_honoured(
             http(f"http://{target.ip}:{svc['port']}/health")
     rc, _, out = run_cli("validate", "-i", str(inv), "--json")  # validate follows the configured address
     assert rc == 0, out[-4000:]
+
+
+def test_the_web_ui_serves_a_browser_with_nothing_from_outside(
+    installed: str, inventory: Path, target: Any, tmp_path: Path
+) -> None:
+    """Headless Chromium logs in to the web UI and chats, while the counters run: the web UI, the gateway and
+    the engine answer with no attempt out (checked by the last test), and the page loads nothing from
+    outside the web UI's address."""
+    import webui_browser
+
+    for name in WEBUIS:
+        base = f"http://{target.ip}:{SERVICES[name]['port']}"
+        password = (inventory / "credentials" / "airgap_llm_webui_admin_password").read_text().strip()
+        driver = webui_browser.browser(tmp_path)
+        try:
+            webui_browser.log_in(driver, base, "admin@airgap-llm.local", password)
+            webui_browser.dismiss_dialogs(driver)
+            answer = webui_browser.send_message(driver, "Say hello.")
+            outside = [e["name"] for e in driver.execute_script("return performance.getEntriesByType('resource')")
+                       if not str(e["name"]).startswith((base, "data:", "blob:"))]
+        finally:
+            driver.quit()
+        FIGURES[f"web UI {name}: answer on the page"] = answer[:80]
+        assert answer and outside == [], (answer, outside)
 
 
 def test_no_outbound_attempts_during_install_and_serving(
