@@ -163,7 +163,7 @@ def _judge_webui(check: str, item: Mapping[str, Any]) -> dict[str, Any]:
     if check == "webui_models":
         ids = sorted({str(m.get("id")) for m in (data or {}).get("data", []) if isinstance(m, Mapping)})
         missing = sorted(set(svc.get("routes") or []) - set(ids))
-        detail = f"offers every model of the gateway: {ids}" if not missing else f"{missing} not in {ids}"
+        detail = f"offers every chat model of the gateway: {ids}" if not missing else f"{missing} not in {ids}"
         return _verdict(name, "webui", label, not missing, detail, item)
     text = _message_content(data).strip()
     return _verdict(name, "webui", label, bool(text), f"{svc.get('chat')}: {text[:120]!r}" if text

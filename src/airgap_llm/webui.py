@@ -6,8 +6,9 @@ talks to, ``ServicePlan.upstream``, and the routes that gateway serves); ``secre
 install's API key as the key for the gateway, the session secret and the admin's password). Checked against
 Open WebUI 0.12.4 (its env.py, config.py and a run with no route out):
 
-- chat: its OpenAI connection is the gateway's ``/v1`` with the install's key; its model list is the
-  gateway's, so every engine service of the inventory is offered by its route name;
+- chat: its OpenAI connection is the gateway's ``/v1`` with the install's key; its model menu offers the
+  inventory's chat and OCR services by their route names (``OPENAI_API_CONFIGS``' ``model_ids``), a new
+  chat starting on the first (``DEFAULT_MODELS``);
 - RAG: documents are embedded through the gateway (``RAG_EMBEDDING_ENGINE=openai``) by the first embedding
   route, so the web UI neither loads nor downloads a sentence-transformers model; the vector store is its own
   (chromadb, under its data directory); with a rerank route, hybrid search reranks through it (``external``);
@@ -18,6 +19,7 @@ Open WebUI 0.12.4 (its env.py, config.py and a run with no route out):
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -35,8 +37,16 @@ def secret_path(config_dir: str, svc: ServicePlan) -> str:
     return f"{config_dir}/{svc.name}.secret.env"
 
 
+CHAT_KINDS = ("chat", "ocr")  # what the web UI's model menu offers
+
+
 def first_route(svc: ServicePlan, kind: str) -> str | None:
     return next((r.name for r in svc.routes if r.kind == kind), None)
+
+
+def chat_models(svc: ServicePlan) -> list[str]:
+    """The route names of the models people chat with through the web UI (chat and OCR services)."""
+    return list(dict.fromkeys(r.name for r in svc.routes if r.kind in CHAT_KINDS))
 
 
 def environment_lines(svc: ServicePlan, addresses: Mapping[str, str], data_dir: str) -> list[str]:
@@ -49,9 +59,18 @@ def environment_lines(svc: ServicePlan, addresses: Mapping[str, str], data_dir: 
              f"DATA_DIR={data_dir}", f"STATIC_DIR={data_dir}/static",
              f"WEBUI_ADMIN_EMAIL={ADMIN_EMAIL}", f"WEBUI_ADMIN_NAME={ADMIN_NAME}",
              "ENABLE_OPENAI_API=true", f"OPENAI_API_BASE_URL={base}"]
-    chat = first_route(svc, "chat")
-    if chat:
-        lines += ["# A new chat starts on the first chat service.", f"DEFAULT_MODELS={chat}"]
+    talkers = chat_models(svc)
+    # Single quotes: systemd takes the JSON as it is (it would strip double quotes outside them).
+    configs = json.dumps({"0": {"enable": True, "model_ids": talkers}}, separators=(",", ":"))
+    lines += ["# The models people chat with (chat and OCR services); embeddings, speech and reranking serve RAG",
+              "# and the microphone below, not the model menu.", f"OPENAI_API_CONFIGS='{configs}'"]
+    if talkers:
+        lines += ["# A new chat starts on the first of them.", f"DEFAULT_MODELS={talkers[0]}"]
+    params = json.dumps({"function_calling": "legacy"}, separators=(",", ":"))
+    lines += ["# Tools by the web UI's own prompt, not the engine's tool calls: its default ('native') sends",
+              "# tool_choice=auto, which vLLM refuses unless the service runs with --enable-auto-tool-choice and a",
+              "# --tool-call-parser for its model (set both, and this in the service's env, to use them).",
+              f"DEFAULT_MODEL_PARAMS='{params}'"]
     embedding = first_route(svc, "embedding")
     if embedding:
         lines += ["# Documents are embedded by the embedding service, through the gateway.",
@@ -83,8 +102,8 @@ def secret_text(api_key: str, session_secret: str, admin_password: str) -> str:
 
 def validation_requests(services: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """What validate asks each web UI of a host (the plan's services, as the role sees them): its /health, a
-    login with the generated account, its model list, and one chat through its own API (the first chat
-    route)."""
+    login with the generated account, its model list (every chat and OCR route), and one chat through its own
+    API (the first chat route)."""
     out = []
     for svc in services:
         if svc.get("kind") != "webui":
@@ -93,5 +112,5 @@ def validation_requests(services: list[dict[str, Any]]) -> list[dict[str, Any]]:
         chat = next((str(r["name"]) for r in routes if r.get("kind") == "chat"), None)
         email = dict(svc.get("env") or {}).get("WEBUI_ADMIN_EMAIL", ADMIN_EMAIL)
         out.append({"name": svc["name"], "kind": "webui", "port": svc["port"], "email": email, "chat": chat,
-                    "routes": list(dict.fromkeys(str(r["name"]) for r in routes))})
+                    "routes": list(dict.fromkeys(str(r["name"]) for r in routes if r.get("kind") in CHAT_KINDS))})
     return out

@@ -3,6 +3,7 @@ and restart inputs, the bundle's wheel set for it, and validate's verdicts on it
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from airgap_llm import webui
@@ -35,7 +36,8 @@ def files_of(plan: Any, address: str = "10.0.0.4", addresses: dict[str, str] | N
 
 
 def env_of(text: str) -> dict[str, str]:
-    return dict(line.split("=", 1) for line in text.splitlines() if line and not line.startswith("#"))
+    pairs = (line.split("=", 1) for line in text.splitlines() if line and not line.startswith("#"))
+    return {name: value[1:-1] if value[:1] == value[-1:] == "'" else value for name, value in pairs}
 
 
 def test_a_web_ui_defaults_to_port_3000_and_talks_to_its_hosts_gateway() -> None:
@@ -81,6 +83,10 @@ def test_the_environment_points_chat_rag_and_speech_at_the_gateway_and_keeps_it_
     assert (env["RAG_EMBEDDING_ENGINE"], env["RAG_EMBEDDING_MODEL"]) == ("openai", "embed")
     assert (env["AUDIO_STT_ENGINE"], env["AUDIO_STT_MODEL"]) == ("openai", "whisper")
     assert env["DEFAULT_MODELS"] == "chat"
+    # The model menu: the chat models only (embeddings and speech serve RAG and the microphone).
+    assert json.loads(env["OPENAI_API_CONFIGS"]) == {"0": {"enable": True, "model_ids": ["chat"]}}
+    # No tool_choice=auto sent to an engine started without tool parsing (vLLM would refuse every chat).
+    assert json.loads(env["DEFAULT_MODEL_PARAMS"]) == {"function_calling": "legacy"}
     assert env["DATA_DIR"] == "/var/lib/airgap-llm/apps/webui"
     assert env["STATIC_DIR"].startswith(env["DATA_DIR"])  # the venv is read-only to the service
     for name, value, _ in WEBUI.environment:
@@ -137,12 +143,11 @@ def ok(item: dict[str, Any], status: int = 200, body: Any = None) -> dict[str, A
 def test_validate_judges_health_login_models_and_chat_through_the_web_ui() -> None:
     (plan,) = plan_hosts({"h1": host()})
     (request,) = webui.validation_requests([s.as_dict() for s in plan.services])
-    assert (request["email"], request["chat"], request["routes"]) == ("admin@airgap-llm.local", "chat",
-                                                                      ["embed", "chat"])
+    assert (request["email"], request["chat"], request["routes"]) == ("admin@airgap-llm.local", "chat", ["chat"])
     verdicts = results({
         "webui_health": {"results": [ok(request, body={"status": True})]},
         "webui_login": {"results": [ok(request, body={"token": "t", "role": "admin"})]},
-        "webui_models": {"results": [ok(request, body={"data": [{"id": "embed"}, {"id": "chat"}]})]},
+        "webui_models": {"results": [ok(request, body={"data": [{"id": "chat"}]})]},
         "webui_chat": {"results": [ok(request, body={"choices": [{"message": {"content": "Paris."}}]})]},
     })
     assert [(v["check"], v["ok"]) for v in verdicts] == [("webui health", True), ("webui login", True),
@@ -150,8 +155,8 @@ def test_validate_judges_health_login_models_and_chat_through_the_web_ui() -> No
     assert verdicts[1]["detail"] == "signed in as admin@airgap-llm.local (admin)"
     bad = results({
         "webui_login": {"results": [ok(request, 400, {"detail": "The email or password provided is incorrect."})]},
-        "webui_models": {"results": [ok(request, body={"data": [{"id": "chat"}]})]},
+        "webui_models": {"results": [ok(request, body={"data": [{"id": "embed"}]})]},
         "webui_chat": {"results": [ok(request, body={"choices": [{"message": {"content": ""}}]})]},
     })
     assert [v["ok"] for v in bad] == [False, False, False]
-    assert "incorrect" in bad[0]["detail"] and "['embed'] not in ['chat']" == bad[1]["detail"]
+    assert "incorrect" in bad[0]["detail"] and "['chat'] not in ['embed']" == bad[1]["detail"]
