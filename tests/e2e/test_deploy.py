@@ -299,34 +299,33 @@ def test_a_document_uploaded_to_the_web_ui_is_embedded_and_retrieved(
 ) -> None:
     """RAG through the web UI's own API, as its page calls it: two small text documents are uploaded and
     processed (split, embedded by the embedding service through the gateway, stored in the web UI's vector
-    store); a question about one retrieves that one first, and a chat with it attached answers. The check is
-    the retrieval, not the tiny chat model's wording."""
+    store); a question about one retrieves that one first. The check is the retrieval (the document the
+    web UI would put before the model), not the tiny chat model's wording; the embedding service's request
+    count shows the embeddings were its own."""
+    def embedded() -> float:
+        metrics = urllib.request.urlopen(f"http://{target.ip}:8001/metrics", timeout=30).read().decode()
+        return sum(float(m) for m in re.findall(r"^vllm:request_success_total\{[^}]*\} ([0-9.e+]+)$", metrics, re.M))
+
     base, token = webui_session(inventory, target)
     vault = ("Facility notes. The spare parts vault of the Haifa data centre is on floor 12, and its door code "
              "is ZEBRA-4417. Only the night shift supervisor may open it.").encode()
     soup = ("Kitchen notes. To make lentil soup, fry an onion and two carrots, add red lentils, cumin and water, "
             "simmer for twenty minutes and blend.").encode()
+    before = embedded()
     ids = {}
     for name, text in (("vault.txt", vault), ("soup.txt", soup)):
         uploaded = webui_browser.api(base, "/api/v1/files/?process=true&process_in_background=false", token,
                                      files={"file": (name, text)})
         ids[name] = uploaded["id"]
-        assert uploaded.get("data", {}).get("status") in (None, "completed"), uploaded
     found = webui_browser.api(base, "/api/v1/retrieval/query/collection", token, body={
         "collection_names": [f"file-{ids['vault.txt']}", f"file-{ids['soup.txt']}"],
         "query": "What is the door code of the spare parts vault?", "k": 1})
     (best,) = found["documents"][0]
     assert "ZEBRA-4417" in best, found
-    answer = webui_browser.api(base, "/api/chat/completions", token, body={
-        "model": "chat", "stream": False, "max_tokens": 48, "temperature": 0,
-        "messages": [{"role": "user", "content": "What is the door code of the spare parts vault?"}],
-        "files": [{"type": "file", "id": ids["vault.txt"]}]})
-    text = answer["choices"][0]["message"]["content"]
-    assert text.strip(), answer
-    metrics = urllib.request.urlopen(f"http://{target.ip}:8001/metrics", timeout=30).read().decode()
-    embedded = sum(float(m) for m in re.findall(r'^vllm:request_success_total\{[^}]*\} ([0-9.e+]+)$', metrics, re.M))
-    print(f"RAG: the vault note retrieved first ({best[:60]!r}...); the chat with it answered {text[:80]!r}; "
-          f"the embedding service has served {embedded:.0f} requests")
+    after = embedded()
+    assert after >= before + 3, (before, after)  # two documents and the question, at least
+    print(f"RAG: of two uploaded notes, the vault note is retrieved first ({best[:50]!r}...); the embedding "
+          f"service served {after - before:.0f} requests for it")
 
 
 def test_the_web_uis_secrets_are_in_no_unit_command_line_or_log(
