@@ -307,10 +307,10 @@ def test_a_document_uploaded_to_the_web_ui_is_embedded_and_retrieved(
         return sum(float(m) for m in re.findall(r"^vllm:request_success_total\{[^}]*\} ([0-9.e+]+)$", metrics, re.M))
 
     base, token = webui_session(inventory, target)
-    vault = ("Facility notes. The spare parts vault of the Haifa data centre is on floor 12, and its door code "
-             "is ZEBRA-4417. Only the night shift supervisor may open it.").encode()
-    soup = ("Kitchen notes. To make lentil soup, fry an onion and two carrots, add red lentils, cumin and water, "
-            "simmer for twenty minutes and blend.").encode()
+    vault = (b"Facility notes. The spare parts vault of the Haifa data centre is on floor 12, and its door code "
+             b"is ZEBRA-4417. Only the night shift supervisor may open it.")
+    soup = (b"Kitchen notes. To make lentil soup, fry an onion and two carrots, add red lentils, cumin and water, "
+            b"simmer for twenty minutes and blend.")
     before = embedded()
     ids = {}
     for name, text in (("vault.txt", vault), ("soup.txt", soup)):

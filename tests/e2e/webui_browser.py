@@ -92,8 +92,8 @@ def send_message(driver: Any, text: str, timeout_s: float = 240) -> str:
     return last
 
 
-def api(base: str, path: str, token: str | None = None, body: Any = None, files: dict[str, tuple[str, bytes]] | None = None,
-        timeout_s: float = 180) -> Any:
+def api(base: str, path: str, token: str | None = None, body: Any = None,
+        files: dict[str, tuple[str, bytes]] | None = None, timeout_s: float = 180) -> Any:
     """A call to the web UI's own API (JSON, or a multipart upload of ``files``)."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     data: bytes | None = None

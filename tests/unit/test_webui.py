@@ -91,7 +91,8 @@ def test_the_environment_points_chat_rag_and_speech_at_the_gateway_and_keeps_it_
     assert env["STATIC_DIR"].startswith(env["DATA_DIR"])  # the venv is read-only to the service
     for name, value, _ in WEBUI.environment:
         assert env[name] == value
-    assert (env["OFFLINE_MODE"], env["ENABLE_OLLAMA_API"], env["ENABLE_PERSISTENT_CONFIG"]) == ("true", "false", "false")
+    assert (env["OFFLINE_MODE"], env["ENABLE_OLLAMA_API"], env["ENABLE_PERSISTENT_CONFIG"]) == (
+        "true", "false", "false")
     assert not set(env) & set(webui.SECRET_VARS) and "WEBUI_ADMIN_PASSWORD" not in env
 
 
