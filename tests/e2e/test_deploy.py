@@ -174,6 +174,7 @@ def test_prometheus_scrapes_every_engine_and_sees_a_request(
     (rep,) = result["hosts"].values()
     loads = {s["name"]: s["load"] for s in rep["services"]}
     assert loads.pop("gateway") is None  # LiteLLM: no engine /metrics, no load figures
+    assert loads.pop("webui") is None  # Open WebUI: the same
     assert {name: load["source"] for name, load in loads.items()} == dict.fromkeys(
         ("embed", "chat"), "Prometheus, the last minute"), loads
     print("status from Prometheus:", json.dumps(loads))
