@@ -287,6 +287,13 @@ def api_key_file(plan: HostPlan, key: str) -> HostFile:
                     secret=True)
 
 
+def webui_secret_files(plan: HostPlan, key: str, session_secret: str, admin_password: str) -> list[HostFile]:
+    """Each web UI's secrets file (0600, root): what the inference_service role writes from the credentials."""
+    return [HostFile(webui.secret_path(plan.paths.config_dir, svc), webui.secret_text(key, session_secret,
+                     admin_password), "root", "root", "0600", service=svc.name, secret=True)
+            for svc in plan.services if svc.kind == "webui"]
+
+
 def restart_inputs(plan: HostPlan) -> dict[str, list[str]]:
     """For each unit, the paths on the host whose change means the running service is stale.
 

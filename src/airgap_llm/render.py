@@ -17,7 +17,7 @@ import yaml
 
 from airgap_llm import gpu_devices
 from airgap_llm.gpumap import HostPlan
-from airgap_llm.host_files import HostFile, api_key_file, os_files, service_files
+from airgap_llm.host_files import HostFile, api_key_file, os_files, service_files, webui_secret_files
 from airgap_llm.monitoring.files import WEB_CONFIG_FILE
 from airgap_llm.monitoring.hosts import files_for_host
 from airgap_llm.monitoring.settings import PREFIX as MONITORING_PREFIX
@@ -70,6 +70,10 @@ def render_host(plan: HostPlan, hostvars: Mapping[str, Any], defaults: Mapping[s
     if key_file:
         files.append(api_key_file(plan, SECRET_PLACEHOLDER))
         notes.append("API key: replaced by a placeholder")
+    secrets = webui_secret_files(plan, SECRET_PLACEHOLDER, SECRET_PLACEHOLDER, SECRET_PLACEHOLDER)
+    if secrets:
+        files += secrets
+        notes.append("web UI secrets (the key, its session secret, its admin's password): replaced by placeholders")
     if plan.gpu is not None and any(s.gpus for s in plan.services):
         notes.append(
             f"GPU device nodes: minors from {devices.minors_source}; at install the role reads them on the host "

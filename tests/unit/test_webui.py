@@ -161,3 +161,14 @@ def test_validate_judges_health_login_models_and_chat_through_the_web_ui() -> No
     })
     assert [v["ok"] for v in bad] == [False, False, False]
     assert "incorrect" in bad[0]["detail"] and "['chat'] not in ['embed']" == bad[1]["detail"]
+
+
+def test_render_shows_the_web_uis_secrets_file_with_placeholders(tmp_path: Any) -> None:
+    from airgap_llm.render import SECRET_PLACEHOLDER, render_host
+
+    (plan,) = plan_hosts({"h1": host()})
+    rendered = render_host(plan, {"airgap_llm_inference_service_api_key_file": "k"}, {}, "managed")
+    secret = next(f for f in rendered.files if f.path == "/etc/airgap-llm/webui.secret.env")
+    assert (secret.mode, secret.owner, secret.secret) == ("0600", "root", True)
+    assert set(env_of(secret.content).values()) == {SECRET_PLACEHOLDER}
+    assert any("web UI secrets" in note for note in rendered.notes)
