@@ -387,28 +387,6 @@ def test_services_listen_on_the_configured_address_only(installed: str, target_s
     assert all(ipaddress.ip_address(addr).is_loopback for addr, _ in internal), internal
 
 
-def test_another_bind_address_is_honoured(
-    installed: str, bundle: Path, inventory: Path, tmp_path: Path, api_key: str, target_set: Any, target: Any
-) -> None:
-    inv = tmp_path / "inv"
-    shutil.copytree(inventory, inv)
-    group_file = inv / "group_vars" / "airgap_llm.yml"
-    group = yaml.safe_load(group_file.read_text())
-    group["airgap_llm_inference_service_bind_address"] = "127.0.0.1"
-    group_file.write_text(yaml.safe_dump(group))
-    rc, _, out = run_cli("install", "-i", str(inv), "--bundle", str(bundle), "--json")
-    assert rc == 0, out[-4000:]
-    assert_key_absent(api_key, out, "`airgap-llm install` output")
-    assert service_listeners(target_set, target) == {name: {"127.0.0.1"} for name in SERVICES}
-    sockets = listeners(target_set, target)
-    assert all(ipaddress.ip_address(addr).is_loopback for addr, _ in sockets), sockets
-    for svc in SERVICES.values():  # not reachable from the controller any more
-        with pytest.raises(urllib.error.URLError):
-            http(f"http://{target.ip}:{svc['port']}/health")
-    rc, _, out = run_cli("validate", "-i", str(inv), "--json")  # validate follows the configured address
-    assert rc == 0, out[-4000:]
-
-
 def test_the_web_ui_serves_a_browser_with_nothing_from_outside(
     installed: str, inventory: Path, target: Any, tmp_path: Path
 ) -> None:
@@ -431,6 +409,28 @@ def test_the_web_ui_serves_a_browser_with_nothing_from_outside(
             driver.quit()
         FIGURES[f"web UI {name}: answer on the page"] = answer[:80]
         assert answer and outside == [], (answer, outside)
+
+
+def test_another_bind_address_is_honoured(
+    installed: str, bundle: Path, inventory: Path, tmp_path: Path, api_key: str, target_set: Any, target: Any
+) -> None:
+    inv = tmp_path / "inv"
+    shutil.copytree(inventory, inv)
+    group_file = inv / "group_vars" / "airgap_llm.yml"
+    group = yaml.safe_load(group_file.read_text())
+    group["airgap_llm_inference_service_bind_address"] = "127.0.0.1"
+    group_file.write_text(yaml.safe_dump(group))
+    rc, _, out = run_cli("install", "-i", str(inv), "--bundle", str(bundle), "--json")
+    assert rc == 0, out[-4000:]
+    assert_key_absent(api_key, out, "`airgap-llm install` output")
+    assert service_listeners(target_set, target) == {name: {"127.0.0.1"} for name in SERVICES}
+    sockets = listeners(target_set, target)
+    assert all(ipaddress.ip_address(addr).is_loopback for addr, _ in sockets), sockets
+    for svc in SERVICES.values():  # not reachable from the controller any more
+        with pytest.raises(urllib.error.URLError):
+            http(f"http://{target.ip}:{svc['port']}/health")
+    rc, _, out = run_cli("validate", "-i", str(inv), "--json")  # validate follows the configured address
+    assert rc == 0, out[-4000:]
 
 
 def test_no_outbound_attempts_during_install_and_serving(
