@@ -275,20 +275,9 @@ def test_the_web_ui_in_a_real_browser_logs_in_and_shows_the_models_answer(
     would show a broken page if it did (it fetches only from the web UI's own address)."""
     base = f"http://{target.ip}:3000"
     password = (inventory / "credentials" / "airgap_llm_webui_admin_password").read_text().strip()
-    driver = webui_browser.browser(tmp_path)
-    try:
-        started = time.monotonic()
-        webui_browser.log_in(driver, base, WEBUI_EMAIL, password)
-        webui_browser.dismiss_dialogs(driver)
-        logged_in_s = time.monotonic() - started
-        answer = webui_browser.send_message(driver, "What is the capital of France? Answer in one sentence.")
-        TEST_OUTPUT.mkdir(parents=True, exist_ok=True)
-        shot = TEST_OUTPUT / "webui-chat.png"
-        driver.save_screenshot(str(shot))
-        outside = [e["name"] for e in driver.execute_script("return performance.getEntriesByType('resource')")
-                   if not str(e["name"]).startswith((base, "data:", "blob:"))]
-    finally:
-        driver.quit()
+    shot = TEST_OUTPUT / "webui-chat.png"
+    answer, outside, logged_in_s = webui_browser.chat_on_the_page(
+        base, WEBUI_EMAIL, password, "What is the capital of France? Answer in one sentence.", tmp_path, shot)
     assert answer, "the page shows no answer"
     assert shot.stat().st_size > 10_000
     assert outside == [], f"the page asked for resources outside the web UI: {outside}"

@@ -92,6 +92,28 @@ def send_message(driver: Any, text: str, timeout_s: float = 240) -> str:
     return last
 
 
+def chat_on_the_page(base: str, email: str, password: str, text: str, download_dir: Path,
+                     screenshot: Path | None = None) -> tuple[str, list[str], float]:
+    """A whole browser session: log in through the form, send ``text``, read the answer off the page.
+    Returns the answer, the resources the page loaded from outside ``base``, and the seconds to log in;
+    ``screenshot``: where to save the page with the answer."""
+    driver = browser(download_dir)
+    try:
+        started = time.monotonic()
+        log_in(driver, base, email, password)
+        dismiss_dialogs(driver)
+        logged_in_s = time.monotonic() - started
+        answer = send_message(driver, text)
+        if screenshot is not None:
+            screenshot.parent.mkdir(parents=True, exist_ok=True)
+            driver.save_screenshot(str(screenshot))
+        outside = [str(e["name"]) for e in driver.execute_script("return performance.getEntriesByType('resource')")
+                   if not str(e["name"]).startswith((base, "data:", "blob:"))]
+    finally:
+        driver.quit()
+    return answer, outside, logged_in_s
+
+
 def api(base: str, path: str, token: str | None = None, body: Any = None,
         files: dict[str, tuple[str, bytes]] | None = None, timeout_s: float = 180) -> Any:
     """A call to the web UI's own API (JSON, or a multipart upload of ``files``)."""

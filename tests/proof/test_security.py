@@ -398,15 +398,8 @@ def test_the_web_ui_serves_a_browser_with_nothing_from_outside(
     for name in WEBUIS:
         base = f"http://{target.ip}:{SERVICES[name]['port']}"
         password = (inventory / "credentials" / "airgap_llm_webui_admin_password").read_text().strip()
-        driver = webui_browser.browser(tmp_path)
-        try:
-            webui_browser.log_in(driver, base, "admin@airgap-llm.local", password)
-            webui_browser.dismiss_dialogs(driver)
-            answer = webui_browser.send_message(driver, "Say hello.")
-            outside = [e["name"] for e in driver.execute_script("return performance.getEntriesByType('resource')")
-                       if not str(e["name"]).startswith((base, "data:", "blob:"))]
-        finally:
-            driver.quit()
+        answer, outside, _ = webui_browser.chat_on_the_page(base, "admin@airgap-llm.local", password, "Say hello.",
+                                                             tmp_path)
         FIGURES[f"web UI {name}: answer on the page"] = answer[:80]
         assert answer and outside == [], (answer, outside)
 
