@@ -42,7 +42,7 @@ syntax: setup
 lint: setup
 	$(VENV)/bin/yamllint -s .
 	$(VENV)/bin/ansible-lint --profile production
-	$(VENV)/bin/ruff check src tests bench filter_plugins
+	$(VENV)/bin/ruff check src tests bench filter_plugins library
 	$(VENV)/bin/mypy
 
 molecule: setup

@@ -169,7 +169,8 @@ def playbook(work: Path, name: str, tasks: list[dict[str, Any]]) -> Path:
 def ansible(inventory: Path, play: Path, extra: dict[str, Any]) -> tuple[float, dict[str, float], list[Any]]:
     """Wall seconds of ``ansible-playbook``, seconds per task (from the json callback), and the results."""
     env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_ROLES_PATH=str(REPO / "roles"),
-               ANSIBLE_FILTER_PLUGINS=str(REPO / "filter_plugins"), ANSIBLE_STDOUT_CALLBACK="ansible.posix.json")
+               ANSIBLE_FILTER_PLUGINS=str(REPO / "filter_plugins"), ANSIBLE_LIBRARY=str(REPO / "library"),
+               ANSIBLE_STDOUT_CALLBACK="ansible.posix.json")
     argv = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory), str(play),
             "-e", json.dumps(extra)]
     secs, out = timed(argv, env)
