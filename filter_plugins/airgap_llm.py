@@ -9,6 +9,16 @@
         the files of the host's services (units, target, environment files): path, content, owner,
         group, mode (see airgap_llm.host_files); `airgap-llm render` writes the same; gpu_devices
         (optional) is what airgap_llm_gpu_devices read on the host
+    {{ airgap_llm_host_plan | airgap_llm_service_dirs(role_vars) }}
+    {{ airgap_llm_host_plan | airgap_llm_helper_files(role_path ~ '/files') }}
+        the services' directories (path, owner, group, mode), and the role's helpers as files of the host
+        (read from the role's files/ on the controller), laid out with the service files in one module run
+    {{ airgap_llm_host_plan | airgap_llm_secret_files(api_key, session_secret, admin_password) }}
+        the API key file (when api_key is not empty) and each web UI's secrets file, 0600 root
+    {{ path | airgap_llm_file_base64 }}
+        a controller file's bytes in base64 (a binary keyring, for airgap_llm_files' content_base64)
+    {{ path | airgap_llm_file_sha256 }}
+        a controller file's sha256 in hex, '' when it does not exist (no module run on the controller)
     {{ smi_q | airgap_llm_gpu_devices(airgap_llm_gpu, fabric) }}
         the host's GPU minors by CUDA index (nvidia-smi -q) and whether the GPU units need the fabric
         manager (the inventory's airgap_llm_gpu.nvswitch, else the detection `fabric`; see
@@ -73,7 +83,9 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import hashlib
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -93,7 +105,17 @@ from airgap_llm.bundle_signers import bundle_signature_problems
 from airgap_llm.cluster_runtime import NODE_RUNTIME_PROBE, host_runtime_problems
 from airgap_llm.errors import AirgapLlmError
 from airgap_llm.gpumap import plan_hosts
-from airgap_llm.host_files import apt_source, nouveau_blacklist, restart_inputs, service_files, unit_names
+from airgap_llm.host_files import (
+    HELPERS,
+    apt_source,
+    helper_files,
+    nouveau_blacklist,
+    restart_inputs,
+    secret_files,
+    service_dirs,
+    service_files,
+    unit_names,
+)
 from airgap_llm.inventory import CONNECTION_VARS, VAR_PREFIX, to_plain
 from airgap_llm.memory.apply import check_memory_fit_from_bundle
 from airgap_llm.monitoring.hosts import files_for_host, host_facts
@@ -163,16 +185,52 @@ def airgap_llm_service_files(host_plan: Mapping[str, Any], role_vars: Mapping[st
     return [f.as_dict() for f in service_files(plan, settings, _managed(), chosen, gpus, known)]
 
 
+def airgap_llm_service_dirs(host_plan: Mapping[str, Any], role_vars: Mapping[str, Any]) -> list[dict[str, Any]]:
+    plan = HostPlan.from_dict(to_plain(host_plan))
+    return [d.as_dict() for d in service_dirs(plan, UnitSettings.from_vars(to_plain(role_vars)))]
+
+
+def airgap_llm_helper_files(host_plan: Mapping[str, Any], files_dir: str) -> list[dict[str, Any]]:
+    """The role's helpers (read from its files/ directory on the controller) as files of the host."""
+    names = {dest.rsplit("/", 1)[-1] for dest, _ in HELPERS}
+    try:
+        sources = {n: (Path(str(files_dir)) / n).read_text(encoding="utf-8") for n in names}
+    except OSError as exc:
+        raise AnsibleFilterError(f"cannot read a helper of the inference_service role: {exc}") from exc
+    return [f.as_dict() for f in helper_files(HostPlan.from_dict(to_plain(host_plan)), sources)]
+
+
+def airgap_llm_secret_files(host_plan: Mapping[str, Any], api_key: str, session_secret: str = "",
+                            admin_password: str = "") -> list[dict[str, Any]]:
+    plan = HostPlan.from_dict(to_plain(host_plan))
+    return [f.as_dict() for f in secret_files(plan, str(api_key), str(session_secret), str(admin_password))]
+
+
+def airgap_llm_file_base64(path: str) -> str:
+    """A controller file's bytes, base64-encoded (a binary keyring for airgap_llm_files' content_base64)."""
+    try:
+        return base64.b64encode(Path(str(path)).read_bytes()).decode("ascii")
+    except OSError as exc:
+        raise AnsibleFilterError(f"cannot read {path} on the controller: {exc}") from exc
+
+
+def airgap_llm_file_sha256(path: str) -> str:
+    """A controller file's sha256 (hex), or '' when there is no such file: the bundle's constraints, read
+    where they are, without a module run on the controller."""
+    try:
+        return hashlib.sha256(Path(str(path)).read_bytes()).hexdigest()
+    except FileNotFoundError:
+        return ""
+    except OSError as exc:
+        raise AnsibleFilterError(f"cannot read {path} on the controller: {exc}") from exc
+
+
 def airgap_llm_gateway_requests(host_plan: Mapping[str, Any]) -> list[dict[str, Any]]:
     return gateway.validation_requests(list(to_plain(host_plan).get("services", [])))
 
 
 def airgap_llm_webui_requests(host_plan: Mapping[str, Any]) -> list[dict[str, Any]]:
     return webui.validation_requests(list(to_plain(host_plan).get("services", [])))
-
-
-def airgap_llm_webui_secret(api_key: str, session_secret: str, admin_password: str) -> str:
-    return webui.secret_text(str(api_key), str(session_secret), str(admin_password))
 
 
 def airgap_llm_gpu_devices(smi_q: Any, gpu: Mapping[str, Any] | None = None,
@@ -407,10 +465,14 @@ class FilterModule:
         return {
             "airgap_llm_plan": airgap_llm_plan,
             "airgap_llm_service_files": airgap_llm_service_files,
+            "airgap_llm_service_dirs": airgap_llm_service_dirs,
+            "airgap_llm_helper_files": airgap_llm_helper_files,
+            "airgap_llm_secret_files": airgap_llm_secret_files,
+            "airgap_llm_file_base64": airgap_llm_file_base64,
+            "airgap_llm_file_sha256": airgap_llm_file_sha256,
             "airgap_llm_gpu_devices": airgap_llm_gpu_devices,
             "airgap_llm_gateway_requests": airgap_llm_gateway_requests,
             "airgap_llm_webui_requests": airgap_llm_webui_requests,
-            "airgap_llm_webui_secret": airgap_llm_webui_secret,
             "airgap_llm_unit_names": airgap_llm_unit_names,
             "airgap_llm_cluster_runtime_problems": airgap_llm_cluster_runtime_problems,
             "airgap_llm_node_runtime_probe": airgap_llm_node_runtime_probe,

@@ -51,6 +51,53 @@ class HostFile:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class HostDir:
+    path: str
+    owner: str
+    group: str
+    mode: str
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+# The inference_service role's helpers (its files/<name>): where each goes under the helper directory, and
+# its mode. The role lays them out with the units in one module run.
+HELPERS: tuple[tuple[str, str], ...] = (
+    ("python/airgap_llm_guard.py", "0644"),  # the API key middleware of the engine services
+    (f"python/{HEADLESS_MODULE}.py", "0644"),  # the launcher of the headless ranks of a multi-node service (mp)
+    ("wait-healthy", "0755"),  # the readiness wait of every unit
+    (RAY_WAIT_HELPER, "0755"),  # the Ray head's serving unit waits for the cluster with it
+    ("services-to-restart", "0755"),  # finds the services started before a change of what they run
+    (DEVICES_HELPER, "0755"),  # loads nvidia-uvm and makes the GPU device nodes
+)
+
+
+def service_dirs(plan: HostPlan, settings: UnitSettings) -> list[HostDir]:
+    """The directories the services need, parents first: configuration (root, the service group reads),
+    the engines' writable cache, the helpers, and each web UI's data (its accounts, chats and vector store)."""
+    paths = plan.paths
+    dirs = [
+        HostDir(paths.config_dir, "root", settings.group, "0750"),
+        HostDir(paths.cache_dir, settings.user, settings.group, "0750"),
+        HostDir(paths.libexec_dir, "root", "root", "0755"),
+        HostDir(f"{paths.libexec_dir}/python", "root", "root", "0755"),
+    ]
+    dirs += [HostDir(paths.app_data(s.name), settings.user, settings.group, "0750")
+             for s in plan.services if s.kind == "webui"]
+    return dirs
+
+
+def helper_files(plan: HostPlan, sources: Mapping[str, str]) -> list[HostFile]:
+    """The helpers under the helper directory; ``sources``: each helper's content by its file name."""
+    missing = sorted({dest.rsplit("/", 1)[-1] for dest, _ in HELPERS} - set(sources))
+    if missing:
+        raise ValueError(f"helper sources missing: {', '.join(missing)}")
+    return [HostFile(f"{plan.paths.libexec_dir}/{dest}", sources[dest.rsplit('/', 1)[-1]], "root", "root", mode)
+            for dest, mode in HELPERS]
+
+
 def _header(managed: str) -> str:
     return f"# {managed}\n"
 
@@ -292,6 +339,14 @@ def webui_secret_files(plan: HostPlan, key: str, session_secret: str, admin_pass
     return [HostFile(webui.secret_path(plan.paths.config_dir, svc), webui.secret_text(key, session_secret,
                      admin_password), "root", "root", "0600", service=svc.name, secret=True)
             for svc in plan.services if svc.kind == "webui"]
+
+
+def secret_files(plan: HostPlan, api_key: str, session_secret: str, admin_password: str) -> list[HostFile]:
+    """What the role writes 0600 from the controller's credentials: the API key file (when the host serves
+    with a key: ``api_key`` not empty) and each web UI's secrets (with no key it calls the gateway with
+    ``none``)."""
+    files = [api_key_file(plan, api_key)] if api_key else []
+    return files + webui_secret_files(plan, api_key or "none", session_secret, admin_password)
 
 
 def restart_inputs(plan: HostPlan) -> dict[str, list[str]]:

@@ -6,13 +6,17 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
 from airgap_llm import webui
 from airgap_llm.apps import WEBUI
 from airgap_llm.bundle.spec import bundle_spec
 from airgap_llm.gpumap import plan_hosts
-from airgap_llm.host_files import restart_inputs, service_files, unit_names
+from airgap_llm.host_files import helper_files, restart_inputs, secret_files, service_dirs, service_files, unit_names
 from airgap_llm.units import UnitSettings
 from airgap_llm.validation import results
+
+from .conftest import REPO
 
 SMOLLM = "HuggingFaceTB/SmolLM2-135M-Instruct"
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
@@ -172,3 +176,36 @@ def test_render_shows_the_web_uis_secrets_file_with_placeholders(tmp_path: Any) 
     assert (secret.mode, secret.owner, secret.secret) == ("0600", "root", True)
     assert set(env_of(secret.content).values()) == {SECRET_PLACEHOLDER}
     assert any("web UI secrets" in note for note in rendered.notes)
+
+
+def test_the_layout_gives_the_web_ui_a_data_directory_and_its_secrets_0600() -> None:
+    (plan,) = plan_hosts({"h1": host()})
+    dirs = {d.path: d for d in service_dirs(plan, UnitSettings(user="svc", group="grp"))}
+    assert list(dirs)[:4] == ["/etc/airgap-llm", "/var/cache/airgap-llm", "/opt/airgap-llm/libexec",
+                              "/opt/airgap-llm/libexec/python"]
+    data = dirs["/var/lib/airgap-llm/apps/webui"]
+    assert (data.owner, data.group, data.mode) == ("svc", "grp", "0750")
+    assert (dirs["/etc/airgap-llm"].owner, dirs["/etc/airgap-llm"].group) == ("root", "grp")
+    files = secret_files(plan, "KEY", "SESSION", "PASSWORD")
+    assert [(f.path, f.mode, f.owner, f.secret) for f in files] == [
+        ("/etc/airgap-llm/api-key.env", "0600", "root", True),
+        ("/etc/airgap-llm/webui.secret.env", "0600", "root", True),
+    ]
+    assert files[0].content == "VLLM_API_KEY=KEY\n"
+    assert files[1].content == webui.secret_text("KEY", "SESSION", "PASSWORD")
+    # Serving without a key: no key file (the role removes it), and the web UI calls the gateway with "none".
+    (unkeyed,) = secret_files(plan, "", "SESSION", "PASSWORD")
+    assert unkeyed.content == webui.secret_text("none", "SESSION", "PASSWORD")
+
+
+def test_the_helpers_are_laid_out_from_the_role_files() -> None:
+    (plan,) = plan_hosts({"h1": host()})
+    role_files = REPO / "roles" / "inference_service" / "files"
+    sources = {p.name: p.read_text() for p in role_files.iterdir()}
+    files = {f.path: f for f in helper_files(plan, sources)}
+    assert files["/opt/airgap-llm/libexec/wait-healthy"].mode == "0755"
+    assert files["/opt/airgap-llm/libexec/python/airgap_llm_guard.py"].mode == "0644"
+    assert files["/opt/airgap-llm/libexec/services-to-restart"].content == sources["services-to-restart"]
+    assert {p.rsplit("/", 1)[-1] for p in files} == set(sources)  # every file of the role is a helper, once
+    with pytest.raises(ValueError, match="helper sources missing: wait-healthy"):
+        helper_files(plan, {k: v for k, v in sources.items() if k != "wait-healthy"})
