@@ -861,7 +861,7 @@ CONTROLLER_FAIL = "preflight : Fail with every inventory and bundle problem befo
 SIGNATURE_FAIL = "Refuse an unsigned or badly signed bundle (no host was contacted)"
 PLAN_TASKS = ("Plan every host of the inventory once", "Refuse a GPU map with problems (no host was contacted)",
               "Check the bundle's signature when the inventory sets airgap_llm_bundle_signers", SIGNATURE_FAIL,
-              "Take this host's part of the plan")
+              "Take each host's part of the plan")
 PLAN_FAIL = "Refuse a GPU map with problems (no host was contacted)"
 
 
