@@ -1,8 +1,11 @@
 """Model staging under faults, on a target with the demo's two services really running:
 
-- a weight file corrupted in the bundle: the install refuses, naming the file and both hashes, before the
-  services step (nothing restarted, both services keep answering), and the verified file on the host is
-  left as it was; the good bundle then installs without restarting anything;
+- a weight file corrupted in the bundle, sent by direct push (``airgap_llm_model_store_relay: false``): the
+  install refuses, naming the file and both hashes, before the services step (nothing restarted, both
+  services keep answering), and the verified file on the host is left as it was; the good bundle then
+  installs without restarting anything. (With the relay, the default, a host that already holds a verified
+  copy of the manifest's file takes nothing from the bundle, so a corrupted bundle file never reaches it;
+  a copy that does reach a host and fails its hash is refused there: tests/proof/test_model_relay.py.)
 - ``kill -9`` of the ``airgap-llm install`` process group while rsync is moving a model file: no partial
   file under a final name (in the hub the services read, or in the staging area), the partial data kept
   aside; the rerun completes, re-sends none of the files that had arrived whole, and the final tree
@@ -150,7 +153,11 @@ def test_corrupted_weight_in_bundle_is_refused_before_any_restart(
     hub_before = remote_files(target_set, target, HUB)
     assert all(s["ActiveState"] == "active" for s in before.values()), before
 
-    result = install(inventory, bad)
+    # Direct push: rsync compares the bundle's file with the host's (size and time) and sends the changed one.
+    direct = tmp_path / "inventory"
+    shutil.copytree(inventory, direct)
+    (direct / "group_vars" / "all.yml").write_text(yaml.safe_dump({"airgap_llm_model_store_relay": False}))
+    result = install(direct, bad)
     assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
     said = result.stdout + result.stderr
     assert weights["path"] in said, said[-3000:]
@@ -189,12 +196,13 @@ def with_new_files(bundle: Path, dest: Path, count: int, size: int) -> tuple[Pat
         blob.write_bytes(data)
         link = new / PREFIX / CHAT / "snapshots" / commit / f"extra-{i}.dat"
         link.symlink_to(f"../../blobs/{sha}")
-        entry = {"path": f"{PREFIX}{CHAT}/blobs/{sha}", "kind": "model", "size": size, "sha256": sha}
+        source = "test: random data"  # every artifact names where it came from
+        entry = {"path": f"{PREFIX}{CHAT}/blobs/{sha}", "kind": "model", "size": size, "sha256": sha, "source": source}
         added.append(entry)
         manifest["artifacts"] += [
             entry,
             {"path": f"{PREFIX}{CHAT}/snapshots/{commit}/extra-{i}.dat", "kind": "model", "size": size,
-             "sha256": sha, "link": f"../../blobs/{sha}"},
+             "sha256": sha, "source": source, "link": f"../../blobs/{sha}"},
         ]
     (new / "manifest.json").unlink()
     (new / "manifest.json").write_text(json.dumps(manifest, indent=1))
