@@ -85,7 +85,6 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import hashlib
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -100,15 +99,16 @@ except ImportError:  # running from a checkout without `pip install -e .`
 from ansible.errors import AnsibleFilterError
 
 from airgap_llm import gateway, gpu_devices, nvidia, relay, webui
+from airgap_llm.bundle.hashing import sha256_file
 from airgap_llm.bundle_check import code_repo_folders, host_needs
 from airgap_llm.bundle_signers import bundle_signature_problems
 from airgap_llm.cluster_runtime import NODE_RUNTIME_PROBE, host_runtime_problems
 from airgap_llm.errors import AirgapLlmError
 from airgap_llm.gpumap import plan_hosts
 from airgap_llm.host_files import (
-    HELPERS,
     apt_source,
     helper_files,
+    helper_names,
     nouveau_blacklist,
     restart_inputs,
     secret_files,
@@ -192,9 +192,8 @@ def airgap_llm_service_dirs(host_plan: Mapping[str, Any], role_vars: Mapping[str
 
 def airgap_llm_helper_files(host_plan: Mapping[str, Any], files_dir: str) -> list[dict[str, Any]]:
     """The role's helpers (read from its files/ directory on the controller) as files of the host."""
-    names = {dest.rsplit("/", 1)[-1] for dest, _ in HELPERS}
     try:
-        sources = {n: (Path(str(files_dir)) / n).read_text(encoding="utf-8") for n in names}
+        sources = {n: (Path(str(files_dir)) / n).read_text(encoding="utf-8") for n in helper_names()}
     except OSError as exc:
         raise AnsibleFilterError(f"cannot read a helper of the inference_service role: {exc}") from exc
     return [f.as_dict() for f in helper_files(HostPlan.from_dict(to_plain(host_plan)), sources)]
@@ -218,7 +217,7 @@ def airgap_llm_file_sha256(path: str) -> str:
     """A controller file's sha256 (hex), or '' when there is no such file: the bundle's constraints, read
     where they are, without a module run on the controller."""
     try:
-        return hashlib.sha256(Path(str(path)).read_bytes()).hexdigest()
+        return sha256_file(str(path))
     except FileNotFoundError:
         return ""
     except OSError as exc:

@@ -89,9 +89,14 @@ def service_dirs(plan: HostPlan, settings: UnitSettings) -> list[HostDir]:
     return dirs
 
 
+def helper_names() -> list[str]:
+    """The helpers' file names in the role's files/ directory."""
+    return [dest.rsplit("/", 1)[-1] for dest, _ in HELPERS]
+
+
 def helper_files(plan: HostPlan, sources: Mapping[str, str]) -> list[HostFile]:
     """The helpers under the helper directory; ``sources``: each helper's content by its file name."""
-    missing = sorted({dest.rsplit("/", 1)[-1] for dest, _ in HELPERS} - set(sources))
+    missing = sorted(set(helper_names()) - set(sources))
     if missing:
         raise ValueError(f"helper sources missing: {', '.join(missing)}")
     return [HostFile(f"{plan.paths.libexec_dir}/{dest}", sources[dest.rsplit('/', 1)[-1]], "root", "root", mode)
