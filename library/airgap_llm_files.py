@@ -53,6 +53,18 @@ options:
     type: list
     elements: path
     default: []
+  inspect:
+    description:
+      - Paths to report on in RV(state), read after the layout (links are not followed), changing nothing.
+      - Spares the caller a stat or find task per path.
+    type: list
+    elements: path
+    default: []
+  read:
+    description: Small text files whose content to report in RV(contents) (null for a missing file), changing nothing.
+    type: list
+    elements: path
+    default: []
 author:
   - airgap-llm
 """
@@ -77,6 +89,17 @@ paths:
   returned: always
   type: list
   elements: str
+state:
+  description:
+    - For each path of O(inspect) - C(exists); C(islnk), with C(lnk_target) (the link's text) and C(lnk_source)
+      (the absolute path it resolves to) for a link; C(isdir); C(dirs) for a directory that is not a link (the
+      absolute paths of its subdirectories, sorted; links to directories are not among them).
+  returned: always
+  type: dict
+contents:
+  description: For each path of O(read), its content as text (null when the file does not exist).
+  returned: always
+  type: dict
 """
 
 MISSING_PARENT_MODE = 0o755
@@ -180,6 +203,32 @@ def remove(module: AnsibleModule, path: str) -> bool:
     return True
 
 
+READ_LIMIT = 1 << 20
+
+
+def inspect(path: str) -> dict[str, Any]:
+    """What a stat (links not followed) says of ``path``, and a directory's subdirectories."""
+    if not os.path.lexists(path):
+        return {"exists": False, "islnk": False, "isdir": False}
+    out: dict[str, Any] = {"exists": True, "islnk": os.path.islink(path), "isdir": os.path.isdir(path)}
+    if out["islnk"]:
+        out["lnk_target"] = os.readlink(path)
+        out["lnk_source"] = os.path.realpath(path)
+    elif out["isdir"]:
+        with os.scandir(path) as entries:
+            out["dirs"] = sorted(e.path for e in entries if e.is_dir(follow_symlinks=False))
+    return out
+
+
+def read_text(module: AnsibleModule, path: str) -> str | None:
+    if os.path.isdir(path):
+        module.fail_json(msg=f"cannot read {path}: it is a directory", paths=[])
+    data = _read(path)
+    if data is not None and len(data) > READ_LIMIT:
+        module.fail_json(msg=f"cannot read {path}: larger than {READ_LIMIT} bytes", paths=[])
+    return None if data is None else data.decode("utf-8", "replace")
+
+
 def main() -> None:
     entry = {"path": {"type": "path", "required": True}, "owner": {"type": "str", "default": "root"},
              "group": {"type": "str", "default": "root"}, "mode": {"type": "raw", "required": True}}
@@ -194,12 +243,15 @@ def main() -> None:
                             "secret": {"type": "bool", "default": False}, "service": {"type": "str"}},
             },
             "absent": {"type": "list", "elements": "path", "default": []},
+            "inspect": {"type": "list", "elements": "path", "default": []},
+            "read": {"type": "list", "elements": "path", "default": []},
         },
         supports_check_mode=True,
     )
-    for item in module.params["directories"] + module.params["files"]:
-        if not os.path.isabs(item["path"]):
-            module.fail_json(msg=f"path must be absolute: {item['path']!r}", paths=[])
+    given = [item["path"] for item in module.params["directories"] + module.params["files"]]
+    for path in given + module.params["inspect"] + module.params["read"]:
+        if not os.path.isabs(path):
+            module.fail_json(msg=f"path must be absolute: {path!r}", paths=[])
     paths: list[str] = []
     diffs: list[dict[str, str]] = []
     for item in module.params["directories"]:
@@ -211,7 +263,12 @@ def main() -> None:
     for path in module.params["absent"]:
         if remove(module, path):
             paths.append(path)
-    result: dict[str, Any] = {"changed": bool(paths), "paths": paths}
+    result: dict[str, Any] = {
+        "changed": bool(paths),
+        "paths": paths,
+        "state": {path: inspect(path) for path in module.params["inspect"]},
+        "contents": {path: read_text(module, path) for path in module.params["read"]},
+    }
     if module._diff and diffs:
         result["diff"] = diffs
     module.exit_json(**result)

@@ -108,3 +108,29 @@ def test_writes_a_binary_file_from_base64_and_refuses_both_or_neither_content(tm
     assert both["failed"] is True and "exactly one of content and content_base64" in both["msg"]
     bad = run(tmp_path, files=[entry(key, "0644", content_base64="not base64!")])
     assert bad["failed"] is True and "is not base64" in bad["msg"]
+
+
+def test_inspect_and_read_report_after_the_layout_and_change_nothing(tmp_path: Path) -> None:
+    venvs, live = tmp_path / "venvs", tmp_path / "venv"
+    (tmp_path / "releases.json").write_text('{"live": null}\n')
+    (tmp_path / "elsewhere").mkdir()
+    spec = {"directories": [entry(venvs, "0755")],
+            "inspect": [str(venvs), str(live), str(tmp_path / "missing")],
+            "read": [str(tmp_path / "releases.json"), str(tmp_path / "none.json")]}
+    first = run(tmp_path, **spec)
+    assert first["paths"] == [str(venvs)]
+    assert first["state"][str(venvs)] == {"exists": True, "islnk": False, "isdir": True, "dirs": []}
+    assert first["state"][str(live)] == {"exists": False, "islnk": False, "isdir": False}
+    assert first["contents"] == {str(tmp_path / "releases.json"): '{"live": null}\n', str(tmp_path / "none.json"): None}
+    (venvs / "py3.11-a").mkdir()
+    (venvs / "py3.11-b").mkdir()
+    (venvs / "not-a-dir").write_text("")
+    (venvs / "link-to-dir").symlink_to(tmp_path / "elsewhere")
+    live.symlink_to(venvs / "py3.11-a")
+    second = run(tmp_path, **spec)
+    assert second["changed"] is False and second["paths"] == []
+    assert second["state"][str(venvs)]["dirs"] == [str(venvs / "py3.11-a"), str(venvs / "py3.11-b")]
+    assert second["state"][str(live)] == {"exists": True, "islnk": True, "isdir": True,
+                                          "lnk_target": str(venvs / "py3.11-a"), "lnk_source": str(venvs / "py3.11-a")}
+    assert run(tmp_path, read=[str(venvs)])["msg"].endswith("it is a directory")
+    assert "must be absolute" in run(tmp_path, inspect=["venv"])["msg"]
