@@ -134,3 +134,18 @@ def test_inspect_and_read_report_after_the_layout_and_change_nothing(tmp_path: P
                                           "lnk_target": str(venvs / "py3.11-a"), "lnk_source": str(venvs / "py3.11-a")}
     assert run(tmp_path, read=[str(venvs)])["msg"].endswith("it is a directory")
     assert "must be absolute" in run(tmp_path, inspect=["venv"])["msg"]
+
+
+def test_secret_files_are_written_with_the_others_and_their_content_never_comes_back(tmp_path: Path) -> None:
+    key, unit = tmp_path / "api-key.env", tmp_path / "x.service"
+    key.write_text("VLLM_API_KEY=old-secret-value\n")
+    secret = "VLLM_API_KEY=new-secret-value\n"
+    out = run(tmp_path, diff=True, files=[entry(unit, "0644", "[Unit]\n")],
+              secret_files=[entry(key, "0600", secret, service=None)])
+    assert out["paths"] == [str(unit), str(key)]
+    assert key.read_text() == secret and oct(key.stat().st_mode & 0o777) == "0o600"
+    text = json.dumps(out)
+    assert "new-secret-value" not in text and "old-secret-value" not in text
+    assert [d["after_header"] for d in out["diff"]] == [str(unit), str(key)]
+    assert out["diff"][1]["after"] == "(secret: not shown)\n"
+    assert run(tmp_path, secret_files=[entry(key, "0600", secret)])["changed"] is False
