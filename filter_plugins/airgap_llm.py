@@ -100,7 +100,7 @@ from ansible.errors import AnsibleFilterError
 
 from airgap_llm import gateway, gpu_devices, nvidia, relay, webui
 from airgap_llm.bundle.hashing import sha256_file
-from airgap_llm.bundle_check import code_repo_folders, host_needs
+from airgap_llm.bundle_check import code_repo_folders, host_needs, read_model_entries
 from airgap_llm.bundle_signers import bundle_signature_problems
 from airgap_llm.cluster_runtime import NODE_RUNTIME_PROBE, host_runtime_problems
 from airgap_llm.errors import AirgapLlmError
@@ -372,6 +372,15 @@ def airgap_llm_bundle_needs(
     return host_needs(to_plain(manifest), to_plain(plan), to_plain(verified))
 
 
+def airgap_llm_model_entries(bundle: Any, folders: Any) -> list[dict[str, Any]]:
+    """The bundle manifest's entries of these model folders, read in Python (not a Jinja select over every
+    artifact of the manifest, for every host)."""
+    try:
+        return read_model_entries(Path(str(bundle)), [str(f) for f in to_plain(folders)])
+    except ValueError as exc:
+        raise AnsibleFilterError(str(exc)) from exc
+
+
 def airgap_llm_nvidia_driver_packages(
     target_id: str,
     branch: Any = None,
@@ -487,6 +496,7 @@ class FilterModule:
             "airgap_llm_status_promql": airgap_llm_status_promql,
             "airgap_llm_status_prometheus_services": airgap_llm_status_prometheus_services,
             "airgap_llm_bundle_needs": airgap_llm_bundle_needs,
+            "airgap_llm_model_entries": airgap_llm_model_entries,
             "airgap_llm_bundle_signature_problems": airgap_llm_bundle_signature_problems,
             "airgap_llm_model_code_folders": airgap_llm_model_code_folders,
             "airgap_llm_relay_wave": airgap_llm_relay_wave,

@@ -35,6 +35,25 @@ def _already_there(artifact: Mapping[str, Any], verified: Mapping[str, Any]) -> 
     )
 
 
+def model_entries(manifest: Mapping[str, Any], folders: list[str]) -> list[dict[str, Any]]:
+    """The manifest's entries (in its order) of the model folders ``folders`` (``models--ORG--NAME``), under
+    ``models/hub/``: what a host's model store checks its copy against."""
+    prefixes = tuple(f"{MODELS_HUB_DIR}/{folder}/" for folder in folders)
+    if not prefixes:
+        return []
+    return [dict(a) for a in manifest.get("artifacts", []) if str(a.get("path", "")).startswith(prefixes)]
+
+
+def read_model_entries(bundle: Path, folders: list[str]) -> list[dict[str, Any]]:
+    """``model_entries`` of the bundle at ``bundle`` (its ``manifest.json`` read as it is, no validation)."""
+    path = bundle / "manifest.json"
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot read the bundle manifest {path}: {exc}") from exc
+    return model_entries(manifest, folders)
+
+
 def host_needs(
     manifest: Mapping[str, Any], plan: Mapping[str, Any], verified: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:

@@ -218,3 +218,19 @@ def test_code_repositories_of_remote_code_models_are_staged_with_them(tmp_path: 
     assert code_repo_folders(tmp_path, host) == []  # the bundle does not hold org/code
     (tmp_path / "models/hub/models--org--code").mkdir()
     assert code_repo_folders(tmp_path, host) == ["models--org--code"]
+
+
+def test_model_entries_are_those_under_the_folders_in_manifest_order(tmp_path: Path) -> None:
+    from airgap_llm.bundle_check import model_entries, read_model_entries
+
+    arts = [{"path": "models/hub/models--a--b/snapshots/r/config.json"}, {"path": "wheels/x.whl"},
+            {"path": "models/hub/models--a--bc/blobs/1"}, {"path": "models/hub/models--c--d/blobs/2"},
+            {"path": "models/hub/models--a--b/blobs/3"}]
+    manifest = {"artifacts": arts}
+    assert model_entries(manifest, ["models--a--b"]) == [arts[0], arts[4]]  # not models--a--bc
+    assert model_entries(manifest, ["models--c--d", "models--a--b"]) == [arts[0], arts[3], arts[4]]
+    assert model_entries(manifest, []) == []
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    assert read_model_entries(tmp_path, ["models--c--d"]) == [arts[3]]
+    with pytest.raises(ValueError, match="cannot read the bundle manifest .*manifest.json"):
+        read_model_entries(tmp_path / "missing", ["models--c--d"])
