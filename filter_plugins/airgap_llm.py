@@ -100,7 +100,7 @@ from ansible.errors import AnsibleFilterError
 
 from airgap_llm import gateway, gpu_devices, nvidia, relay, webui
 from airgap_llm.bundle.hashing import sha256_file
-from airgap_llm.bundle_check import code_repo_folders, host_needs, read_model_entries
+from airgap_llm.bundle_check import code_repo_folders, host_needs, read_manifest_json, read_model_entries
 from airgap_llm.bundle_signers import bundle_signature_problems
 from airgap_llm.cluster_runtime import NODE_RUNTIME_PROBE, host_runtime_problems
 from airgap_llm.errors import AirgapLlmError
@@ -366,10 +366,26 @@ def airgap_llm_bundle_signature_problems(
         raise AnsibleFilterError(str(exc)) from exc
 
 
+def _manifest_of(bundle: Any) -> dict[str, Any]:
+    try:
+        return read_manifest_json(Path(str(bundle)))
+    except ValueError as exc:
+        raise AnsibleFilterError(str(exc)) from exc
+
+
 def airgap_llm_bundle_needs(
-    manifest: Mapping[str, Any], plan: Mapping[str, Any], verified: Mapping[str, Any] | None = None
+    bundle: Any, plan: Mapping[str, Any], verified: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
-    return host_needs(to_plain(manifest), to_plain(plan), to_plain(verified))
+    """What the host of ``plan`` needs from the bundle directory ``bundle`` (its manifest read here, in Python:
+    cheaper for every host than the manifest as a fact of every host)."""
+    return host_needs(_manifest_of(bundle), to_plain(plan), to_plain(verified))
+
+
+def airgap_llm_bundle_paths(bundle: Any) -> list[str]:
+    """The paths of the bundle's artifacts (none without a bundle directory)."""
+    if not bundle:
+        return []
+    return [str(a.get("path", "")) for a in _manifest_of(bundle).get("artifacts", [])]
 
 
 def airgap_llm_model_entries(bundle: Any, folders: Any) -> list[dict[str, Any]]:
@@ -497,6 +513,7 @@ class FilterModule:
             "airgap_llm_status_prometheus_services": airgap_llm_status_prometheus_services,
             "airgap_llm_bundle_needs": airgap_llm_bundle_needs,
             "airgap_llm_model_entries": airgap_llm_model_entries,
+            "airgap_llm_bundle_paths": airgap_llm_bundle_paths,
             "airgap_llm_bundle_signature_problems": airgap_llm_bundle_signature_problems,
             "airgap_llm_model_code_folders": airgap_llm_model_code_folders,
             "airgap_llm_relay_wave": airgap_llm_relay_wave,

@@ -44,14 +44,22 @@ def model_entries(manifest: Mapping[str, Any], folders: list[str]) -> list[dict[
     return [dict(a) for a in manifest.get("artifacts", []) if str(a.get("path", "")).startswith(prefixes)]
 
 
-def read_model_entries(bundle: Path, folders: list[str]) -> list[dict[str, Any]]:
-    """``model_entries`` of the bundle at ``bundle`` (its ``manifest.json`` read as it is, no validation)."""
+def read_manifest_json(bundle: Path) -> dict[str, Any]:
+    """The bundle's ``manifest.json`` as it is (no validation: ``load_manifest`` does that); ``ValueError``
+    naming the file when it cannot be read."""
     path = bundle / "manifest.json"
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ValueError(f"cannot read the bundle manifest {path}: {exc}") from exc
-    return model_entries(manifest, folders)
+    if not isinstance(manifest, dict):
+        raise ValueError(f"cannot read the bundle manifest {path}: not a JSON object")
+    return manifest
+
+
+def read_model_entries(bundle: Path, folders: list[str]) -> list[dict[str, Any]]:
+    """``model_entries`` of the bundle at ``bundle``."""
+    return model_entries(read_manifest_json(bundle), folders)
 
 
 def host_needs(
