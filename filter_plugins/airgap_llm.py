@@ -100,7 +100,13 @@ from ansible.errors import AnsibleFilterError
 
 from airgap_llm import gateway, gpu_devices, nvidia, relay, webui
 from airgap_llm.bundle.hashing import sha256_file
-from airgap_llm.bundle_check import code_repo_folders, host_needs, read_manifest_json, read_model_entries
+from airgap_llm.bundle_check import (
+    code_repo_folders,
+    host_needs,
+    read_manifest_json,
+    read_model_entries,
+    service_models,
+)
 from airgap_llm.bundle_signers import bundle_signature_problems
 from airgap_llm.cluster_runtime import NODE_RUNTIME_PROBE, host_runtime_problems
 from airgap_llm.errors import AirgapLlmError
@@ -388,6 +394,10 @@ def airgap_llm_bundle_paths(bundle: Any) -> list[str]:
     return [str(a.get("path", "")) for a in _manifest_of(bundle).get("artifacts", [])]
 
 
+def airgap_llm_service_models(services: Any) -> list[dict[str, Any]]:
+    return service_models(to_plain(services))
+
+
 def airgap_llm_model_entries(bundle: Any, folders: Any) -> list[dict[str, Any]]:
     """The bundle manifest's entries of these model folders, read in Python (not a Jinja select over every
     artifact of the manifest, for every host)."""
@@ -513,6 +523,7 @@ class FilterModule:
             "airgap_llm_status_prometheus_services": airgap_llm_status_prometheus_services,
             "airgap_llm_bundle_needs": airgap_llm_bundle_needs,
             "airgap_llm_model_entries": airgap_llm_model_entries,
+            "airgap_llm_service_models": airgap_llm_service_models,
             "airgap_llm_bundle_paths": airgap_llm_bundle_paths,
             "airgap_llm_bundle_signature_problems": airgap_llm_bundle_signature_problems,
             "airgap_llm_model_code_folders": airgap_llm_model_code_folders,

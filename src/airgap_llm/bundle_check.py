@@ -35,6 +35,17 @@ def _already_there(artifact: Mapping[str, Any], verified: Mapping[str, Any]) -> 
     )
 
 
+def service_models(services: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Each service of a host plan that serves a model: its name, model, revision (``main`` when unset) and
+    model folder (``models--ORG--NAME``), in the plan's order."""
+    return [
+        {"service": s["name"], "model": s["model"], "revision": s.get("revision") or "main",
+         "folder": s["model_folder"]}
+        for s in services
+        if s.get("model")
+    ]
+
+
 def model_entries(manifest: Mapping[str, Any], folders: list[str]) -> list[dict[str, Any]]:
     """The manifest's entries (in its order) of the model folders ``folders`` (``models--ORG--NAME``), under
     ``models/hub/``: what a host's model store checks its copy against."""

@@ -234,3 +234,23 @@ def test_model_entries_are_those_under_the_folders_in_manifest_order(tmp_path: P
     assert read_model_entries(tmp_path, ["models--c--d"]) == [arts[3]]
     with pytest.raises(ValueError, match="cannot read the bundle manifest .*manifest.json"):
         read_model_entries(tmp_path / "missing", ["models--c--d"])
+
+
+def test_service_models_lists_the_services_that_serve_a_model() -> None:
+    from airgap_llm.bundle_check import service_models
+
+    services = [{"name": "chat", "model": "org/chat", "revision": None, "model_folder": "models--org--chat"},
+                {"name": "web", "model": None, "model_folder": None},
+                {"name": "embed", "model": "org/e", "revision": "abc", "model_folder": "models--org--e"}]
+    assert service_models(services) == [
+        {"service": "chat", "model": "org/chat", "revision": "main", "folder": "models--org--chat"},
+        {"service": "embed", "model": "org/e", "revision": "abc", "folder": "models--org--e"},
+    ]
+
+
+def test_read_manifest_json_names_the_file_when_it_is_not_an_object(tmp_path: Path) -> None:
+    from airgap_llm.bundle_check import read_manifest_json
+
+    (tmp_path / "manifest.json").write_text("[]")
+    with pytest.raises(ValueError, match=r"manifest.json: not a JSON object"):
+        read_manifest_json(tmp_path)
