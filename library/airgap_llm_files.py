@@ -109,8 +109,8 @@ paths:
 state:
   description:
     - For each path of O(inspect) - C(exists); C(islnk), with C(lnk_target) (the link's text) and C(lnk_source)
-      (the absolute path it resolves to) for a link; C(isdir); C(dirs) for a directory that is not a link (the
-      absolute paths of its subdirectories, sorted; links to directories are not among them).
+      (the absolute path it resolves to) for a link; C(isdir); C(dirs) and C(files) for a directory that is not a
+      link (the absolute paths of its subdirectories and of its regular files, sorted; links are in neither).
   returned: always
   type: dict
 contents:
@@ -232,8 +232,10 @@ def inspect(path: str) -> dict[str, Any]:
         out["lnk_target"] = os.readlink(path)
         out["lnk_source"] = os.path.realpath(path)
     elif out["isdir"]:
-        with os.scandir(path) as entries:
-            out["dirs"] = sorted(e.path for e in entries if e.is_dir(follow_symlinks=False))
+        with os.scandir(path) as scan:
+            entries = list(scan)
+        out["dirs"] = sorted(e.path for e in entries if e.is_dir(follow_symlinks=False))
+        out["files"] = sorted(e.path for e in entries if e.is_file(follow_symlinks=False))
     return out
 
 

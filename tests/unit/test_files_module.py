@@ -119,7 +119,7 @@ def test_inspect_and_read_report_after_the_layout_and_change_nothing(tmp_path: P
             "read": [str(tmp_path / "releases.json"), str(tmp_path / "none.json")]}
     first = run(tmp_path, **spec)
     assert first["paths"] == [str(venvs)]
-    assert first["state"][str(venvs)] == {"exists": True, "islnk": False, "isdir": True, "dirs": []}
+    assert first["state"][str(venvs)] == {"exists": True, "islnk": False, "isdir": True, "dirs": [], "files": []}
     assert first["state"][str(live)] == {"exists": False, "islnk": False, "isdir": False}
     assert first["contents"] == {str(tmp_path / "releases.json"): '{"live": null}\n', str(tmp_path / "none.json"): None}
     (venvs / "py3.11-a").mkdir()
@@ -130,6 +130,7 @@ def test_inspect_and_read_report_after_the_layout_and_change_nothing(tmp_path: P
     second = run(tmp_path, **spec)
     assert second["changed"] is False and second["paths"] == []
     assert second["state"][str(venvs)]["dirs"] == [str(venvs / "py3.11-a"), str(venvs / "py3.11-b")]
+    assert second["state"][str(venvs)]["files"] == [str(venvs / "not-a-dir")]  # the link to a directory in neither
     assert second["state"][str(live)] == {"exists": True, "islnk": True, "isdir": True,
                                           "lnk_target": str(venvs / "py3.11-a"), "lnk_source": str(venvs / "py3.11-a")}
     assert run(tmp_path, read=[str(venvs)])["msg"].endswith("it is a directory")
