@@ -23,6 +23,7 @@ description:
   - Reports every path it changed in RV(paths), so later tasks can tell which files changed.
   - Supports check mode (reports what would change, touches nothing) and diff mode (the content of each
     changed file before and after, unless the file is marked secret).
+  - Never logs its arguments to the host's journal (the files' content, secrets included).
 options:
   directories:
     description: Directories, created with missing parents (0755, root) when absent, in the order given.
@@ -274,6 +275,9 @@ def main() -> None:
             "read": {"type": "list", "elements": "path", "default": []},
         },
         supports_check_mode=True,
+        # No "Invoked with ..." line in the host's journal: it would carry every file's content, and a secret
+        # file's content only masked where it appears verbatim (the journal line shows it escaped).
+        no_log=True,
     )
     secrets = [{**item, "secret": True} for item in module.params["secret_files"]]
     given = [item["path"] for item in module.params["directories"] + module.params["files"] + secrets]

@@ -150,3 +150,26 @@ def test_secret_files_are_written_with_the_others_and_their_content_never_comes_
     assert [d["after_header"] for d in out["diff"]] == [str(unit), str(key)]
     assert out["diff"][1]["after"] == "(secret: not shown)\n"
     assert run(tmp_path, secret_files=[entry(key, "0600", secret)])["changed"] is False
+
+
+def test_never_logs_its_arguments_on_the_host(tmp_path: Path) -> None:
+    """AnsibleModule writes "Invoked with <arguments>" to the host's journal unless the module says no_log: the
+    arguments hold every file's content, and a secret's there only masked where it appears verbatim."""
+    args = tmp_path / "args.json"
+    key = tmp_path / "api-key.env"
+    args.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": {"secret_files": [entry(key, "0600", "VLLM_API_KEY=s\n")]}}))
+    probe = (
+        "import runpy, sys\n"
+        "from ansible.module_utils import basic\n"
+        "logged = []\n"
+        "basic.AnsibleModule._log_invocation = lambda self: logged.append(1)\n"
+        f"sys.argv = ['airgap_llm_files', {str(args)!r}]\n"
+        "try:\n"
+        f"    runpy.run_path({str(MODULE)!r}, run_name='__main__')\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "sys.stderr.write('logged' if logged else 'not logged')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=False)
+    assert json.loads(proc.stdout)["paths"] == [str(key)]
+    assert proc.stderr.endswith("not logged")
