@@ -23,7 +23,6 @@ description:
   - Reports every path it changed in RV(paths), so later tasks can tell which files changed.
   - Supports check mode (reports what would change, touches nothing) and diff mode (the content of each
     changed file before and after, unless the file is marked secret).
-  - Never logs its arguments to the host's journal (the files' content, secrets included).
 options:
   directories:
     description: Directories, created with missing parents (0755, root) when absent, in the order given.
@@ -48,23 +47,6 @@ options:
       group: {description: Group name or id., type: str, default: root}
       mode: {description: Mode as an octal string such as C(0644)., type: raw, required: true}
       secret: {description: Leave the content out of diffs., type: bool, default: false}
-      service: {description: The service the file belongs to (a label the caller keeps; not used here)., type: str}
-  secret_files:
-    description:
-      - Whole files like O(files) whose content is a secret (an API key, a password hash) - written the same way,
-        never shown in a diff, and their content is kept out of everything the module returns or logs (Ansible's
-        C(no_log) on the content alone), so they go in the same module run as the other files.
-    type: list
-    elements: dict
-    default: []
-    suboptions:
-      path: {description: Absolute path., type: path, required: true}
-      content: {description: The whole content (text); this or O(secret_files[].content_base64)., type: str}
-      content_base64: {description: The whole content, base64-encoded., type: str}
-      owner: {description: Owner name or id., type: str, default: root}
-      group: {description: Group name or id., type: str, default: root}
-      mode: {description: Mode as an octal string such as C(0600)., type: raw, required: true}
-      secret: {description: Ignored (a secret file is always secret)., type: bool, default: true}
       service: {description: The service the file belongs to (a label the caller keeps; not used here)., type: str}
   absent:
     description: Paths to remove when they exist (files or links; a directory is refused).
@@ -262,25 +244,13 @@ def main() -> None:
                 "options": {**entry, "content": {"type": "str"}, "content_base64": {"type": "str"},
                             "secret": {"type": "bool", "default": False}, "service": {"type": "str"}},
             },
-            "secret_files": {
-                "type": "list",
-                "elements": "dict",
-                "default": [],
-                "options": {**entry, "content": {"type": "str", "no_log": True},
-                            "content_base64": {"type": "str", "no_log": True},
-                            "secret": {"type": "bool", "default": True}, "service": {"type": "str"}},
-            },
             "absent": {"type": "list", "elements": "path", "default": []},
             "inspect": {"type": "list", "elements": "path", "default": []},
             "read": {"type": "list", "elements": "path", "default": []},
         },
         supports_check_mode=True,
-        # No "Invoked with ..." line in the host's journal: it would carry every file's content, and a secret
-        # file's content only masked where it appears verbatim (the journal line shows it escaped).
-        no_log=True,
     )
-    secrets = [{**item, "secret": True} for item in module.params["secret_files"]]
-    given = [item["path"] for item in module.params["directories"] + module.params["files"] + secrets]
+    given = [item["path"] for item in module.params["directories"] + module.params["files"]]
     for path in given + module.params["inspect"] + module.params["read"]:
         if not os.path.isabs(path):
             module.fail_json(msg=f"path must be absolute: {path!r}", paths=[])
@@ -289,7 +259,7 @@ def main() -> None:
     for item in module.params["directories"]:
         if ensure_directory(module, item):
             paths.append(item["path"])
-    for item in module.params["files"] + secrets:
+    for item in module.params["files"]:
         if write_file(module, item, diffs):
             paths.append(item["path"])
     for path in module.params["absent"]:
