@@ -1,4 +1,4 @@
-"""Every role's meta/argument_specs.yml stays in step with its defaults/main.yml; no task that reads a credential logs."""
+"""Every role's argument specs stay in step with its defaults; no task that reads a credential logs."""
 
 from __future__ import annotations
 
