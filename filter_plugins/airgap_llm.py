@@ -42,9 +42,15 @@
     {{ hostvars | airgap_llm_bundle_signature_problems(groups['all'], inventory_dir, airgap_llm_bundle_dir) }}
         when hosts set airgap_llm_bundle_signers: why the bundle's manifest.json.sig is not a good
         signature by a key of that allowed_signers file (see airgap_llm.bundle_signers); [] otherwise
-    {{ manifest | airgap_llm_bundle_needs(plan, verified) }}
+    {{ bundle_dir | airgap_llm_bundle_needs(plan, verified) }}
         a host's missing models and the bytes it needs from the bundle, less the model files the host
-        already verified (see airgap_llm.bundle_check)
+        already verified (see airgap_llm.bundle_check); the manifest is read here, from the bundle
+    {{ bundle_dir | airgap_llm_bundle_paths }}
+        the paths of the bundle's artifacts
+    {{ bundle_dir | airgap_llm_model_entries(folders) }}
+        the manifest entries of these model folders
+    {{ services | airgap_llm_service_models }}
+        each service with a model: service, model, revision, folder
     {{ hostvars | airgap_llm_relay_wave(ansible_play_hosts_all, ansible_play_hosts, fanout) }}
     {{ hostvars | airgap_llm_relay_tree(ansible_play_hosts_all, ansible_play_hosts, fanout) }}
     {{ folders | airgap_llm_relay_held(verify_report.failures) }}
