@@ -109,7 +109,7 @@ from airgap_llm.bundle.hashing import sha256_file
 from airgap_llm.bundle_check import (
     code_repo_folders,
     host_needs,
-    read_manifest_json,
+    manifest_json,
     read_model_entries,
     service_models,
 )
@@ -380,8 +380,8 @@ def airgap_llm_bundle_signature_problems(
 
 def _manifest_of(bundle: Any) -> dict[str, Any]:
     try:
-        return read_manifest_json(Path(str(bundle)))
-    except ValueError as exc:
+        return manifest_json(Path(str(bundle)))
+    except AirgapLlmError as exc:
         raise AnsibleFilterError(str(exc)) from exc
 
 
@@ -409,7 +409,7 @@ def airgap_llm_model_entries(bundle: Any, folders: Any) -> list[dict[str, Any]]:
     artifact of the manifest, for every host)."""
     try:
         return read_model_entries(Path(str(bundle)), [str(f) for f in to_plain(folders)])
-    except ValueError as exc:
+    except AirgapLlmError as exc:
         raise AnsibleFilterError(str(exc)) from exc
 
 

@@ -18,6 +18,7 @@ from airgap_llm.bundle_check import (
 from airgap_llm.errors import InputError, UsageError
 from airgap_llm.gpumap import plan_host
 
+REPO = Path(__file__).resolve().parents[2]
 HOUSE = "wheels/cp311-manylinux_2_36_x86_64"
 MINILM = "models/hub/models--sentence-transformers--all-MiniLM-L6-v2"
 
@@ -223,16 +224,18 @@ def test_code_repositories_of_remote_code_models_are_staged_with_them(tmp_path: 
 def test_model_entries_are_those_under_the_folders_in_manifest_order(tmp_path: Path) -> None:
     from airgap_llm.bundle_check import model_entries, read_model_entries
 
-    arts = [{"path": "models/hub/models--a--b/snapshots/r/config.json"}, {"path": "wheels/x.whl"},
+    arts = [{"path": "models/hub/models--a--b/blobs/3"}, {"path": "models/hub/models--a--b/snapshots/r/config.json"},
             {"path": "models/hub/models--a--bc/blobs/1"}, {"path": "models/hub/models--c--d/blobs/2"},
-            {"path": "models/hub/models--a--b/blobs/3"}]
-    manifest = {"artifacts": arts}
-    assert model_entries(manifest, ["models--a--b"]) == [arts[0], arts[4]]  # not models--a--bc
-    assert model_entries(manifest, ["models--c--d", "models--a--b"]) == [arts[0], arts[3], arts[4]]
+            {"path": "wheels/x.whl"}]
+    for art in arts:  # what every entry of a real manifest has
+        art.update(kind="wheel" if art["path"].endswith(".whl") else "model", size=1, sha256="ab" * 32, source="t")
+    manifest = {"format": 1, "artifacts": arts}
+    assert model_entries(manifest, ["models--a--b"]) == [arts[0], arts[1]]  # not models--a--bc
+    assert model_entries(manifest, ["models--c--d", "models--a--b"]) == [arts[0], arts[1], arts[3]]
     assert model_entries(manifest, []) == []
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
     assert read_model_entries(tmp_path, ["models--c--d"]) == [arts[3]]
-    with pytest.raises(ValueError, match="cannot read the bundle manifest .*manifest.json"):
+    with pytest.raises(UsageError, match=r"bundle .*/missing: no such directory"):
         read_model_entries(tmp_path / "missing", ["models--c--d"])
 
 
@@ -248,9 +251,19 @@ def test_service_models_lists_the_services_that_serve_a_model() -> None:
     ]
 
 
-def test_read_manifest_json_names_the_file_when_it_is_not_an_object(tmp_path: Path) -> None:
-    from airgap_llm.bundle_check import read_manifest_json
+@pytest.mark.parametrize("name", ["airgap_llm_bundle_needs", "airgap_llm_bundle_paths", "airgap_llm_model_entries"])
+def test_the_filters_read_the_manifest_through_the_one_reader(tmp_path: Path, name: str) -> None:
+    """The roles' filters refuse a damaged manifest with ``load_manifest``'s words, not a traceback."""
+    import importlib.util
 
-    (tmp_path / "manifest.json").write_text("[]")
-    with pytest.raises(ValueError, match=r"manifest.json: not a JSON object"):
-        read_manifest_json(tmp_path)
+    from ansible.errors import AnsibleFilterError
+
+    spec = importlib.util.spec_from_file_location("airgap_llm_filters", REPO / "filter_plugins" / "airgap_llm.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    filters = module.FilterModule().filters()
+    bundle = write(tmp_path, '{"format": 1, "artifacts": [{"path": "../x"}]}')
+    args = {"airgap_llm_bundle_needs": (plan(),), "airgap_llm_model_entries": (["models--a--b"],)}.get(name, ())
+    with pytest.raises(AnsibleFilterError, match=rf"{bundle}/manifest.json: artifacts\[0\]"):
+        filters[name](str(bundle), *args)
