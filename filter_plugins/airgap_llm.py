@@ -51,6 +51,11 @@
         the manifest entries of these model folders
     {{ services | airgap_llm_service_models }}
         each service with a model: service, model, revision, folder
+    {{ path | airgap_llm_dir_entries }}
+    {{ bundle_dir | airgap_llm_bundle_dir_entries(subdir) }}
+        what a host's copy of a flat directory must hold for a push to move nothing (the files of the
+        controller's directory by size and time; of the manifest's subdir by size and sha256), for
+        airgap_llm_files' compare (see airgap_llm.transfer_check)
     {{ hostvars | airgap_llm_relay_wave(ansible_play_hosts_all, ansible_play_hosts, fanout) }}
     {{ hostvars | airgap_llm_relay_tree(ansible_play_hosts_all, ansible_play_hosts, fanout) }}
     {{ folders | airgap_llm_relay_held(verify_report.failures) }}
@@ -137,6 +142,7 @@ from airgap_llm.monitoring.settings import MonitoringInputError
 from airgap_llm.plan_report import plan_result
 from airgap_llm.status_report import report as status_report
 from airgap_llm.targets import TARGETS, target_for_facts
+from airgap_llm.transfer_check import local_dir_entries, manifest_dir_entries
 from airgap_llm.units import UnitSettings
 from airgap_llm.validation import cluster_verdict
 from airgap_llm.validation import line as validation_line
@@ -400,6 +406,18 @@ def airgap_llm_bundle_paths(bundle: Any) -> list[str]:
     return [str(a.get("path", "")) for a in _manifest_of(bundle).get("artifacts", [])]
 
 
+def airgap_llm_dir_entries(path: Any) -> dict[str, dict[str, int]] | None:
+    """The regular files directly in the controller's directory ``path``, by size and time (None when it holds
+    anything else): what the host's copy must hold for a push to have nothing to move."""
+    return local_dir_entries(Path(str(path)))
+
+
+def airgap_llm_bundle_dir_entries(bundle: Any, subdir: Any) -> dict[str, dict[str, Any]] | None:
+    """The files the bundle's manifest lists directly under ``subdir``, by size and sha256 (None when none, or
+    anything deeper): what the host's copy must hold for a push to have nothing to move."""
+    return manifest_dir_entries(_manifest_of(bundle), str(subdir))
+
+
 def airgap_llm_service_models(services: Any) -> list[dict[str, Any]]:
     return service_models(to_plain(services))
 
@@ -531,6 +549,8 @@ class FilterModule:
             "airgap_llm_model_entries": airgap_llm_model_entries,
             "airgap_llm_service_models": airgap_llm_service_models,
             "airgap_llm_bundle_paths": airgap_llm_bundle_paths,
+            "airgap_llm_dir_entries": airgap_llm_dir_entries,
+            "airgap_llm_bundle_dir_entries": airgap_llm_bundle_dir_entries,
             "airgap_llm_bundle_signature_problems": airgap_llm_bundle_signature_problems,
             "airgap_llm_model_code_folders": airgap_llm_model_code_folders,
             "airgap_llm_relay_wave": airgap_llm_relay_wave,

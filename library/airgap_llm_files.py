@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
+import stat
 import tempfile
 from typing import Any
 
@@ -65,6 +67,20 @@ options:
     type: list
     elements: path
     default: []
+  compare:
+    description:
+      - Directories to hold exactly the given files, checked after the layout, changing nothing (RV(same)).
+      - A directory matches when it holds those names and nothing else (no subdirectory, no link), each a
+        regular file of that size and mode, and of that C(mtime) (whole seconds) and C(sha256) where given.
+      - Spares a transfer (C(ansible.posix.synchronize) runs a module and an rsync on the controller) when
+        the host already holds what it would send.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      path: {description: Absolute path of the directory., type: path, required: true}
+      entries: {description: 'File name to C(size), and optionally C(mtime) and C(sha256).', type: dict, required: true}
+      mode: {description: The mode every file must have, as an octal string., type: str, default: '0644'}
 author:
   - airgap-llm
 """
@@ -98,6 +114,10 @@ state:
   type: dict
 contents:
   description: For each path of O(read), its content as text (null when the file does not exist).
+  returned: always
+  type: dict
+same:
+  description: For each directory of O(compare), whether it holds exactly the given files.
   returned: always
   type: dict
 """
@@ -222,6 +242,39 @@ def inspect(path: str) -> dict[str, Any]:
     return out
 
 
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def holds_exactly(path: str, entries: dict[str, Any], mode: str = "0644") -> bool:
+    """Whether the directory ``path`` holds exactly ``entries`` (name to size, and ``mtime`` and ``sha256`` where
+    given), each a regular file of ``mode``, and nothing else; content is hashed only once the rest matches."""
+    if os.path.islink(path) or not os.path.isdir(path):
+        return False
+    want_mode = int(str(mode), 8)
+    to_hash: list[tuple[str, str]] = []
+    with os.scandir(path) as scan:
+        found = list(scan)
+    if len(found) != len(entries):
+        return False
+    for entry in found:
+        want = entries.get(entry.name)
+        if want is None or not entry.is_file(follow_symlinks=False):
+            return False
+        st = entry.stat(follow_symlinks=False)
+        if st.st_size != int(want["size"]) or stat.S_IMODE(st.st_mode) != want_mode:
+            return False
+        if "mtime" in want and int(st.st_mtime) != int(want["mtime"]):
+            return False
+        if "sha256" in want:
+            to_hash.append((entry.path, str(want["sha256"])))
+    return all(_sha256(file) == digest for file, digest in to_hash)
+
+
 def read_text(module: AnsibleModule, path: str) -> str | None:
     if os.path.isdir(path):
         module.fail_json(msg=f"cannot read {path}: it is a directory", paths=[])
@@ -247,11 +300,19 @@ def main() -> None:
             "absent": {"type": "list", "elements": "path", "default": []},
             "inspect": {"type": "list", "elements": "path", "default": []},
             "read": {"type": "list", "elements": "path", "default": []},
+            "compare": {
+                "type": "list",
+                "elements": "dict",
+                "default": [],
+                "options": {"path": {"type": "path", "required": True}, "entries": {"type": "dict", "required": True},
+                            "mode": {"type": "str", "default": "0644"}},
+            },
         },
         supports_check_mode=True,
     )
     given = [item["path"] for item in module.params["directories"] + module.params["files"]]
-    for path in given + module.params["inspect"] + module.params["read"]:
+    compared = [item["path"] for item in module.params["compare"]]
+    for path in given + module.params["inspect"] + module.params["read"] + compared:
         if not os.path.isabs(path):
             module.fail_json(msg=f"path must be absolute: {path!r}", paths=[])
     paths: list[str] = []
@@ -270,6 +331,8 @@ def main() -> None:
         "paths": paths,
         "state": {path: inspect(path) for path in module.params["inspect"]},
         "contents": {path: read_text(module, path) for path in module.params["read"]},
+        "same": {item["path"]: holds_exactly(item["path"], item["entries"], item["mode"])
+                 for item in module.params["compare"]},
     }
     if module._diff and diffs:
         result["diff"] = diffs

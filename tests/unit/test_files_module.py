@@ -136,3 +136,38 @@ def test_inspect_and_read_report_after_the_layout_and_change_nothing(tmp_path: P
     assert run(tmp_path, read=[str(venvs)])["msg"].endswith("it is a directory")
     assert "must be absolute" in run(tmp_path, inspect=["venv"])["msg"]
 
+
+
+def test_compare_says_whether_a_directory_holds_exactly_the_given_files(tmp_path: Path) -> None:
+    import hashlib
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "a.deb").write_bytes(b"aaaa")
+    (repo / "Release").write_text("r\n")
+    for f in repo.iterdir():
+        f.chmod(0o644)
+        os.utime(f, (1700000000, 1700000000))
+    by_time = {"a.deb": {"size": 4, "mtime": 1700000000}, "Release": {"size": 2, "mtime": 1700000000}}
+    by_hash = {"a.deb": {"size": 4, "sha256": hashlib.sha256(b"aaaa").hexdigest()},
+               "Release": {"size": 2, "sha256": hashlib.sha256(b"r\n").hexdigest()}}
+
+    def same(entries: dict[str, Any], mode: str = "0644", path: Path = repo) -> bool:
+        result = run(tmp_path, compare=[{"path": str(path), "entries": entries, "mode": mode}])
+        assert result["changed"] is False
+        return bool(result["same"][str(path)])
+
+    assert same(by_time) and same(by_hash)
+    assert not same(by_time, mode="0600")
+    assert not same({**by_time, "b.deb": {"size": 1}})  # a file missing on the host
+    assert not same({"a.deb": by_time["a.deb"]})  # a file the host has and the list has not
+    assert not same(by_time, path=tmp_path / "missing")
+    (repo / "a.deb").write_bytes(b"bbbb")  # same size, other content, other time
+    os.utime(repo / "a.deb", (1700000000, 1700000000))
+    assert same(by_time) and not same(by_hash)  # the time and size agree: only the hash sees it
+    os.utime(repo / "a.deb", (1700000001, 1700000001))
+    assert not same(by_time)
+    (repo / "a.deb").write_bytes(b"aaaa")
+    (repo / "sub").mkdir()
+    assert not same({**by_hash, "sub": {"size": 4096}})  # a subdirectory never matches
+    assert "must be absolute" in run(tmp_path, compare=[{"path": "repo", "entries": {}}])["msg"]
