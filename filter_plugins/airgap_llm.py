@@ -414,7 +414,10 @@ def airgap_llm_dir_entries(path: Any) -> dict[str, dict[str, int]] | None:
 
 def airgap_llm_bundle_dir_entries(bundle: Any, subdir: Any) -> dict[str, dict[str, Any]] | None:
     """The files the bundle's manifest lists directly under ``subdir``, by size and sha256 (None when none, or
-    anything deeper): what the host's copy must hold for a push to have nothing to move."""
+    anything deeper, or when the directory has no manifest.json at all: an OS part made for local_repo alone):
+    what the host's copy must hold for a push to have nothing to move."""
+    if not (Path(str(bundle)) / "manifest.json").is_file():
+        return None
     return manifest_dir_entries(_manifest_of(bundle), str(subdir))
 
 
