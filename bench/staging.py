@@ -48,6 +48,8 @@ import benchlib  # noqa: E402
 import targets  # noqa: E402  (tests/hosts/targets.py, on the path through benchlib)
 
 from airgap_llm.bundle.layout import model_folder  # noqa: E402
+from airgap_llm.bundle.manifest import load_manifest  # noqa: E402
+from airgap_llm.errors import AirgapLlmError  # noqa: E402
 
 REPO = benchlib.REPO
 SET_NAME = "stagebench"
@@ -61,15 +63,21 @@ TARGET_TRANSFER = 1.15
 TARGET_WITH_VERIFY = 1.3
 TARGET_VS_COPY = 3.0
 TARGET_RERUN = 1.2
+SOURCE = "bench: random data"  # every manifest entry names where it came from
 
 
 # ------------------------------------------------------------------------------------------ the bundle
 
 
 def make_bundle(out: Path, gib: float, shards: int) -> Path:
-    """A bundle holding only the synthetic model (random shards), its manifest listing every file."""
+    """A bundle holding only the synthetic model (random shards), its manifest listing every file (as
+    ``load_manifest``, the roles' reader, wants it: one made by an older version of this script is rebuilt)."""
     if (out / "manifest.json").exists():
-        return out
+        try:
+            load_manifest(out)
+            return out
+        except AirgapLlmError:
+            shutil.rmtree(out)
     hub = out / "models" / "hub" / FOLDER
     blobs, snap = hub / "blobs", hub / "snapshots" / COMMIT
     for d in (blobs, snap, hub / "refs"):
@@ -98,15 +106,16 @@ def make_bundle(out: Path, gib: float, shards: int) -> Path:
         sha = digest.hexdigest()
         tmp.rename(blobs / sha)
         (snap / name).symlink_to(f"../../blobs/{sha}")
-        artifacts.append({"path": f"{prefix}blobs/{sha}", "kind": "model", "size": size, "sha256": sha})
+        artifacts.append({"path": f"{prefix}blobs/{sha}", "kind": "model", "size": size, "sha256": sha,
+                          "source": SOURCE})
         artifacts.append(
             {"path": f"{prefix}snapshots/{COMMIT}/{name}", "kind": "model", "size": size, "sha256": sha,
-             "link": f"../../blobs/{sha}"}
+             "source": SOURCE, "link": f"../../blobs/{sha}"}
         )
     (hub / "refs" / "main").write_text(COMMIT)
     artifacts.append(
         {"path": f"{prefix}refs/main", "kind": "model", "size": len(COMMIT),
-         "sha256": hashlib.sha256(COMMIT.encode()).hexdigest()}
+         "sha256": hashlib.sha256(COMMIT.encode()).hexdigest(), "source": SOURCE}
     )
     (out / "manifest.json").write_text(json.dumps({"format": 1, "artifacts": artifacts}, indent=1))
     return out
