@@ -1,8 +1,8 @@
 """What a host's copy of a bundle directory must hold for a transfer to have nothing to do.
 
-The roles push two flat directories of the bundle with rsync on every run: the OS package repository
-(content decides: it may first have been copied without times) and the wheelhouse (rsync's own quick
-check: size and time). On a rerun that would move nothing, the rsync still costs the controller a
+The roles push flat directories of the bundle with rsync on every run: the OS package repository
+(content decides: it may first have been copied without times), the wheelhouse and each app's wheel set
+(rsync's own quick check: size and time). On a rerun that would move nothing, the rsync still costs the controller a
 module run and an rsync and ssh process per host. These listings let the host's layout module
 (``airgap_llm_files``, option ``compare``) say first whether its directory already holds exactly them.
 """

@@ -25,6 +25,13 @@ def load_script(path: Path, name: str) -> ModuleType:
     return module
 
 
+@pytest.fixture(scope="session")
+def airgap_llm_filters() -> dict[str, Callable[..., Any]]:
+    """The roles' filters (filter_plugins/airgap_llm.py), by name, as Ansible loads them."""
+    module = load_script(REPO / "filter_plugins" / "airgap_llm.py", "airgap_llm_filters")
+    return dict(module.FilterModule().filters())
+
+
 @pytest.fixture
 def make_inventory(tmp_path: Path) -> Callable[..., Path]:
     """Write an inventory directory: hosts -> host vars, plus group vars for group ``airgap_llm``."""

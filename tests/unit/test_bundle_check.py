@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,6 @@ from airgap_llm.bundle_check import (
 from airgap_llm.errors import InputError, UsageError
 from airgap_llm.gpumap import plan_host
 
-REPO = Path(__file__).resolve().parents[2]
 HOUSE = "wheels/cp311-manylinux_2_36_x86_64"
 MINILM = "models/hub/models--sentence-transformers--all-MiniLM-L6-v2"
 
@@ -252,18 +252,13 @@ def test_service_models_lists_the_services_that_serve_a_model() -> None:
 
 
 @pytest.mark.parametrize("name", ["airgap_llm_bundle_needs", "airgap_llm_bundle_paths", "airgap_llm_model_entries"])
-def test_the_filters_read_the_manifest_through_the_one_reader(tmp_path: Path, name: str) -> None:
+def test_the_filters_read_the_manifest_through_the_one_reader(
+    tmp_path: Path, name: str, airgap_llm_filters: dict[str, Callable[..., Any]]
+) -> None:
     """The roles' filters refuse a damaged manifest with ``load_manifest``'s words, not a traceback."""
-    import importlib.util
-
     from ansible.errors import AnsibleFilterError
 
-    spec = importlib.util.spec_from_file_location("airgap_llm_filters", REPO / "filter_plugins" / "airgap_llm.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    filters = module.FilterModule().filters()
     bundle = write(tmp_path, '{"format": 1, "artifacts": [{"path": "../x"}]}')
     args = {"airgap_llm_bundle_needs": (plan(),), "airgap_llm_model_entries": (["models--a--b"],)}.get(name, ())
     with pytest.raises(AnsibleFilterError, match=rf"{bundle}/manifest.json: artifacts\[0\]"):
-        filters[name](str(bundle), *args)
+        airgap_llm_filters[name](str(bundle), *args)

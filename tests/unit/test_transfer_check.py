@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from airgap_llm.transfer_check import local_dir_entries, manifest_dir_entries
 
@@ -42,17 +45,11 @@ def test_manifest_entries_are_the_files_directly_under_the_subdirectory() -> Non
     assert manifest_dir_entries({"artifacts": linked}, "os/debian-12/") is None
 
 
-def test_the_filter_leaves_a_bundle_part_without_a_manifest_to_the_transfer(tmp_path: Path) -> None:
+def test_the_filter_leaves_a_bundle_part_without_a_manifest_to_the_transfer(
+    tmp_path: Path, airgap_llm_filters: dict[str, Callable[..., Any]]
+) -> None:
     """local_repo is also given OS parts made for it alone (no manifest.json): the push decides there."""
-    import importlib.util
-    import json
-
-    path = Path(__file__).resolve().parents[2] / "filter_plugins" / "airgap_llm.py"
-    spec = importlib.util.spec_from_file_location("airgap_llm_filters", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    entries = module.FilterModule().filters()["airgap_llm_bundle_dir_entries"]
+    entries = airgap_llm_filters["airgap_llm_bundle_dir_entries"]
     assert entries(str(tmp_path), "os/debian-12") is None
     art = {"path": "os/debian-12/Release", "kind": "os-package", "size": 9, "sha256": "a" * 64, "source": "t"}
     (tmp_path / "manifest.json").write_text(json.dumps({"format": 1, "artifacts": [art]}))
