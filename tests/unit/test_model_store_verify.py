@@ -298,6 +298,52 @@ def test_publish_keeps_the_snapshots_in_use_and_those_of_the_releases(staged: di
     assert sorted(p.name for p in (repo / "snapshots").iterdir()) == ["c0ffee"]
 
 
+def test_publish_then_links_each_service_to_its_revisions_snapshot(
+    staged: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--link: after the publish, each service's link points at its revision's snapshot (through the ref, or
+    the commit itself); a link already right is left alone; a revision without a ref fails the run, named."""
+    ref = staged["hub"] / REPO_DIR / "refs" / "main"
+    ref.parent.mkdir()
+    ref.write_text("c0ffee")
+    expected = json.loads(staged["expected"].read_text())
+    expected["entries"].append({"path": f"{PREFIX}{REPO_DIR}/refs/main", "size": 6, "sha256": sha(b"c0ffee")})
+    staged["expected"].write_text(json.dumps(expected))
+    assert run(staged)[0] == 0
+    live, links = tmp_path / "live", tmp_path / "models"
+    links.mkdir()
+    (links / "chat").symlink_to(tmp_path / "elsewhere")
+    snapshot = str(live / REPO_DIR / "snapshots" / "c0ffee")
+
+    def publish_with(*link: str) -> tuple[int, dict[str, Any]]:
+        rc = vm.main(["--expected", str(staged["expected"]), "--root", str(staged["hub"]), "--record",
+                      str(staged["record"]), "--publish", str(live), "--links-dir", str(links),
+                      *[arg for text in link for arg in ("--link", text)]])
+        return rc, json.loads(capsys.readouterr().out)
+
+    rc, report = publish_with(f"embed={REPO_DIR}@main", f"chat={REPO_DIR}@main")
+    assert rc == 0 and report["links"] == ["chat", "embed"], report
+    assert os.readlink(links / "embed") == snapshot and os.readlink(links / "chat") == snapshot
+    assert (links / "embed" / "config.json").read_text() == '{"hidden_size": 8}\n'
+    # Again: nothing changes.
+    rc, report = publish_with(f"embed={REPO_DIR}@main", f"chat={REPO_DIR}@main")
+    assert (rc, report["links"], report["changed"]) == (0, [], [])
+
+    # A branch without a ref, a commit without a snapshot: both named, the links left as they were.
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    rc, report = publish_with(f"embed={REPO_DIR}@v2", f"chat={REPO_DIR}@{commit}")
+    assert rc == 1 and report["ok"] is False and report["links"] == []
+    assert [(f["path"], f["problem"]) for f in report["failures"]] == [
+        (f"{REPO_DIR}/refs/v2", "missing"), (f"{REPO_DIR}/snapshots/{commit}", "missing")]
+    assert [f["detail"].split(":")[0] for f in report["failures"]] == ["no ref for embed", "no snapshot for chat"]
+    assert os.readlink(links / "chat") == snapshot and os.readlink(links / "embed") == snapshot
+
+    with pytest.raises(SystemExit):
+        vm.main(["--expected", str(staged["expected"]), "--root", str(staged["hub"]), "--link", "x=y@main"])
+    assert "--link needs --links-dir and --publish" in capsys.readouterr().err
+    assert publish_with("embed-no-revision")[0] == 2
+
+
 def test_watch_hashes_files_as_they_arrive_and_keeps_stdout_for_the_command(
     staged: dict[str, Path], tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:

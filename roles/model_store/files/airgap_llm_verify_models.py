@@ -50,7 +50,13 @@ repeated: the snapshots of the host's live and previous releases, so that a roll
 the files of such a snapshot and the blobs its links point at stay). It refuses (exit 1, nothing
 changed) unless the record vouches for every file, i.e. only files verified with their expected
 sha256 reach DEST. Prints
-``{"ok": true, "changed": [model dirs], "placed": N, "removed": N}``.
+``{"ok": true, "changed": [model dirs], "placed": N, "removed": N, "links": [services]}``.
+
+With ``--links-dir DIR`` and ``--link SERVICE=FOLDER@REVISION`` (repeated), a publish that succeeded then
+points ``DIR/SERVICE`` at ``DEST/FOLDER/snapshots/<commit>`` (the commit is REVISION when it is one, else
+what ``DEST/FOLDER/refs/REVISION`` names), each link made under a temporary name and renamed over the old
+one; ``links`` lists the services whose link changed. A revision without a ref or a snapshot fails the
+run (exit 1) after the publish, with the failures named.
 """
 
 from __future__ import annotations
@@ -60,6 +66,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import signal
 import stat
 import subprocess
@@ -618,6 +625,45 @@ def publish(root: str, dest: str, entries: list[Entry], record_path: str,
     return 0, {"ok": True, "changed": changed, "placed": len(moves), "removed": len(removed), "failures": []}
 
 
+COMMIT = re.compile(r"^[0-9a-f]{40}$")
+
+
+def parse_link(text: str) -> tuple[str, str, str]:
+    """``SERVICE=FOLDER@REVISION`` as its three parts; InputProblem when it is not of that form."""
+    service, _, rest = text.partition("=")
+    folder, _, revision = rest.rpartition("@")
+    if not service or "/" in service or not folder or "/" in folder or not revision or "/" in revision:
+        raise InputProblem(f"--link {text!r}: expected SERVICE=FOLDER@REVISION")
+    return service, folder, revision
+
+
+def link_services(hub: str, links_dir: str, links: list[tuple[str, str, str]]) -> tuple[list[str], list[Failure]]:
+    """Point ``links_dir/<service>`` at ``hub/<folder>/snapshots/<commit>`` for each (service, folder,
+    revision); the services whose link changed, and a failure for each revision without a ref or snapshot."""
+    changed: list[str] = []
+    failures: list[Failure] = []
+    for service, folder, revision in links:
+        commit = revision
+        if not COMMIT.match(revision):
+            ref = os.path.join(hub, folder, "refs", revision)
+            try:
+                with open(ref, encoding="utf-8") as fh:
+                    commit = fh.read().strip()
+            except OSError as exc:
+                failures.append(Failure(f"{folder}/refs/{revision}", "missing", f"no ref for {service}: {exc}"))
+                continue
+        target = os.path.join(hub, folder, "snapshots", commit)
+        if not commit or "/" in commit or commit.startswith(".") or not os.path.isdir(target):
+            failures.append(Failure(f"{folder}/snapshots/{commit}", "missing", f"no snapshot for {service}"))
+            continue
+        dest = os.path.join(links_dir, service)
+        if os.path.islink(dest) and os.readlink(dest) == target:
+            continue
+        place("", dest, target)
+        changed.append(service)
+    return sorted(changed), failures
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--expected", required=True, help="JSON file of the manifest entries to check")
@@ -631,11 +677,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep-links", metavar="DIR", help="with --publish: keep the snapshots DIR's links point at")
     parser.add_argument("--keep-releases", metavar="STATE_JSON",
                         help="with --publish: keep the snapshots of the host's live and previous releases")
+    parser.add_argument("--links-dir", metavar="DIR", help="with --publish and --link: where the services' links are")
+    parser.add_argument("--link", action="append", default=[], metavar="SERVICE=FOLDER@REVISION",
+                        help="with --publish and --links-dir: point DIR/SERVICE at the revision's snapshot")
     parser.add_argument("--state", metavar="FILE", help="with --watch: the relay's state file to keep up to date")
     parser.add_argument("--watch", nargs=argparse.REMAINDER, help="run this command, hashing files as they arrive")
     args = parser.parse_args(argv)
     if (args.watch is not None or args.publish) and not args.record:
         parser.error("--watch and --publish need --record")
+    if args.link and not (args.links_dir and args.publish):
+        parser.error("--link needs --links-dir and --publish")
     if args.watch is not None:
         if not args.watch:
             parser.error("--watch needs a command")
@@ -647,8 +698,14 @@ def main(argv: list[str] | None = None) -> int:
         return watch(args.watch, args.root, entries, args.record, args.workers, state_path=args.state)
     try:
         if args.publish:
+            links = [parse_link(text) for text in args.link]
             rc, report = publish(args.root, args.publish, load_entries(args.expected, args.only), args.record,
                                  args.keep + snapshots_in_use(args.keep_links, args.keep_releases))
+            if rc == 0 and links:
+                report["links"], failures = link_services(args.publish, args.links_dir, links)
+                if failures:
+                    rc, report["ok"] = 1, False
+                    report["failures"] = [f.to_json() for f in sorted(failures)]
         else:
             rc, report = run(args.expected, args.root, args.record, args.workers, args.only)
     except (OSError, ValueError, InputProblem) as exc:
