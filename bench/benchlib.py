@@ -2,7 +2,8 @@
 set (``benchnoop``: four systemd containers on the internal network 10.213.16.0/24), a copy of the light
 inventory pointed at them, the CLI run, and median/spread figures.
 
-Pure helpers (``summary``, ``ratio``, ``markdown_table``, ``parse_profile``) take no I/O.
+Pure helpers (``summary``, ``ratio``, ``per_extra_host``, ``markdown_table``, ``parse_profile``) take no I/O.
+``Version`` and ``export_commit`` let a benchmark run an earlier commit beside this checkout.
 """
 
 from __future__ import annotations
@@ -95,6 +96,13 @@ def summary(samples: Sequence[float]) -> Summary:
 def ratio(a: Summary, b: Summary) -> float:
     """Ratio of medians a / b."""
     return a.median / b.median
+
+
+def per_extra_host(low: Sequence[float], high: Sequence[float], hosts_between: int) -> list[float]:
+    """Rep by rep, the larger host count's figure less the smaller's, per host between them."""
+    if hosts_between < 1 or len(low) != len(high):
+        raise ValueError(f"per_extra_host: {len(low)} and {len(high)} reps, {hosts_between} hosts between")
+    return [(h - lo) / hosts_between for lo, h in zip(low, high, strict=True)]
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -238,13 +246,53 @@ class InstallRun:
         return int(self.result.get("changed", -1))
 
 
-def install(inventory: Path, bundle: Path, limit: str | None = None, env: dict[str, str] | None = None) -> InstallRun:
-    """``airgap-llm install --json`` as a user runs it (a separate process), timed end to end."""
-    cmd = [str(CLI), "install", "-i", str(inventory), "--bundle", str(bundle), "--json"]
+@dataclass(frozen=True)
+class Version:
+    """A version of the project a benchmark runs: this checkout (``tree`` None) or an export of a commit."""
+
+    label: str
+    tree: Path | None = None
+
+    def cli(self) -> list[str]:
+        """The command line of this version's ``airgap-llm`` (an export runs on this checkout's venv)."""
+        return [str(CLI)] if self.tree is None else [sys.executable, "-m", "airgap_llm.cli"]
+
+    def env(self) -> dict[str, str]:
+        """What points a run at this version's code, playbooks and roles."""
+        if self.tree is None:
+            return {}
+        return {"PYTHONPATH": str(self.tree / "src"), "AIRGAP_LLM_HOME": str(self.tree)}
+
+
+def export_commit(rev: str) -> Version:
+    """``git archive`` of ``rev`` into a temporary directory (removed at exit), to run beside this checkout.
+    Raises SystemExit naming ``rev`` when git does not know it."""
+    found = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--verify", "--quiet", "--short", f"{rev}^{{commit}}"],
+                           capture_output=True, text=True, check=False)
+    if found.returncode != 0:
+        raise SystemExit(f"--against {rev}: not a commit of this repository")
+    commit = found.stdout.strip()
+    tree = Path(tempfile.mkdtemp(prefix=f"airgap-llm-bench-{commit}-"))
+    atexit.register(shutil.rmtree, tree, True)
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", commit], capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    return Version(commit, tree)
+
+
+def install(
+    inventory: Path,
+    bundle: Path,
+    limit: str | None = None,
+    env: dict[str, str] | None = None,
+    version: Version = Version("this checkout"),
+) -> InstallRun:
+    """``airgap-llm install --json`` of ``version`` as a user runs it (a separate process), timed end to end."""
+    cmd = [*version.cli(), "install", "-i", str(inventory), "--bundle", str(bundle), "--json"]
     if limit:
         cmd += ["--limit", limit]
     start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env={**os.environ, **(env or {})})
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False,
+                          env={**os.environ, **version.env(), **(env or {})})
     secs = time.perf_counter() - start
     try:
         result = json.loads(proc.stdout)

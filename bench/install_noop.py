@@ -20,6 +20,14 @@ Run it under the shared lock so other vLLM loads do not skew the figures; it nee
 
 ``--keep`` leaves the targets up and installed (a later run reuses them: its first install is then a
 no-op too); by default they are torn down at the end.
+
+The controller's CPU seconds per extra host are the CPU of the largest count less that of the smallest,
+divided by the hosts between them, per rep; the median and range over the reps are printed. They depend on
+the machine's speed: to read them against an earlier version on the same machine, ``--against REV``
+(repeatable) runs ``git archive`` exports of those commits interleaved with this checkout (this checkout,
+REV, ..., then the reverse order in the next rep) and prints one row per version. A version may rewrite a
+file another version wrote (a helper's new content): such a rerun reports changes, which are printed and
+then do not fail the benchmark.
 """
 
 from __future__ import annotations
@@ -108,6 +116,8 @@ def main() -> int:
     benchlib.add_bundle_argument(parser, "on the four targets")
     parser.add_argument("--profile", action="store_true", help="also profile one rerun per count (profile_tasks)")
     parser.add_argument("--keep", action="store_true", help="leave the targets up and installed")
+    parser.add_argument("--against", action="append", default=[], metavar="REV",
+                        help="also time this commit, interleaved with this checkout (repeatable)")
     args = parser.parse_args()
     try:
         counts = [int(c) for c in args.counts.split(",")]
@@ -118,6 +128,7 @@ def main() -> int:
     if args.reps < 1:
         parser.error("--reps must be at least 1")
     benchlib.ensure_bundle(parser, args.bundle)
+    versions = [benchlib.Version("this checkout"), *(benchlib.export_commit(rev) for rev in args.against)]
 
     benchlib.header([Path(sys.executable).name, *sys.argv])
     ts = benchlib.target_set(4)
@@ -133,28 +144,35 @@ def main() -> int:
             return 1
         print(f"first install on {len(names)} hosts: {fmt(first.seconds)}, changed {first.changed}")
 
-        walls: dict[int, list[float]] = {n: [] for n in counts}
-        ctl: dict[int, list[float]] = {n: [] for n in counts}
-        tgt: dict[int, list[float]] = {n: [] for n in counts}
-        changed: dict[int, list[int]] = {n: [] for n in counts}
+        runs: dict[tuple[str, int], list[tuple[float, float, float, int]]] = {
+            (v.label, n): [] for v in versions for n in counts
+        }
         for rep in range(args.reps):
-            for n in counts:
-                cpu0, tcpu0 = children_cpu(), targets_cpu(ts)
-                run = benchlib.install(inv, args.bundle, limit=",".join(names[:n]))
-                ctl[n].append(children_cpu() - cpu0)
-                tcpu1 = targets_cpu(ts)
-                tgt[n].append(sum(tcpu1[h] - tcpu0[h] for h in names[:n]))
-                walls[n].append(run.seconds)
-                changed[n].append(run.changed)
-                print(
-                    f"  rep {rep + 1}, {n} host(s): {fmt(run.seconds)}, changed {run.changed}, "
-                    f"controller CPU {ctl[n][-1]:.1f} s, targets CPU {tgt[n][-1]:.1f} s, load {benchlib.loadavg()}",
-                    flush=True,
-                )
-                if run.rc != 0 or run.changed != 0:
-                    failed = True
-                    print(f"    NOT A NO-OP (exit {run.rc}): {run.result}", file=sys.stderr)
+            for version in versions if rep % 2 == 0 else versions[::-1]:
+                for n in counts:
+                    cpu0, tcpu0 = children_cpu(), targets_cpu(ts)
+                    run = benchlib.install(inv, args.bundle, limit=",".join(names[:n]), version=version)
+                    cpu = children_cpu() - cpu0
+                    tcpu1 = targets_cpu(ts)
+                    tcpu = sum(tcpu1[h] - tcpu0[h] for h in names[:n])
+                    runs[(version.label, n)].append((run.seconds, cpu, tcpu, run.changed))
+                    who = f"{version.label}, " if len(versions) > 1 else ""
+                    print(
+                        f"  rep {rep + 1}, {who}{n} host(s): {fmt(run.seconds)}, changed {run.changed}, "
+                        f"controller CPU {cpu:.1f} s, targets CPU {tcpu:.1f} s, load {benchlib.loadavg()}",
+                        flush=True,
+                    )
+                    if run.rc != 0 or (run.changed != 0 and len(versions) == 1):
+                        failed = True
+                        print(f"    NOT A NO-OP (exit {run.rc}): {run.result}", file=sys.stderr)
 
+        def column(label: str, n: int, i: int) -> list[float]:
+            return [r[i] for r in runs[(label, n)]]
+
+        walls = {n: column(versions[0].label, n, 0) for n in counts}
+        ctl = {n: column(versions[0].label, n, 1) for n in counts}
+        tgt = {n: column(versions[0].label, n, 2) for n in counts}
+        changed = {n: [int(c) for c in column(versions[0].label, n, 3)] for n in counts}
         stats = {n: summary(walls[n]) for n in counts}
         base = stats[counts[0]]
         rows = []
@@ -198,6 +216,31 @@ def main() -> int:
         for n in counts[1:]:
             note = " (target: under 1.5x)" if n == 4 and counts[0] == 1 else ""
             print(f"ratio {n}/{counts[0]}: {ratio(stats[n], base):.2f}x{note}")
+        few, many = counts[0], counts[-1]
+        if many > few:
+            per_host = {
+                v.label: summary(benchlib.per_extra_host(column(v.label, few, 1), column(v.label, many, 1), many - few))
+                for v in versions
+            }
+            own = per_host[versions[0].label]
+            print(f"controller CPU per extra host ({many} hosts - {few}, per rep): {own.median:.1f} s "
+                  f"({own.low:.1f} - {own.high:.1f}; target: 5 s or less)")
+            if len(versions) > 1:
+                print()
+                print(f"interleaved with this checkout, {args.reps} reruns each (medians):")
+                print()
+                rows = []
+                for v in versions:
+                    w = {n: summary(column(v.label, n, 0)) for n in (few, many)}
+                    c = {n: summary(column(v.label, n, 1)).median for n in (few, many)}
+                    ph = per_host[v.label]
+                    rows.append([
+                        v.label, fmt(w[few].median), f"{c[few]:.1f} s", fmt(w[many].median), f"{c[many]:.1f} s",
+                        f"{ratio(w[many], w[few]):.2f}x", f"{ph.median:.1f} s ({ph.low:.1f} - {ph.high:.1f})",
+                        f"{ph.median / own.median:.2f}",
+                    ])
+                print(markdown_table(["version", f"{few} host wall", "controller", f"{many} hosts wall", "controller",
+                                      f"{many} / {few}", "controller per extra host", "/ this checkout"], rows))
         print(f"load average at end: {benchlib.loadavg()}")
 
         if args.profile:

@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
-from benchlib import markdown_table, parse_profile, ratio, summary  # noqa: E402
+from benchlib import Version, export_commit, markdown_table, parse_profile, per_extra_host, ratio, summary  # noqa: E402
 
 RECAP = """\
 ===============================================================================
@@ -45,3 +45,23 @@ def test_markdown_table_right_aligns_figures() -> None:
         "|---|---:|",
         "| 1 | 9.0 s |",
     ]
+
+
+def test_per_extra_host_takes_each_reps_difference() -> None:
+    assert per_extra_host([10.0, 11.0], [25.0, 23.0], 3) == [5.0, 4.0]
+    with pytest.raises(ValueError, match="2 and 1 reps"):
+        per_extra_host([10.0, 11.0], [25.0], 3)
+    with pytest.raises(ValueError, match="0 hosts between"):
+        per_extra_host([10.0], [25.0], 0)
+
+
+def test_an_exported_commit_runs_its_own_code_and_an_unknown_one_is_named() -> None:
+    """--against REV: the export holds that commit's playbooks and code, and a run of it is pointed there."""
+    version = export_commit("HEAD")
+    assert version.tree is not None and (version.tree / "playbooks" / "site.yml").is_file()
+    assert (version.tree / "src" / "airgap_llm" / "cli.py").is_file()
+    assert version.env() == {"PYTHONPATH": str(version.tree / "src"), "AIRGAP_LLM_HOME": str(version.tree)}
+    assert version.cli()[1:] == ["-m", "airgap_llm.cli"]
+    assert Version("this checkout").env() == {} and Version("this checkout").cli()[0].endswith("airgap-llm")
+    with pytest.raises(SystemExit, match="--against no-such-rev: not a commit of this repository"):
+        export_commit("no-such-rev")
