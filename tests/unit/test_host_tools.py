@@ -39,11 +39,12 @@ TOOL_PACKAGES = {
     "nft": "nftables",
     "gpgv": "gpgv",
     "promtool": "prometheus",
+    "git": "git",  # bench/install_noop.py --against exports earlier commits (git archive)
 }
 # Part of every Debian system (Essential or Priority: required packages: coreutils, bash, util-linux,
 # mount, dpkg, apt); sudo is only used by install-host-deps when not root, and says so when absent.
 BASE_TOOLS = {"bash", "cp", "rm", "sync", "sha256sum", "mount", "umount", "nsenter", "flock", "dpkg-query", "dpkg-deb",
-              "apt-get", "sudo"}
+              "apt-get", "sudo", "tar"}
 # Console scripts of the project's .venv (pyproject.toml).
 VENV_TOOLS = {"molecule", "ansible-playbook", "ansible-galaxy", "airgap-llm", "pip"}
 
