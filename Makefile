@@ -48,8 +48,9 @@ lint: setup
 molecule: setup
 	@if [ -x tests/hosts/molecule-run ]; then tests/hosts/molecule-run $(ROLE); else echo "no molecule runner"; exit 1; fi
 
+# The e2e tests marked `proof` (slow fault proofs that share a module's deployment) run in `make proof`.
 e2e: setup
-	@if [ -d tests/e2e ] && ls tests/e2e/test_*.py >/dev/null 2>&1; then $(VENV)/bin/pytest tests/e2e; else echo "no e2e tests yet"; fi
+	@if [ -d tests/e2e ] && ls tests/e2e/test_*.py >/dev/null 2>&1; then $(VENV)/bin/pytest -m "not proof" tests/e2e; else echo "no e2e tests yet"; fi
 
 test: unit lint syntax molecule e2e
 
@@ -57,6 +58,7 @@ test: unit lint syntax molecule e2e
 # (tests/integration/test_bad_input.py) also runs in `make test`; the rest needs more time.
 proof: setup
 	$(VENV)/bin/pytest -v -rA tests/proof tests/integration/test_bad_input.py
+	$(VENV)/bin/pytest -v -rA -m proof tests/e2e
 	$(MAKE) bench
 
 BENCHES := bench/verify.py bench/delta.py bench/staging.py bench/fanout.py bench/install_noop.py bench/time_to_healthy.py bench/load.py bench/upgrade.py

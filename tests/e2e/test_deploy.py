@@ -357,6 +357,7 @@ def playbook_killed_at(inventory: Path, bundle: Path, play: str) -> str:
     return "".join(seen)
 
 
+@pytest.mark.proof  # two installs and a killed run, about 7 minutes on 2 cores: `make proof`
 def test_rerun_after_a_run_killed_after_the_venv_switch_restarts_the_services(
     installed: dict[str, Any], bundle: Path, inventory: Path, target_set: Any, target: Any,
     capsys: pytest.CaptureFixture[str],
@@ -470,6 +471,7 @@ def test_vllms_own_parser_accepts_every_rendered_engine_command_line(
     assert set(verdicts) == set(argvs)
 
 
+@pytest.mark.proof
 def test_systemctl_restart_brings_the_service_back(installed: dict[str, Any], target_set: Any, target: Any) -> None:
     before = unit_props(target_set, target, "airgap-llm-embed")
     ssh(target_set, target, "systemctl restart airgap-llm-embed")  # returns once /health answers
@@ -477,6 +479,7 @@ def test_systemctl_restart_brings_the_service_back(installed: dict[str, Any], ta
     assert after["ActiveState"] == "active" and after["MainPID"] != before["MainPID"]
 
 
+@pytest.mark.proof
 def test_killed_engine_is_restarted_by_systemd(installed: dict[str, Any], target_set: Any, target: Any) -> None:
     before = unit_props(target_set, target, "airgap-llm-chat")
     ssh(target_set, target, f"kill -9 {before['MainPID']}")

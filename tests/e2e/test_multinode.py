@@ -351,6 +351,7 @@ def test_worker_restart_ends_with_two_nodes(ray_cluster: dict[str, Any], target_
     ray_cluster["worker_restart_s"] = seconds
 
 
+@pytest.mark.proof  # waits out Ray's 60-s GCS reconnect timeout: `make proof`
 def test_head_restart_ends_with_two_nodes(ray_cluster: dict[str, Any], target_set: Any) -> None:
     head, worker = target_set.targets
     before = {n["id"] for n in _alive(target_set, head)}
